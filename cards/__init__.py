@@ -1,0 +1,1 @@
+"""Model-card templates and the code that renders a card from a run."""

@@ -1,0 +1,1 @@
+"""Built-in CLI commands, one module each; every module defines ``register(cli)``."""

@@ -1,0 +1,64 @@
+"""``achilles list`` and ``achilles plugins``."""
+
+from __future__ import annotations
+
+import click
+
+from ..api import create_model
+from ..plugin_manager import get_state
+from ..table import format_table
+
+_KIND_ALIASES = {"tasks": "task", "task": "task", "archs": "architecture", "arch": "architecture",
+                 "architectures": "architecture", "probes": "probe", "probe": "probe"}
+
+
+def _param_count(name: str) -> str:
+    try:
+        n = create_model(name).num_parameters()
+    except Exception as exc:  # a broken plugin arch must not break the listing
+        return f"? ({type(exc).__name__})"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
+
+
+@click.command("list")
+@click.argument("kind", required=False, type=click.Choice(sorted(_KIND_ALIASES)), metavar="[tasks|archs|probes]")
+@click.argument("pattern", required=False, default="")
+def list_command(kind: str | None, pattern: str) -> None:
+    """List registered tasks, architectures and probes (PATTERN takes wildcards, e.g. 'mamba2*')."""
+    state = get_state()
+    kinds = [_KIND_ALIASES[kind]] if kind else ["task", "architecture", "probe"]
+    for i, k in enumerate(kinds):
+        registry = state.registries[k]
+        entries = [e for e in registry.entries() if e.name in registry.names(pattern or "")]
+        if len(kinds) > 1:
+            click.echo(("\n" if i else "") + click.style(f"{k}s ({len(entries)})", bold=True))
+        if not entries:
+            click.echo(f"  no {k}s registered" + (f" matching {pattern!r}" if pattern else ""))
+            continue
+        if k == "architecture":
+            rows = [(e.name, _param_count(e.name), e.plugin, e.description) for e in entries]
+            click.echo(format_table(rows, ["name", "params (default)", "plugin", "description"], 70))
+        else:
+            rows = [(e.name, e.plugin, e.description) for e in entries]
+            click.echo(format_table(rows, ["name", "plugin", "description"], 70))
+
+
+@click.command("plugins")
+def plugins_command() -> None:
+    """Installed plugins, their versions, what each registers, and any that failed."""
+    state = get_state()
+    rows = []
+    for info in state.plugins.values():
+        what = "; ".join(f"{k}s: {', '.join(v)}" for k, v in info.registered.items()) or "(nothing)"
+        rows.append((info.name, info.distribution, info.version, what))
+    click.echo(format_table(rows, ["plugin", "distribution", "version", "registers"], 90)
+               if rows else "no plugins loaded")
+    if state.failures:
+        click.echo("\n" + click.style("failed plugins", bold=True))
+        click.echo(format_table([(f.name, f.stage, f.error) for f in state.failures],
+                                ["plugin", "stage", "error"], 90))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(list_command)
+    cli.add_command(plugins_command)

@@ -1,0 +1,44 @@
+"""The four hooks a plugin may implement (pluggy project ``achilles``).
+
+Each registration hook receives a ``register`` callback::
+
+    from achilles import hookimpl
+
+    @hookimpl
+    def register_tasks(register):
+        register("my-task", MyTask, description="what it is")
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("achilles")
+hookimpl = pluggy.HookimplMarker("achilles")
+
+
+@hookspec
+def register_tasks(register):
+    """Register tasks: ``register(name, task_class, description=None)``."""
+
+
+@hookspec
+def register_architectures(register):
+    """Register architectures: ``register(name, factory, description=None)``.
+
+    ``factory(**config)`` returns an ``achilles.HookedModel``."""
+
+
+@hookspec
+def register_probes(register):
+    """Register probes: ``register(name, probe_class, description=None)``."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add click commands or groups to the ``achilles`` CLI group ``cli``."""
+
+
+@hookspec
+def register_zoo_entries(register):
+    """Contribute zoo index entries: ``register(entry_dict)`` (see ``achilles.zoo``)."""

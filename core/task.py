@@ -1,0 +1,101 @@
+"""The Task interface: a named, seeded generator of token sequences with metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import torch
+
+
+@dataclass
+class Batch:
+    """A set of samples: ``tokens`` and ``targets`` are (N, S) int64; ``mask`` (N, S) bool
+    marks the positions that carry loss and metrics; ``meta`` holds per-sample tensors
+    whose first dimension is N (anchor pair, key position, length, ...)."""
+
+    tokens: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+    meta: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def __getitem__(self, index) -> "Batch":
+        return Batch(self.tokens[index], self.targets[index], self.mask[index],
+                     {k: v[index] for k, v in self.meta.items()})
+
+    def to(self, device) -> "Batch":
+        return Batch(self.tokens.to(device), self.targets.to(device), self.mask.to(device),
+                     {k: v.to(device) for k, v in self.meta.items()})
+
+    @staticmethod
+    def cat(batches: Sequence["Batch"]) -> "Batch":
+        keys = batches[0].meta.keys()
+        return Batch(torch.cat([b.tokens for b in batches]), torch.cat([b.targets for b in batches]),
+                     torch.cat([b.mask for b in batches]),
+                     {k: torch.cat([b.meta[k] for b in batches]) for k in keys})
+
+
+class Task:
+    """Base class for tasks. A subclass sets the class attributes and implements
+    ``generate`` and ``metrics``; ``__init__`` takes the task's settings as keyword
+    arguments, validates them (raise ``achilles.ConfigError`` naming the setting) and
+    stores them all, defaults included, in ``self.config`` so that
+    ``achilles.get_task(name, **task.config)`` rebuilds the same task.
+
+    Settings that depend on the model (``n_layers`` for ``inverse``) are listed in
+    ``model_settings``: the trainer passes the architecture's value for them.
+    """
+
+    name: ClassVar[str] = ""
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    #: metric name (a key of ``metrics()``) shown in progress bars and zoo tables
+    headline_metric: ClassVar[str] = "acc"
+    #: the split whose headline metric summarises generalisation
+    headline_split: ClassVar[str] = "test"
+    model_settings: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **config: Any):
+        self.config: dict[str, Any] = dict(config)
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def seq_len(self) -> int:
+        """Sequence length (the longest, for tasks with variable-length samples)."""
+        raise NotImplementedError
+
+    def split_sizes(self) -> dict[str, int]:
+        """Default number of samples per split (the paper's sizes)."""
+        raise NotImplementedError
+
+    def generate(self, split: str, n: int | None = None, seed: int = 0) -> Batch:
+        """``n`` samples of ``split`` (default: ``split_sizes()[split]``), deterministic in ``seed``."""
+        raise NotImplementedError
+
+    def metrics(self, logits: torch.Tensor, batch: Batch) -> dict[str, float]:
+        """Named scores of ``logits`` (N, S, V) on ``batch``."""
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Mean cross-entropy over the masked positions."""
+        return torch.nn.functional.cross_entropy(logits[batch.mask].float(), batch.targets[batch.mask])
+
+    def token_str(self, token: int) -> str:
+        return str(int(token))
+
+    def describe(self, batch: Batch, i: int) -> str:
+        """One sample as text, with its targets marked."""
+        toks = [self.token_str(t) for t in batch.tokens[i].tolist()]
+        tgts = [self.token_str(t) if m else "" for t, m in zip(batch.targets[i].tolist(), batch.mask[i].tolist())]
+        meta = ", ".join(f"{k}={v[i].tolist()}" for k, v in batch.meta.items())
+        targets = " ".join(f"@{j}->{t}" for j, t in enumerate(tgts) if t)
+        return f"{' '.join(toks)}   targets: {targets}" + (f"   [{meta}]" if meta else "")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"{type(self).__name__}({args})"

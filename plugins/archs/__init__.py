@@ -1,0 +1,8 @@
+"""First-party architectures: Mamba2 and its variants, Transformer, conv-Transformer."""
+
+from achilles import hookimpl
+
+
+@hookimpl
+def register_architectures(register):
+    pass

@@ -1,0 +1,1 @@
+"""The zoo index: one reviewed file listing published checkpoints."""
