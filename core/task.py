@@ -56,6 +56,10 @@ class Task:
     #: the split whose headline metric summarises generalisation
     headline_split: ClassVar[str] = "test"
     model_settings: ClassVar[tuple[str, ...]] = ()
+    #: the paper's model settings for this task (e.g. ``{"d_model": 128}``); CLI flags override
+    model_defaults: ClassVar[dict[str, Any]] = {}
+    #: the paper's training settings for this task (e.g. ``{"batch_size": 2048}``)
+    training_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **config: Any):
         self.config: dict[str, Any] = dict(config)

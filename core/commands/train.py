@@ -1,0 +1,165 @@
+"""``achilles train`` and ``achilles eval``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import AchillesError, ConfigError
+from ..table import format_table
+
+
+def parse_settings(pairs: tuple[str, ...], option: str) -> dict:
+    """``("placement=shuffle", "n_pairs=8")`` -> ``{"placement": "shuffle", "n_pairs": 8}``."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(option, f"expected KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value  # a bare string such as shuffle
+    return out
+
+
+def metrics_table(results: dict[str, dict[str, float]]) -> str:
+    splits = list(results)
+    names = []
+    for split in splits:
+        names += [m for m in results[split] if m not in names]
+    rows = [[name] + [results[s].get(name) for s in splits] for name in names]
+    return format_table(rows, ["metric"] + splits)
+
+
+@click.command("train")
+@click.option("--arch", help="Architecture name (see `achilles list archs`).")
+@click.option("--task", "task_name", help="Task name (see `achilles list tasks`).")
+@click.option("--profile", type=click.Choice(["paper", "quick"]), default=None,
+              help="paper: appendix D to the letter; quick: minutes on a CPU. Default: paper on a GPU, quick on a CPU.")
+@click.option("--layers", "n_layers", type=int, default=None, help="Number of layers (default 2).")
+@click.option("--d-model", type=int, default=None, help="Model width (default: the paper's for the task).")
+@click.option("--gamma", type=float, default=None, help="Initialisation rate: weights ~ N(0, d_in^(-2 gamma)). Default 0.5.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation and batch order.")
+@click.option("--epochs", type=int, default=None, help="Override the profile's number of epochs.")
+@click.option("--batch-size", type=int, default=None, help="Override the profile's batch size.")
+@click.option("--lr", "lr_peak", type=float, default=None, help="Override the peak learning rate.")
+@click.option("--samples", "train_samples", type=int, default=None, help="Training samples (default: profile's).")
+@click.option("--eval-samples", type=int, default=None, help="Evaluation samples per split (default: profile's).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--backend", type=click.Choice(["auto", "torch", "fused"]), default=None,
+              help="Mamba compute path: fused kernels need CUDA and the cuda extra. Default auto.")
+@click.option("--set", "task_set", multiple=True, metavar="KEY=VALUE", help="Task setting, e.g. --set placement=shuffle.")
+@click.option("--model-set", multiple=True, metavar="KEY=VALUE", help="Architecture setting, e.g. --model-set d_state=64.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder (default runs/<arch>.<task>-l<L>-g<gamma>-s<seed>[-quick]).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder of the same name.")
+@click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue an interrupted run folder.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on in a terminal).")
+def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, epochs, batch_size, lr_peak,
+                  train_samples, eval_samples, device, backend, task_set, model_set, out, overwrite, resume, progress):
+    """Train an architecture on a task into a run folder (weights, metrics, card, figures).
+
+    \b
+    Example:  achilles train --arch mamba2-residual --task inverse
+              achilles train --resume runs/mamba2-residual.inverse-l2-g0.5-s0-quick
+    """
+    from ..trainer import resume_run, start_run
+
+    if resume:
+        trainer = resume_run(resume, device=device, log=click.echo, progress=progress)
+    else:
+        if not arch or not task_name:
+            raise click.UsageError("--arch and --task are required (or --resume RUN_DIR)")
+        model_config = parse_settings(model_set, "--model-set")
+        for key, value in (("n_layers", n_layers), ("d_model", d_model), ("gamma", gamma), ("backend", backend)):
+            if value is not None:
+                model_config[key] = value
+        trainer = start_run(arch, task_name, profile=profile, seed=seed, device=device, out=out,
+                            model_config=model_config, task_config=parse_settings(task_set, "--set"),
+                            overwrite=overwrite, log=click.echo, progress=progress, epochs=epochs,
+                            batch_size=batch_size, lr_peak=lr_peak, train_samples=train_samples,
+                            eval_samples=eval_samples)
+    s = trainer.settings
+    click.echo(f"Run: {trainer.run.path}")
+    click.echo(f"Training {trainer.run.read_config()['arch']} on {trainer.task.name} "
+               f"({trainer.model.num_parameters():,} parameters) on {trainer.device}: profile {s.profile}, "
+               f"{s.epochs} epochs, batch {s.batch_size}, lr {s.lr_start:g} -> {s.lr_peak:g} -> {s.lr_start:g}, "
+               f"{s.train_samples or 'all'} training samples")
+    if s.profile != "paper":
+        click.echo("Note: the quick profile is a CPU budget, not the paper's setting; its numbers are not the paper's.")
+    try:
+        result = trainer.fit()
+    finally:
+        finalize_run_safely(trainer)
+    if result.status == "finished":
+        click.echo("\n" + metrics_table(result.final_metrics))
+        click.echo(f"\nDone: {result.path}")
+    else:
+        raise SystemExit(130)
+
+
+def finalize_run_safely(trainer) -> None:
+    from ..trainer import RunResult, finalize_run
+
+    try:
+        finalize_run(RunResult(trainer.run.path, "any"))
+    except Exception as exc:  # a figure or card failing must not lose the trained weights
+        click.echo(f"warning: could not write figures/card: {type(exc).__name__}: {exc}", err=True)
+
+
+@click.command("eval")
+@click.argument("run_id")
+@click.option("--task", "task_name", default=None, help="Evaluate on another task (default: the run's).")
+@click.option("--set", "task_set", multiple=True, metavar="KEY=VALUE",
+              help="Task setting overrides, e.g. --set placement=shuffle.")
+@click.option("--split", "splits", multiple=True, help="Split(s) to evaluate (default: all of the task's).")
+@click.option("--samples", type=int, default=None, help="Samples per split (default: the task's size).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Data seed.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_json):
+    """Evaluate a saved model: a run folder, a zoo id or hf-hub:ORG/NAME[@REV].
+
+    \b
+    Example:  achilles eval runs/mamba2.mqar-l2-g0.5-s0 --set placement=shuffle --split test
+    """
+    from ..api import get_task
+    from ..evaluation import evaluate
+    from ..trainer import resolve_device
+
+    loaded = _load(run_id)
+    config = loaded.config
+    name = task_name or config["task"]
+    task_config = dict(config.get("task_config", {})) if name == config["task"] else {}
+    task_config.update(parse_settings(task_set, "--set"))
+    task = get_task(name, **task_config) if (task_name or task_set) else loaded.task
+    vocab = config["model"].get("vocab_size")
+    if vocab is not None and task.vocab_size > vocab:
+        raise ConfigError("--task", f"{name!r} uses {task.vocab_size} tokens but the model knows only {vocab}")
+    bad = [s for s in splits if s not in task.splits]
+    if bad:
+        raise ConfigError("--split", f"{bad[0]!r} is not a split of {name!r} ({', '.join(task.splits)})")
+    model = loaded.model.to(resolve_device(device))
+    results = evaluate(model, task, splits or task.splits, samples=samples, seed=seed)
+    if as_json:
+        click.echo(json.dumps({"run": str(run_id), "task": name, "task_config": task.config, "metrics": results}, indent=2))
+    else:
+        click.echo(f"{config['arch']} on {name} ({', '.join(f'{k}={v}' for k, v in task.config.items())})")
+        click.echo(metrics_table(results))
+
+
+def _load(run_id: str):
+    try:
+        from ..zoo import load
+    except ImportError:
+        from ..runs import load_run as load
+    if not Path(run_id).exists() and ":" not in run_id and "/" in run_id:
+        raise AchillesError(f"no run folder at {run_id}")
+    return load(run_id)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(train_command)
+    cli.add_command(eval_command)

@@ -1,0 +1,199 @@
+"""Run folders and checkpoint I/O: atomic writes, safetensors only, sha256-verified loads.
+
+A run folder holds::
+
+    config.json         everything to rebuild model and task, plus status and result
+    model.safetensors   final (or latest) weights; sha256 recorded in config.json
+    init.safetensors    the weights at initialisation (for conv-kernel similarity)
+    metrics.jsonl       one JSON record per epoch
+    README.md           the model card
+    checkpoint/         trainer state for resume (tensors in safetensors, rest in JSON)
+    *.png               figures
+
+Nothing is ever unpickled: tensors go through safetensors, everything else is JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError
+
+RUN_FORMAT = "achilles-run/1"
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+INIT_WEIGHTS = "init.safetensors"
+METRICS = "metrics.jsonl"
+CARD = "README.md"
+CHECKPOINT_DIR = "checkpoint"
+
+
+# -- atomic writes ---------------------------------------------------------------------
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` holds either the old or the new content, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- tensors ----------------------------------------------------------------------------
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
+                 metadata: dict[str, str] | None = None) -> str:
+    """Atomically save ``tensors`` as safetensors; return the file's sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return file_sha256(path)
+
+
+def load_tensors(path: str | Path, expected_sha256: str | None = None,
+                 device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Load a safetensors file, refusing it if it is missing, corrupt or not the recorded one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"missing weights file {path}")
+    if expected_sha256 is not None:
+        actual = file_sha256(path)
+        if actual != expected_sha256:
+            raise CheckpointError(
+                f"{path} does not match its recorded sha256 (expected {expected_sha256[:12]}…, "
+                f"got {actual[:12]}…): the file is corrupt or was modified; refusing to load it")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
+# -- the run folder ---------------------------------------------------------------------
+class RunFolder:
+    """Read and write the files of one run."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def exists(self) -> bool:
+        return (self.path / CONFIG).is_file()
+
+    def read_config(self) -> dict[str, Any]:
+        file = self.path / CONFIG
+        if not file.is_file():
+            raise CheckpointError(f"{self.path} is not a run folder (no {CONFIG})")
+        try:
+            config = json.loads(file.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{file} is not valid JSON ({exc})") from None
+        if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
+            raise CheckpointError(f"{file} is not an achilles run config (format {RUN_FORMAT!r} expected)")
+        return config
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_json(self.path / CONFIG, {"format": RUN_FORMAT, **config})
+
+    def update_config(self, **changes: Any) -> dict[str, Any]:
+        config = self.read_config()
+        config.update(changes)
+        self.write_config(config)
+        return config
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        # Rewritten whole and atomically: a crash never leaves a torn last line.
+        lines = self.read_metrics() + [record]
+        atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in lines))
+
+    def truncate_metrics(self, epochs: int) -> None:
+        """Keep the records of the first ``epochs`` epochs (on resume from a checkpoint)."""
+        lines = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs]
+        atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in lines))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        file = self.path / METRICS
+        if not file.is_file():
+            return []
+        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+    def save_weights(self, state_dict: dict[str, torch.Tensor], name: str = WEIGHTS) -> str:
+        return save_tensors(self.path / name, state_dict, metadata={"format": "pt"})
+
+    def load_weights(self, name: str = WEIGHTS, verify: bool = True) -> dict[str, torch.Tensor]:
+        expected = None
+        if verify and name == WEIGHTS:
+            expected = self.read_config().get("weights_sha256")
+            if not expected:
+                raise CheckpointError(f"{self.path} records no sha256 for {WEIGHTS}; refusing to load unverified weights")
+        return load_tensors(self.path / name, expected)
+
+
+@dataclass
+class LoadedRun:
+    model: torch.nn.Module
+    task: Any
+    config: dict[str, Any]
+    path: Path
+
+
+def build_from_config(config: dict[str, Any]):
+    """(model, task) from a run config, weights not loaded."""
+    from .api import create_model, get_task
+
+    task = get_task(config["task"], **config.get("task_config", {}))
+    model = create_model(config["arch"], **config.get("model", {}))
+    return model, task
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild model and task of a run folder and load its sha256-verified weights."""
+    run = RunFolder(path)
+    config = run.read_config()
+    model, task = build_from_config(config)
+    state = run.load_weights()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"weights in {run.path} do not fit {config['arch']!r}: "
+                              f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    model.to(device).eval()
+    return LoadedRun(model, task, config, run.path)

@@ -1,0 +1,31 @@
+"""Test-suite setup: only first-party plugins load, figures render headless, no network."""
+
+import os
+
+# Set before achilles loads anything: stray plugins installed on this machine stay out.
+os.environ["ACHILLES_PLUGINS"] = "achilles"
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ["HF_HUB_OFFLINE"] = os.environ.get("HF_HUB_OFFLINE", "1")
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import achilles  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA (run on a GPU machine: pytest -m gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plugin_state():
+    """Each test sees freshly loaded first-party plugins; in-process registrations don't leak."""
+    achilles.reload_plugins()
+    yield
+    achilles.reload_plugins()

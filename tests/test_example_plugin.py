@@ -1,0 +1,58 @@
+"""The example third-party plugin, installed with pip as a user would, then removed."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "achilles-example-plugin"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    target = tmp_path_factory.mktemp("site")
+    # --no-build-isolation/--no-deps: offline, and achilles itself is already installed
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps",
+                    "--target", str(target), str(EXAMPLE)], check=True, capture_output=True)
+    return target
+
+
+def achilles_cmd(args, site=None):
+    env = {**os.environ, "ACHILLES_PLUGINS": "achilles,achilles-example-plugin"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site) if site else "", env.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-c", "from achilles.cli import main; main()", *args],
+                          capture_output=True, text=True, env=env)
+
+
+def test_installed_plugin_shows_in_list_and_plugins(installed):
+    listing = achilles_cmd(["list"], installed)
+    assert listing.returncode == 0, listing.stderr
+    assert "example-successor" in listing.stdout and "example-mlp" in listing.stdout
+    plugins = achilles_cmd(["plugins"], installed)
+    assert "achilles-example-plugin:example" in plugins.stdout and "0.1.0" in plugins.stdout
+
+
+def test_installed_plugin_is_usable_from_the_python_api(installed):
+    code = ("import achilles, torch; t = achilles.get_task('example-successor'); "
+            "m = achilles.create_model('example-mlp', vocab_size=t.vocab_size); "
+            "b = t.generate('train', 4); print(m(b.tokens).shape, sorted(achilles.list_tasks('example-*')))")
+    env = {**os.environ, "ACHILLES_PLUGINS": "achilles,achilles-example-plugin",
+           "PYTHONPATH": str(installed)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "torch.Size([4, 8, 16]) ['example-successor']" in proc.stdout
+
+
+def test_uninstalled_plugin_is_gone():
+    listing = achilles_cmd(["list"])
+    assert listing.returncode == 0
+    assert "example-successor" not in listing.stdout and "example-mlp" not in listing.stdout
+
+
+def test_allow_list_keeps_an_installed_plugin_out(installed):
+    env = {**os.environ, "ACHILLES_PLUGINS": "achilles", "PYTHONPATH": str(installed)}
+    proc = subprocess.run([sys.executable, "-c", "from achilles.cli import main; main()", "list", "tasks"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and "example-successor" not in proc.stdout

@@ -1,0 +1,81 @@
+"""Plugin loading: entry points, allow-list, failure isolation, duplicate names."""
+
+import types
+
+import pytest
+
+import achilles
+from achilles import hookimpl
+from achilles.plugin_manager import get_state
+
+import toy_plugin
+
+
+def test_first_party_plugins_load_through_the_entry_point_group():
+    state = get_state()
+    assert {"tasks", "archs", "probes"} <= set(state.plugins)
+    assert all(state.plugins[n].distribution == "achilles" for n in ("tasks", "archs", "probes"))
+    assert state.failures == []
+
+
+def test_allow_list_excludes_unlisted_plugins(monkeypatch):
+    monkeypatch.setenv("ACHILLES_PLUGINS", "tasks")
+    state = achilles.reload_plugins()
+    assert set(state.plugins) == {"tasks"}
+    monkeypatch.setenv("ACHILLES_PLUGINS", "")
+    assert achilles.reload_plugins().plugins == {}
+
+
+def test_in_process_plugin_registers_task_and_architecture():
+    assert achilles.register_plugin(toy_plugin, "toy")
+    assert "toy-count" in achilles.list_tasks()
+    assert achilles.list_architectures("toy-*") == ["toy-mixer"]
+    model = achilles.create_model("toy-mixer", d_model=4)
+    assert model.config["d_model"] == 4 and model.arch_name == "toy-mixer"
+
+
+def test_plugin_failing_in_registration_is_reported_and_rolled_back(capsys):
+    broken = types.SimpleNamespace()
+
+    @hookimpl
+    def register_tasks(register):
+        register("half-registered", toy_plugin.CountTask)
+        raise RuntimeError("boom")
+
+    broken.register_tasks = register_tasks
+    assert not achilles.register_plugin(broken, "broken")
+    assert "half-registered" not in achilles.list_tasks()
+    failure = get_state().failures[-1]
+    assert failure.name == "broken" and "RuntimeError: boom" in failure.error
+    assert "plugin 'broken' skipped" in capsys.readouterr().err
+    # the rest keeps working
+    assert achilles.register_plugin(toy_plugin, "toy")
+
+
+def test_duplicate_names_are_refused_naming_both_owners():
+    assert achilles.register_plugin(toy_plugin, "toy")
+    again = types.SimpleNamespace(register_tasks=toy_plugin.register_tasks)
+    assert not achilles.register_plugin(again, "copycat")
+    error = get_state().failures[-1].error
+    assert "'toy'" in error and "'copycat'" in error and "toy-count" in error
+
+
+def test_unknown_names_list_close_matches():
+    achilles.register_plugin(toy_plugin, "toy")
+    with pytest.raises(achilles.UnknownNameError, match=r"did you mean: toy-mixer"):
+        achilles.create_model("toy-mixr")
+    with pytest.raises(achilles.UnknownNameError, match="toy-count"):
+        achilles.get_task("toy-cnt")
+
+
+def test_unknown_setting_is_a_config_error_naming_it():
+    achilles.register_plugin(toy_plugin, "toy")
+    with pytest.raises(achilles.ConfigError, match="d_modle"):
+        achilles.create_model("toy-mixer", d_modle=3)
+
+
+def test_wildcard_listing():
+    achilles.register_plugin(toy_plugin, "toy")
+    assert achilles.list_architectures("toy-*") == ["toy-mixer"]
+    assert "toy-mixer" not in achilles.list_architectures(exclude="toy-*")
+    assert achilles.list_tasks(["toy-c*", "nothing*"]) == ["toy-count"]
