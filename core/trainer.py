@@ -195,8 +195,7 @@ class Trainer:
             while self.epoch < s.epochs:
                 epoch = self.epoch
                 started = time.perf_counter()
-                order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
-                order = order.to(self.device)
+                order = epoch_order(self.seed, epoch, n).to(self.device)
                 self.model.train()
                 loss_sum, loss_count = torch.zeros((), device=self.device), 0
                 for step in range(steps_per_epoch):
@@ -224,13 +223,8 @@ class Trainer:
                     bar.set_postfix_str(f"loss {loss_value:.4f} {head_split} {head_metric} {last_headline}")
                     bar.update(1)
                 train_seconds = time.perf_counter() - started
-                results = evaluate(self.model, self.task, evals.keys(), data=evals)
-                self.epoch = epoch + 1
-                record = {"epoch": self.epoch, "loss": (loss_sum / loss_count).item(), "lr": lr,
-                          "train_seconds": round(train_seconds, 3),
-                          "samples_per_second": round(n / train_seconds, 1), "metrics": results}
-                self.run.append_metrics(record)
-                self.save_checkpoint()
+                record = self.end_epoch((loss_sum / loss_count).item(), lr, train_seconds, n, evals)
+                results = record["metrics"]
                 headline = results.get(head_split, {}).get(head_metric)
                 last_headline = f"{headline:.3f}" if headline is not None else "-"
                 summary = "  ".join(f"{sp} {head_metric} {m.get(head_metric, float('nan')):.3f}"
@@ -250,12 +244,34 @@ class Trainer:
         finally:
             stop.restore()
         bar.close()
+        return self.finish()
+
+    # -- shared with the ensemble trainer (core/ensemble.py) ---------------------------------
+    def end_epoch(self, loss: float, lr: float, train_seconds: float, n: int, evals: dict[str, Batch],
+                  **extra: Any) -> dict:
+        """Evaluate the epoch just trained, append its record to metrics.jsonl and checkpoint."""
+        results = evaluate(self.model, self.task, evals.keys(), data=evals)
+        self.epoch += 1
+        record = {"epoch": self.epoch, "loss": loss, "lr": lr, "train_seconds": round(train_seconds, 3),
+                  "samples_per_second": round(n / train_seconds, 1), "metrics": results, **extra}
+        self.run.append_metrics(record)
+        self.save_checkpoint()
+        return record
+
+    def finish(self) -> RunResult:
+        """Mark the run finished with its last epoch's metrics as the final ones."""
+        head_split, head_metric = self.task.headline_split, self.task.headline_metric
         final = self.run.read_metrics()[-1]["metrics"] if self.epoch else {}
         head = final.get(head_split, {}).get(head_metric)
         self.run.update_config(
             status="finished", final_metrics=final, finished=_now(),
             headline={"split": head_split, "metric": head_metric, "value": head})
         return RunResult(self.run.path, "finished", final, self.epoch)
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The order of the ``n`` training samples in ``epoch`` of a run with ``seed`` (on CPU)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
 class _StopFlag:
