@@ -1,0 +1,223 @@
+"""Publish run folders to the Hugging Face Hub and fetch them back, through ``huggingface_hub``.
+
+Downloads go through the Hugging Face cache (``HF_HUB_CACHE``), so a run pulled once loads
+offline (``HF_HUB_OFFLINE=1``). The endpoint, token and cache come from the usual
+Hugging Face environment (``HF_ENDPOINT``, ``HF_TOKEN`` or ``hf auth login``, ``HF_HOME``).
+Every client or network error leaves this module as one ``CheckpointError`` line.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .errors import AchillesError, CheckpointError
+from .runs import CARD, CONFIG, INIT_WEIGHTS, METRICS, WEIGHTS, RunFolder, file_sha256
+
+HUB_PREFIX = "hf-hub:"
+#: What a published run holds; trainer state (checkpoint/) stays local.
+RUN_FILES = (CONFIG, WEIGHTS, INIT_WEIGHTS, METRICS, CARD, "*.png")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """A run on the Hub: ``repo_id`` (``ORG/NAME``) at ``revision`` (None: the default branch)."""
+
+    repo_id: str
+    revision: str | None = None
+
+    def __str__(self) -> str:
+        return f"{HUB_PREFIX}{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
+
+
+def is_hub_ref(text: str) -> bool:
+    return str(text).startswith(HUB_PREFIX)
+
+
+def parse_hub_ref(text: str) -> HubRef:
+    """``hf-hub:ORG/NAME[@REVISION]`` -> HubRef."""
+    body = str(text)[len(HUB_PREFIX):] if is_hub_ref(text) else str(text)
+    repo_id, _, revision = body.partition("@")
+    check_repo_id(repo_id, f"{text!r}")
+    if "@" in body and not revision:
+        raise CheckpointError(f"invalid Hub id {text!r}: nothing after '@' (expected hf-hub:ORG/NAME[@REVISION])")
+    return HubRef(repo_id, revision or None)
+
+
+def check_repo_id(repo_id: str, what: str | None = None) -> str:
+    if not _REPO_ID.match(repo_id or ""):
+        raise CheckpointError(f"invalid Hub repo id {what or repr(repo_id)}: expected ORG/NAME "
+                              "(letters, digits, '-', '_', '.'), e.g. hf-hub:my-org/mamba2-inverse")
+    return repo_id
+
+
+def endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+# -- error translation ------------------------------------------------------------------
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _missing_file(exc) -> str:
+    url = str(getattr(getattr(exc, "response", None), "url", ""))
+    return url.split("/resolve/", 1)[-1].split("/", 1)[-1] if "/resolve/" in url else "a file"
+
+
+@contextmanager
+def hub_errors(action: str, ref: HubRef | str) -> Iterator[None]:
+    """Turn whatever huggingface_hub or the network raises while doing ``action`` on ``ref``
+    into one clear CheckpointError line."""
+    import httpx2
+    from huggingface_hub import errors as hf
+
+    try:
+        yield
+    except AchillesError:
+        raise
+    except hf.RevisionNotFoundError:
+        raise CheckpointError(f"cannot {action} {ref}: the repository has no revision "
+                              f"{getattr(ref, 'revision', None) or 'main'!r}") from None
+    except hf.RepositoryNotFoundError:
+        repo = getattr(ref, "repo_id", ref)
+        raise CheckpointError(f"cannot {action} {ref}: no repository {repo!r} at {endpoint()} "
+                              "(or it is private and your token cannot see it)") from None
+    except hf.RemoteEntryNotFoundError as exc:
+        raise CheckpointError(f"cannot {action} {ref}: the repository has no file {_missing_file(exc)!r}") from None
+    except hf.IncompleteSnapshotError:
+        raise CheckpointError(f"cannot {action} {ref}: only part of it is in the local cache (an earlier "
+                              "download was cut off) and the Hub cannot be reached; pull it again online") from None
+    except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled):
+        if _offline():
+            raise CheckpointError(f"cannot {action} {ref}: it is not in the local Hugging Face cache and "
+                                  "HF_HUB_OFFLINE is set; pull it once while online") from None
+        raise CheckpointError(f"cannot {action} {ref}: the Hub at {endpoint()} cannot be reached and it is "
+                              "not in the local cache") from None
+    except hf.HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "?"
+        if status in (401, 403):
+            raise CheckpointError(f"the Hub refused to {action} {ref} (HTTP {status}): log in with "
+                                  "`hf auth login` or set HF_TOKEN to a token with write access") from None
+        detail = exc.server_message or _first_line(exc)
+        raise CheckpointError(f"cannot {action} {ref}: the Hub answered HTTP {status} ({detail})") from None
+    except (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError) as exc:
+        raise CheckpointError(f"cannot {action} {ref}: the connection broke off mid-transfer ({_first_line(exc)}); "
+                              "nothing partial was kept, run it again") from None
+    except (httpx2.HTTPError, ConnectionError) as exc:
+        raise CheckpointError(f"cannot {action} {ref}: the Hub at {endpoint()} cannot be reached "
+                              f"({_first_line(exc)})") from None
+    except OSError as exc:
+        if "Consistency check failed" in str(exc):  # fewer bytes arrived than announced
+            raise CheckpointError(f"cannot {action} {ref}: the download was cut short; nothing partial was "
+                                  "kept, run it again") from None
+        raise CheckpointError(f"cannot {action} {ref}: {_first_line(exc)}") from None
+
+
+# -- push -------------------------------------------------------------------------------
+@dataclass
+class PushResult:
+    repo_id: str
+    revision: str
+    commit_url: str
+    commit_oid: str
+    files: list[str]
+    forced: list[str] = field(default_factory=list)  # the problems --force overrode
+
+
+def publish_problems(run: RunFolder, config: dict) -> list[str]:
+    """Why a run should not be published (empty when it is fine)."""
+    problems = []
+    if config.get("status") != "finished":
+        problems.append(f"the run never finished (status {config.get('status')!r} after "
+                        f"{config.get('epochs_completed', '?')} epochs)")
+    recorded = config.get("weights_sha256")
+    if not recorded:
+        problems.append(f"{CONFIG} records no sha256 for {WEIGHTS}")
+    elif (run.path / WEIGHTS).is_file():
+        actual = file_sha256(run.path / WEIGHTS)
+        if actual != recorded:
+            problems.append(f"{WEIGHTS} does not match the sha256 in {CONFIG} "
+                            f"(recorded {recorded[:12]}…, file {actual[:12]}…)")
+    return problems
+
+
+def run_files(run_dir: Path) -> list[str]:
+    """The files of a run folder that get published (the card is rendered fresh)."""
+    names = [n for n in (CONFIG, WEIGHTS, INIT_WEIGHTS, METRICS) if (run_dir / n).is_file()]
+    return names + sorted(p.name for p in run_dir.glob("*.png"))
+
+
+def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+             force: bool = False, commit_message: str | None = None) -> PushResult:
+    """Publish a finished run: weights, config, metrics, a freshly rendered card and figures,
+    in one commit to ``repo_id`` (created if needed) on branch ``revision`` (created if needed).
+
+    Refuses an unfinished run or weights that do not match their recorded sha256 unless ``force``."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from achilles.cards import render_card
+    from achilles.zoo import suggest_zoo_id
+
+    check_repo_id(repo_id)
+    run = RunFolder(run_dir)
+    config = run.read_config()
+    if not (run.path / WEIGHTS).is_file():
+        raise CheckpointError(f"cannot push {run.path}: it has no {WEIGHTS}")
+    problems = publish_problems(run, config)
+    if problems and not force:
+        raise CheckpointError(f"refusing to push {run.path}: {'; '.join(problems)} (--force pushes it anyway)")
+    ref = HubRef(repo_id, revision)
+    files = run_files(run.path)
+    # One commit with an explicit file list (not upload_folder): checkpoint/ can never leak,
+    # and the card, rendered with its Hub id, need not be written into the run folder.
+    card = render_card(run.path, repo_id=repo_id).encode()
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(run.path / name)) for name in files]
+    operations.append(CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=card))
+    message = commit_message or (f"achilles: {suggest_zoo_id(config)} "
+                                 f"({(config.get('training') or {}).get('profile', '?')} profile, "
+                                 f"{config.get('status')})")
+    api = HfApi()
+    with hub_errors("push to", ref):
+        api.create_repo(repo_id, private=private or None, exist_ok=True, repo_type="model")
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+        info = api.create_commit(repo_id, operations, commit_message=message, revision=revision,
+                                 repo_type="model")
+    return PushResult(repo_id, revision or "main", info.commit_url, info.oid, files + [CARD], problems)
+
+
+# -- pull -------------------------------------------------------------------------------
+def download_run(ref: HubRef) -> Path:
+    """The run's files in the Hugging Face cache (downloaded if needed); its snapshot folder."""
+    from huggingface_hub import snapshot_download
+
+    with hub_errors("download", ref):
+        path = Path(snapshot_download(ref.repo_id, revision=ref.revision, repo_type="model",
+                                      allow_patterns=list(RUN_FILES)))
+    for needed in (CONFIG, WEIGHTS):
+        if not (path / needed).is_file():
+            raise CheckpointError(f"cannot download {ref}: the repository has no {needed}, so it is not an "
+                                  "achilles run (or its upload is incomplete)")
+    return path
+
+
+def resolve_revision(ref: HubRef) -> str:
+    """The commit hash ``ref.revision`` (branch, tag or commit) points at now."""
+    from huggingface_hub import HfApi
+
+    with hub_errors("look up", ref):
+        return HfApi().repo_info(ref.repo_id, revision=ref.revision, repo_type="model").sha

@@ -1,0 +1,181 @@
+"""Fixtures for the zoo tests: a local Hub, an isolated HF cache and zoo index, a toy
+task and architecture, and real run folders. Import the fixtures into a test module with
+``from hub_fixtures import *``.
+
+Nothing here reaches the internet: huggingface_hub reads its endpoint and cache paths at
+import time, so the ``hub`` fixture patches ``huggingface_hub.constants`` as well as the
+environment, and blocks name resolution of any host but localhost while a test runs.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import achilles
+from achilles import HookedModel, HookPoint, Task, hookimpl
+from achilles.runs import RunFolder
+from hub_server import HubServer
+
+__all__ = ["hub", "zoo_registry", "toys", "make_run", "LOCAL_HOSTS", "TOY_ARCH", "TOY_TASK"]
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+TOY_ARCH, TOY_TASK = "zoo-toy-arch", "zoo-toy-task"
+
+
+# -- a toy task and architecture (the first-party ones may not be registered yet) ------
+class ToyTask(Task):
+    """Predict each token's successor mod the vocabulary."""
+
+    splits = ("train", "test")
+
+    def __init__(self, vocab: int = 8, length: int = 6):
+        super().__init__(vocab=vocab, length=length)
+        self.vocab, self.length = vocab, length
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab
+
+    @property
+    def seq_len(self) -> int:
+        return self.length
+
+    def split_sizes(self) -> dict[str, int]:
+        return {"train": 32, "test": 16}
+
+    def generate(self, split: str, n: int | None = None, seed: int = 0) -> achilles.Batch:
+        n = n or self.split_sizes()[split]
+        g = torch.Generator().manual_seed(seed * 2 + (split == "test"))
+        tokens = torch.randint(0, self.vocab, (n, self.length), generator=g)
+        return achilles.Batch(tokens, (tokens + 1) % self.vocab, torch.ones_like(tokens, dtype=torch.bool))
+
+    def metrics(self, logits: torch.Tensor, batch: achilles.Batch) -> dict[str, float]:
+        acc = (logits.argmax(-1) == batch.targets)[batch.mask].float().mean().item()
+        return {"acc": acc}
+
+
+class ToyModel(HookedModel):
+    """Embedding, one linear layer with a hook point, unembedding."""
+
+    def __init__(self, vocab: int = 8, d_model: int = 16, n_layers: int = 1, gamma: float = 0.5, seed: int = 0):
+        super().__init__()
+        self.config = dict(vocab=vocab, d_model=d_model, n_layers=n_layers, gamma=gamma, seed=seed)
+        self.embed = nn.Embedding(vocab, d_model)
+        self.layers = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(n_layers))
+        self.resid = HookPoint("resid")
+        self.unembed = nn.Linear(d_model, vocab)
+        achilles.init_gamma_(self, gamma, generator=torch.Generator().manual_seed(seed))
+        self.name_hook_points()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        for layer in self.layers:
+            x = x + torch.tanh(layer(x))
+        return self.unembed(self.resid(x))
+
+
+class ToyPlugin:
+    @hookimpl
+    def register_tasks(self, register):
+        register(TOY_TASK, ToyTask)
+
+    @hookimpl
+    def register_architectures(self, register):
+        register(TOY_ARCH, ToyModel)
+
+
+@pytest.fixture
+def toys():
+    name = "zoo-test-toys"
+    achilles.register_plugin(ToyPlugin(), name=name)
+    yield TOY_ARCH, TOY_TASK
+    achilles.unregister_plugin(name)
+
+
+def make_run(path: Path, seed: int = 0, status: str = "finished", profile: str = "quick") -> Path:
+    """A real run folder of the toy model, as the trainer would leave it."""
+    model = achilles.create_model(TOY_ARCH, seed=seed)
+    task = achilles.get_task(TOY_TASK)
+    run = RunFolder(path)
+    run.save_weights(model.state_dict(), name="init.safetensors")
+    with torch.no_grad():  # "training": the final weights differ from the initial ones
+        for param in model.parameters():
+            param.add_(0.01 * torch.sign(param))
+    sha = run.save_weights(model.state_dict())
+    batch = task.generate("test")
+    with torch.no_grad():
+        test_acc = task.metrics(model(batch.tokens), batch)["acc"]
+    run.write_config({
+        "achilles_version": achilles.__version__, "arch": TOY_ARCH, "model": dict(model.config),
+        "task": TOY_TASK, "task_config": dict(task.config),
+        "training": {"profile": profile, "epochs": 1, "lr": 1e-3, "batch_size": 8},
+        "seed": seed, "status": status, "epochs_completed": 1, "weights_sha256": sha,
+        "final_metrics": {"train": {"acc": 0.5}, "test": {"acc": test_acc}},
+        "headline": {"split": "test", "metric": "acc", "value": test_acc},
+        "created": "2026-01-01T00:00:00Z", "finished": "2026-01-01T00:01:00Z",
+    })
+    run.append_metrics({"epoch": 1, "loss": 2.0, "test_acc": test_acc})
+    (run.path / "loss.png").write_bytes(b"\x89PNG\r\n\x1a\n fake figure")
+    (run.path / "checkpoint").mkdir()
+    (run.path / "checkpoint" / "trainer.json").write_text("{}")  # must never be published
+    return run.path
+
+
+# -- the local Hub and an isolated Hugging Face environment ------------------------------
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A running local Hub; huggingface_hub points at it, with a fresh cache and a dummy token."""
+    from huggingface_hub import constants
+
+    server = HubServer().start()
+    hf_home = tmp_path / "hf-home"
+    env = {"HF_ENDPOINT": server.endpoint, "HF_HOME": str(hf_home), "HF_HUB_CACHE": str(hf_home / "hub"),
+           "HF_TOKEN": "hf_local_test_token", "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1",
+           "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "DO_NOT_TRACK": "1",
+           "NO_PROXY": ",".join(LOCAL_HOSTS), "no_proxy": ",".join(LOCAL_HOSTS)}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    # Paths derived from HF_HOME at import time (token, cache, agent registry, ...) move too.
+    old_home = constants.HF_HOME
+    for name, value in list(vars(constants).items()):
+        if name.isupper() and isinstance(value, str) and value.startswith(old_home):
+            monkeypatch.setattr(constants, name, str(hf_home) + value[len(old_home):])
+    for name, value in {"ENDPOINT": server.endpoint, "HF_HUB_CACHE": str(hf_home / "hub"),
+                        "HUGGINGFACE_CO_URL_TEMPLATE": server.endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+                        "HF_HUB_OFFLINE": False, "HF_HUB_DISABLE_XET": True,
+                        "HF_HUB_DISABLE_TELEMETRY": True}.items():
+        monkeypatch.setattr(constants, name, value)
+
+    # Quiet stderr: the module (shadowed by its tqdm class as an attribute) copied the flag at import.
+    monkeypatch.setattr(sys.modules["huggingface_hub.utils.tqdm"], "HF_HUB_DISABLE_PROGRESS_BARS", True)
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):
+        if host not in LOCAL_HOSTS:
+            raise OSError(f"test guard: network access to {host!r} is blocked")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def zoo_registry(tmp_path, monkeypatch):
+    """An empty zoo index in a temporary file (the packaged one is never written by tests)."""
+    from achilles.registry import REGISTRY_ENV, REGISTRY_FILE
+
+    path = tmp_path / "zoo.json"
+    data = json.loads(REGISTRY_FILE.read_text())
+    assert data["entries"] == [] or isinstance(data["entries"], list)
+    path.write_text(json.dumps({**data, "entries": []}, indent=2))
+    monkeypatch.setenv(REGISTRY_ENV, str(path))
+    return path
