@@ -10,6 +10,7 @@ from .initialization import init_gamma_
 from .plugin_manager import register_plugin, reload_plugins, unregister_plugin
 from .probe import Probe
 from .task import Batch, Task
+from .zoo import load
 
 try:
     __version__ = _version("achilles")
@@ -19,6 +20,6 @@ except PackageNotFoundError:  # running from a source tree without install
 __all__ = [
     "AchillesError", "Batch", "CheckpointError", "ConfigError", "DuplicateNameError", "HookPoint",
     "HookedModel", "Probe", "Task", "UnknownNameError", "__version__", "create_model", "get_probe",
-    "get_task", "hookimpl", "init_gamma_", "list_architectures", "list_probes", "list_tasks",
+    "get_task", "hookimpl", "init_gamma_", "list_architectures", "list_probes", "list_tasks", "load",
     "register_plugin", "reload_plugins", "unregister_plugin",
 ]
