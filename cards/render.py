@@ -37,10 +37,20 @@ PAPERS: dict[str, dict[str, str]] = {
 
 
 # -- reading the run ---------------------------------------------------------------------
+#: Task settings that name a variant of the task (mqar: where pairs sit, their n-gram shape).
+VARIANT_SETTINGS = ("variant", "placements", "ngrams")
+
+
 def task_variant(config: dict[str, Any]) -> str | None:
-    """The task's variant setting (e.g. mqar placement ``last``), if the task has one."""
-    variant = (config.get("task_config") or {}).get("variant")
-    return str(variant) if variant not in (None, "") else None
+    """The task's variant (e.g. ``last-K1V1`` for mqar), from the settings that name one."""
+    task_config = config.get("task_config") or {}
+    parts = []
+    for key in VARIANT_SETTINGS:
+        value = task_config.get(key)
+        if value in (None, "", [], ()):
+            continue
+        parts.append("+".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
+    return "-".join(parts) or None
 
 
 def dataset_name(config: dict[str, Any]) -> str:
@@ -174,10 +184,12 @@ def _model_table(config: dict[str, Any], run_dir: Path) -> str:
     rows += [("Task", f"`{config.get('task')}`"), ("Task variant", task_variant(config) or "(default)"),
              ("Seed", config.get("seed")),
              ("Training profile", (config.get("training") or {}).get("profile", "unknown")),
-             ("Status", f"{config.get('status')} ({config.get('epochs_completed', '?')} epochs)")]
-    rows += [(f"model.{k}", v) for k, v in model.items() if k not in ("n_layers", "d_model", "gamma")]
-    rows += [(f"task.{k}", v) for k, v in (config.get("task_config") or {}).items()]
-    return _table(rows, ("setting", "value"))
+             ("Status", f"{config.get('status')} after {config.get('epochs_completed', '?')} epoch(s)")]
+    settings = {"arch": config.get("arch"), "model": model, "task": config.get("task"),
+                "task_config": config.get("task_config") or {}}
+    return (_table(rows, ("setting", "value")) + "\n\n<details><summary>Every model and task setting "
+            "(rebuilds it with <code>achilles.create_model</code> / <code>achilles.get_task</code>)"
+            "</summary>\n\n```json\n" + json.dumps(settings, indent=2) + "\n```\n\n</details>")
 
 
 def _training_text(config: dict[str, Any], records: list[dict[str, Any]]) -> str:
@@ -199,9 +211,9 @@ def _results_text(config: dict[str, Any]) -> str:
     names = list(dict.fromkeys(m for values in splits.values() for m in values))
     if not names:
         return "No final metrics were recorded for this run."
-    header = "| split | " + " | ".join(names) + " |\n| --- |" + " --- |" * len(names)
-    rows = [f"| {s} | " + " | ".join(_fmt(v[m]) if m in v else "" for m in names) + " |"
-            for s, v in splits.items()]
+    header = "| metric | " + " | ".join(splits) + " |\n| --- |" + " --- |" * len(splits)
+    rows = [f"| {m} | " + " | ".join(_fmt(v[m]) if m in v else "" for v in splits.values()) + " |"
+            for m in names]
     return "\n".join([header, *rows])
 
 
@@ -216,15 +228,18 @@ def _paper_text(config: dict[str, Any]) -> str:
 def _load_text(repo_id: str | None, zoo_id: str | None) -> str:
     ids = []
     if zoo_id:
-        ids.append((f'"{zoo_id}"', "zoo id: the registry pins revision and sha256"))
+        ids.append((zoo_id, "zoo id: the index pins the commit and the weights' sha256"))
     if repo_id:
-        ids.append((f'"hf-hub:{repo_id}"', "straight from the Hub"))
-    ids.append(('"path/to/run"', "a local run folder"))
-    calls = "\n".join(f"run = achilles.load({i})  # {why}" for i, why in ids)
+        ids.append((f"hf-hub:{repo_id}", "from the Hub (add @REVISION to pin one)"))
+    ids.append(("path/to/run", "a local run folder"))
+    calls = "\n".join(f'run = achilles.load("{i}")  # {why}' for i, why in ids)
+    cli = (f"On the command line, `achilles pull {ids[0][0]}` fetches it into the Hugging Face cache "
+           "(it then loads offline)." if len(ids) > 1 else
+           "Publish it with `achilles push RUN_DIR --repo-id ORG/NAME`; it then loads from `hf-hub:ORG/NAME`.")
     return ("```python\nimport achilles\n\n" + calls + "\nbatch = run.task.generate(\"test\", n=8)\n"
             "logits = run.model(batch.tokens)\nprint(run.task.metrics(logits, batch))\n```\n\n"
-            f"or `achilles pull {ids[0][0].strip(chr(34))}` on the command line. Weights are safetensors "
-            "only and are checked against the sha256 recorded in `config.json` before loading.")
+            f"{cli} Weights are safetensors only and are checked against the sha256 recorded in "
+            "`config.json` before loading.")
 
 
 def _figures_text(figures: list[str]) -> str:

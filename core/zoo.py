@@ -10,8 +10,9 @@ and the sha256 of the weights::
      "metrics": {"train": 1.0, "test": 0.98}, "added": "2026-01-31"}
 
 ``load(source)`` accepts a run folder, a zoo id or ``hf-hub:ORG/NAME[@REVISION]`` and returns
-a ``LoadedRun`` (``.model`` in eval mode, ``.task``, ``.config``, ``.path``). Zoo ids read
-``ARCH.TASK[-VARIANT]-lLAYERS-gGAMMA-sSEED``, e.g. ``mamba2-residual.inverse-l2-g0.5-s0``.
+a ``LoadedRun`` (``.model`` in eval mode, ``.task``, ``.config``, ``.path``). Zoo ids follow the
+trainer's run names, ``ARCH.TASK-lLAYERS-gGAMMA-sSEED[-PROFILE]``, e.g.
+``mamba2-residual.inverse-l2-g0.5-s0`` (a ``-quick`` suffix marks a non-paper profile).
 """
 
 from __future__ import annotations
@@ -37,23 +38,14 @@ _REQUIRED = ("id", "repo_id", "revision", "sha256")
 
 
 # -- ids --------------------------------------------------------------------------------
-def _short_number(value: Any) -> str:
-    return format(value, "g") if isinstance(value, float) else str(value)
-
-
 def suggest_zoo_id(config: dict[str, Any]) -> str:
-    """The conventional zoo id of a run config (parts the config lacks are left out)."""
-    from achilles.cards.render import dataset_name
+    """The conventional zoo id of a run: the trainer's run name, ``ARCH.TASK-lL-gGAMMA-sSEED``
+    plus ``-PROFILE`` unless it was trained with the paper's settings."""
+    from .trainer import default_run_name
 
-    model = config.get("model") or {}
-    parts = [dataset_name(config)]
-    if "n_layers" in model:
-        parts.append(f"l{model['n_layers']}")
-    if "gamma" in model:
-        parts.append(f"g{_short_number(model['gamma'])}")
-    if config.get("seed") is not None:
-        parts.append(f"s{config['seed']}")
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{config.get('arch')}." + "-".join(parts))
+    name = default_run_name(str(config.get("arch")), str(config.get("task")), config.get("model") or {},
+                            config.get("seed"), (config.get("training") or {}).get("profile") or "unknown")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 # -- entries ----------------------------------------------------------------------------
@@ -172,10 +164,17 @@ def list_zoo(pattern: str = "") -> list[ZooEntry]:
     return [entries[k] for k in sorted(entries) if not pattern or fnmatch.fnmatchcase(k, pattern)]
 
 
+def unknown_zoo_id(zoo_id: str, known: list[str]) -> UnknownNameError:
+    error = UnknownNameError("zoo id", zoo_id, known)
+    if not known:  # the generic hint blames a missing plugin; here the index is simply empty
+        error.args = (f"unknown zoo id {zoo_id!r}; the zoo index {registry_path()} lists no checkpoints yet",)
+    return error
+
+
 def get_entry(zoo_id: str) -> ZooEntry:
     entries = zoo_index().entries
     if zoo_id not in entries:
-        raise UnknownNameError("zoo id", zoo_id, list(entries))
+        raise unknown_zoo_id(zoo_id, list(entries))
     return entries[zoo_id]
 
 
@@ -276,7 +275,7 @@ def pull(source: str | Path) -> PulledRun:
     if _looks_like_path(text):
         hint = f" (for a Hub repository write hf-hub:{text})" if text.count("/") == 1 else ""
         raise CheckpointError(f"no run folder at {text}{hint}")
-    raise UnknownNameError("zoo id", text, list(index))
+    raise unknown_zoo_id(text, list(index))
 
 
 def _verified_config(path: Path, expected: str | None, what: str) -> dict[str, Any]:

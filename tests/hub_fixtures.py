@@ -64,14 +64,15 @@ class ToyTask(Task):
 class ToyModel(HookedModel):
     """Embedding, one linear layer with a hook point, unembedding."""
 
-    def __init__(self, vocab: int = 8, d_model: int = 16, n_layers: int = 1, gamma: float = 0.5, seed: int = 0):
+    def __init__(self, vocab_size: int = 8, max_len: int = 16, d_model: int = 16, n_layers: int = 1,
+                 gamma: float = 0.5):
         super().__init__()
-        self.config = dict(vocab=vocab, d_model=d_model, n_layers=n_layers, gamma=gamma, seed=seed)
-        self.embed = nn.Embedding(vocab, d_model)
+        self.config = dict(vocab_size=vocab_size, max_len=max_len, d_model=d_model, n_layers=n_layers, gamma=gamma)
+        self.embed = nn.Embedding(vocab_size, d_model)
         self.layers = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(n_layers))
         self.resid = HookPoint("resid")
-        self.unembed = nn.Linear(d_model, vocab)
-        achilles.init_gamma_(self, gamma, generator=torch.Generator().manual_seed(seed))
+        self.unembed = nn.Linear(d_model, vocab_size)
+        achilles.init_gamma_(self, gamma)  # the caller seeds torch
         self.name_hook_points()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -99,29 +100,33 @@ def toys():
     achilles.unregister_plugin(name)
 
 
-def make_run(path: Path, seed: int = 0, status: str = "finished", profile: str = "quick") -> Path:
-    """A real run folder of the toy model, as the trainer would leave it."""
-    model = achilles.create_model(TOY_ARCH, seed=seed)
-    task = achilles.get_task(TOY_TASK)
+def make_run(path: Path, seed: int = 0, status: str = "finished", profile: str = "quick",
+             arch: str = TOY_ARCH, task: str = TOY_TASK, model_config: dict | None = None) -> Path:
+    """A real run folder, as the trainer would leave it (without spending time training)."""
+    from achilles.trainer import build_task_and_model
+
+    task_obj, model, model_cfg, task_cfg = build_task_and_model(arch, task, dict(model_config or {}), {}, seed)
     run = RunFolder(path)
     run.save_weights(model.state_dict(), name="init.safetensors")
     with torch.no_grad():  # "training": the final weights differ from the initial ones
         for param in model.parameters():
             param.add_(0.01 * torch.sign(param))
     sha = run.save_weights(model.state_dict())
-    batch = task.generate("test")
+    split = task_obj.headline_split
+    batch = task_obj.generate(split, n=16, seed=seed)
     with torch.no_grad():
-        test_acc = task.metrics(model(batch.tokens), batch)["acc"]
+        scores = task_obj.metrics(model.eval()(batch.tokens), batch)
+    metric = task_obj.headline_metric
     run.write_config({
-        "achilles_version": achilles.__version__, "arch": TOY_ARCH, "model": dict(model.config),
-        "task": TOY_TASK, "task_config": dict(task.config),
+        "achilles_version": achilles.__version__, "arch": arch, "model": model_cfg,
+        "task": task, "task_config": task_cfg,
         "training": {"profile": profile, "epochs": 1, "lr": 1e-3, "batch_size": 8},
         "seed": seed, "status": status, "epochs_completed": 1, "weights_sha256": sha,
-        "final_metrics": {"train": {"acc": 0.5}, "test": {"acc": test_acc}},
-        "headline": {"split": "test", "metric": "acc", "value": test_acc},
+        "final_metrics": {"train": {metric: 0.5}, split: scores},
+        "headline": {"split": split, "metric": metric, "value": scores[metric]},
         "created": "2026-01-01T00:00:00Z", "finished": "2026-01-01T00:01:00Z",
     })
-    run.append_metrics({"epoch": 1, "loss": 2.0, "test_acc": test_acc})
+    run.append_metrics({"epoch": 1, "loss": 2.0, f"{split}_{metric}": scores[metric]})
     (run.path / "loss.png").write_bytes(b"\x89PNG\r\n\x1a\n fake figure")
     (run.path / "checkpoint").mkdir()
     (run.path / "checkpoint" / "trainer.json").write_text("{}")  # must never be published

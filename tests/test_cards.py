@@ -15,7 +15,7 @@ def make_run(path, profile="quick", status="finished", figures=()):
     run.write_config({
         "achilles_version": "0.1.0", "arch": "mamba2-residual",
         "model": {"n_layers": 2, "d_model": 16, "gamma": 0.5},
-        "task": "mqar", "task_config": {"variant": "last", "seq_len": 64},
+        "task": "mqar", "task_config": {"placements": ["last"], "ngrams": ["K2V1"], "length": 64},
         "training": {"profile": profile, "lr": 1e-3, "epochs": 3}, "seed": 0, "status": status,
         "epochs_completed": 3, "weights_sha256": sha,
         "final_metrics": {"train": {"acc": 0.9, "loss": 0.3}, "test": {"acc": 0.5, "by_n": {"8": 0.25}}},
@@ -33,12 +33,12 @@ def test_card_parses_with_model_index(tmp_path):
     card = ModelCard.load(path)
     assert card.data.library_name == "achilles"
     assert "mamba2-residual" in card.data.tags
-    assert card.data.model_name == "mamba2-residual.mqar-last-l2-g0.5-s0"
+    assert card.data.model_name == "mamba2-residual.mqar-l2-g0.5-s0-quick"
     results = {(r.dataset_split, r.metric_type): r for r in card.data.eval_results}
     assert results["test", "acc"].metric_value == 0.5
     assert results["test", "by_n/8"].metric_value == 0.25
     assert results["train", "loss"].metric_value == 0.3
-    assert results["train", "acc"].dataset_name == "mqar-last"
+    assert results["train", "acc"].dataset_name == "mqar-last-K2V1"
     assert results["train", "acc"].task_type == "mqar"
     text = card.text
     assert "![loss](loss.png)" in text

@@ -111,7 +111,7 @@ def zoo_show(zoo_id: str) -> None:
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
 @click.option("--repo-id", required=True, metavar="ORG/NAME", help="Hub repository the run was pushed to.")
 @click.option("--revision", required=True, help="Commit the push printed (a branch or tag is pinned to its commit).")
-@click.option("--id", "zoo_id", default=None, help="Zoo id (default: ARCH.TASK[-VARIANT]-lL-gGAMMA-sSEED).")
+@click.option("--id", "zoo_id", default=None, help="Zoo id (default: the run name, ARCH.TASK-lL-gGAMMA-sSEED[-PROFILE]).")
 @click.option("--sha256", default=None, help="Expected sha256 of the weights (checked; default: computed).")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Download the published weights and check they are this run's.")
