@@ -125,7 +125,8 @@ def front_matter(config: dict[str, Any], model_name: str) -> dict[str, Any]:
         tags.append("not-a-paper-result")
     results = []
     for split, metrics in (config.get("final_metrics") or {}).items():
-        values = flat_metrics(metrics)
+        # NaN/inf (a diverged run) stay in the table but not in the metadata the Hub validates.
+        values = {m: v for m, v in flat_metrics(metrics).items() if math.isfinite(v)}
         if not values:
             continue
         dataset: dict[str, Any] = {"type": f"{LIBRARY_NAME}/{config['task']}", "name": dataset_name(config),

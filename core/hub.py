@@ -101,7 +101,9 @@ def hub_errors(action: str, ref: HubRef | str) -> Iterator[None]:
     except hf.IncompleteSnapshotError:
         raise CheckpointError(f"cannot {action} {ref}: only part of it is in the local cache (an earlier "
                               "download was cut off) and the Hub cannot be reached; pull it again online") from None
-    except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled):
+    except hf.OfflineModeIsEnabled:  # raised before any request, e.g. when pushing
+        raise CheckpointError(f"cannot {action} {ref}: HF_HUB_OFFLINE is set, so the Hub is not contacted") from None
+    except hf.LocalEntryNotFoundError:
         if _offline():
             raise CheckpointError(f"cannot {action} {ref}: it is not in the local Hugging Face cache and "
                                   "HF_HUB_OFFLINE is set; pull it once while online") from None

@@ -53,6 +53,14 @@ def test_quick_profile_is_never_presented_as_the_paper_result(tmp_path):
     assert "Not the paper's result" not in paper and "not-a-paper-result" not in paper
 
 
+def test_non_finite_metrics_stay_out_of_the_metadata(tmp_path):
+    run = RunFolder(make_run(tmp_path / "run"))
+    run.update_config(final_metrics={"test": {"acc": 0.5, "loss": float("nan")}})
+    card = ModelCard(render_card(run.path))
+    assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("acc", 0.5)]
+    assert "| loss | nan |" in card.text
+
+
 def test_unfinished_run_says_so(tmp_path):
     card = render_card(make_run(tmp_path / "run", status="interrupted"))
     assert "Unfinished run" in card and "`interrupted`" in card

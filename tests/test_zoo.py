@@ -204,6 +204,7 @@ def test_offline_after_pull(hub, zoo_registry, toys, tmp_path, monkeypatch):
 
     missing = achilles_cli("pull", "hf-hub:test-org/never-pulled")
     assert_one_line_error(missing, "not in the local Hugging Face cache", "HF_HUB_OFFLINE")
+    assert_one_line_error(achilles_cli("push", run_dir, "--repo-id", REPO), "HF_HUB_OFFLINE is set")
 
     # As a user types it: a fresh process that reads HF_HUB_OFFLINE=1 when huggingface_hub is imported.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACHILLES_PLUGINS": ""}  # pulling builds nothing
