@@ -26,7 +26,7 @@ class SizedSequenceTask(Task):
     headline_split = "test"
     PAD: ClassVar[int] = 0
     #: the default number of samples per split
-    sizes: ClassVar[dict[str, int]] = {"train": 100_000, "test": 10_000}
+    default_split_sizes: ClassVar[dict[str, int]] = {"train": 100_000, "test": 10_000}
 
     def _check_lengths(self, min_len: int, max_len: int, test_max_len: int) -> tuple[int, int, int]:
         min_len = check_int("min_len", min_len, minimum=1)
@@ -49,7 +49,7 @@ class SizedSequenceTask(Task):
         return self._length(self.config["test_max_len"])
 
     def split_sizes(self) -> dict[str, int]:
-        return dict(self.sizes)
+        return dict(self.default_split_sizes)
 
     def generate(self, split: str, n: int | None = None, seed: int = 0) -> Batch:
         split_index, n, seed = resolve_n_seed(self, split, n, seed)
