@@ -177,6 +177,7 @@ def test_information_flow_writes_per_layer_matrices_and_a_logit_lens(task, tmp_p
     assert saved["settings"]["site"] == site and len(saved["samples"]) == 2
     for sample in saved["samples"]:
         assert sample["pair"] == "34" and [e["layer"] for e in sample["layers"]] == [0, 1]
+        assert int(sample["target"]) == int(sample["tokens"][sample["key_pos"]]) - 6  # pair 34's label: key - 6
         for entry in sample["layers"]:
             matrix = torch.tensor(entry["matrix"])
             assert matrix.shape[1:] == (8, 8) and torch.equal(matrix.triu(1), torch.zeros_like(matrix))

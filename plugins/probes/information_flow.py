@@ -25,7 +25,7 @@ import torch
 from achilles import AchillesError, ConfigError, Probe
 
 from ._common import (COMPOSITE_TASKS, as_int, key_positions, layers_with, mixing_site, model_device, pair_sets, parse_pairs,
-                      plt, require_mixing_site, rounded, run_chunks, save_figure, set_anchor_pair, take_options, write_result)
+                      plt, require_mixing_site, rounded, run_chunks, save_figure, take_options, write_result)
 
 MAX_DRAWN = 16  # sequences in one figure; beyond that it stops being readable
 KEY_COLOUR, ANCHOR_COLOUR, OTHER_COLOUR = "#2ca02c", "#ff7f0e", "#4c72b0"
@@ -81,12 +81,17 @@ class InformationFlowProbe(Probe):
         layers = layers_with(model, suffix)
         resid_sites = [f"resid.{i}" for i in layers if model.hook_points(f"resid.{i}")]
 
-        batch = task.generate(opts["split"], n, seed=int(opts["seed"]))
-        tokens = batch.tokens
-        key_pos = key_positions(batch) if composite else None
         pair = parse_pairs(task, opts["pair"], [None])[0] if composite else None
-        if pair is not None:
-            tokens = set_anchor_pair(tokens, key_pos, pair)
+        if pair is None:
+            batch = task.generate(opts["split"], n, seed=int(opts["seed"]))
+            tokens, key_pos = batch.tokens, key_positions(batch) if composite else None
+            # the label at the last scored position of each sample (if it has one)
+            labels = [int(batch.targets[j, batch.mask[j].nonzero().max()]) if batch.mask[j].any() else None
+                      for j in range(n)]
+        else:  # the split's sequences with this pair written in (see pair_sets)
+            data = pair_sets(task, [pair], n, opts["split"], int(opts["seed"]))[pair]
+            tokens, key_pos = data.tokens, data.key_pos
+            labels = data.labels.tolist() if data.labels is not None else [None] * n
         sites = [f"layers.{i}.{suffix}" for i in layers]
         logits, cache = run_chunks(model, tokens, read=sites + resid_sites)
         with torch.no_grad():
@@ -102,9 +107,8 @@ class InformationFlowProbe(Probe):
                            for i, site in zip(layers, sites)],
                 "logit_lens": {site: [task.token_str(t) for t in lens[site][j].tolist()] for site in resid_sites},
             }
-            if pair is None and bool(batch.mask[j].any()):
-                masked = batch.mask[j].nonzero().flatten()
-                sample["target"] = task.token_str(int(batch.targets[j, masked[-1]]))
+            if labels[j] is not None:
+                sample["target"] = task.token_str(labels[j])
             if composite:
                 sample["key_pos"] = int(key_pos[j])
                 sample["pair"] = "".join(sample["tokens"][int(key_pos[j]) + 1: int(key_pos[j]) + 3])
