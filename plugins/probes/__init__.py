@@ -11,10 +11,10 @@ def register_probes(register):
     from .substitution import SubstitutionProbe
 
     register("information-flow", InformationFlowProbe,
-             description="per-layer token-to-token flow (SSM matrix S or attention) with a logit lens (fig. 5)")
+             description="per-layer token flow (SSM matrix or attention) + logit lens (fig. 5)")
     register("blocking", BlockingProbe,
-             description="zero S from key and anchors to later tokens; share of outputs unchanged (fig. 6a)")
+             description="zero S from key/anchors to later tokens: output unchanged? (fig. 6a)")
     register("substitution", SubstitutionProbe,
-             description="give downstream tokens a 43 twin's post-conv states; share collapsing to 43 (fig. 6b)")
+             description="downstream post-conv states of a 43 twin: output -> 43's? (fig. 6b)")
     register("conv-similarity", ConvSimilarityProbe,
-             description="cosine similarity between conv-kernel taps at init and after training (fig. 12)")
+             description="cosine similarity of conv-kernel taps, init vs trained (fig. 12)")
