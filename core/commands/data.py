@@ -56,7 +56,7 @@ def show_command(task_name: str, split: str | None, num: int, seed: int, setting
     batch = task.generate(split, num, seed=seed)
     sizes = ", ".join(f"{s} {c:,}" for s, c in task.split_sizes().items())
     click.echo(f"{task!r}  split={split}  seed={seed}")
-    click.echo(f"vocab_size={task.vocab_size}  seq_len={task.seq_len}  paper split sizes: {sizes}")
+    click.echo(f"vocab_size={task.vocab_size}  seq_len={task.seq_len}  default split sizes: {sizes}")
     for i in range(len(batch)):
         click.echo(f"[{i}] {task.describe(batch, i)}")
 

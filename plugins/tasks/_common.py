@@ -41,9 +41,10 @@ def check_bool(name: str, value: Any) -> bool:
 
 
 def check_choices(name: str, value: Any, allowed: Sequence[str] | None = None,
-                  parse: Callable[[str], Any] | None = None) -> list[str]:
+                  parse: Callable[[str], Any] | None = None, form: str = "") -> list[str]:
     """A non-empty list of names, given as a list or a comma-separated string; each must be in
-    ``allowed`` (or accepted by ``parse``, which raises ValueError otherwise). Duplicates dropped."""
+    ``allowed`` (or accepted by ``parse``, which raises ValueError otherwise; ``form`` says what
+    it accepts). Duplicates dropped."""
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not items:
         raise ConfigError(name, f"must be a non-empty list (or comma-separated names), got {value!r}")
@@ -57,7 +58,7 @@ def check_choices(name: str, value: Any, allowed: Sequence[str] | None = None,
             except ValueError:
                 ok = False
         if not ok:
-            hint = f" (one of: {', '.join(allowed)})" if allowed is not None else ""
+            hint = f" (one of: {', '.join(allowed)})" if allowed is not None else (f" ({form})" if form else "")
             raise ConfigError(name, f"{item!r} is not allowed{hint}")
         if item not in out:
             out.append(item)

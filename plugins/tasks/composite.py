@@ -16,6 +16,7 @@ SEQ_LEN = 8
 KEY_LOW, KEY_HIGH = 20, 99  # keys and filler, inclusive
 KEY_POSITIONS = range(1, SEQ_LEN - 1)  # 1-based key position p; the anchors sit at p+1, p+2
 TOTAL_SAMPLES = 300_000  # C.1: "the total dataset comprises 300,000 samples"
+ANCHOR_SHIFT = {1: 5, 2: 1, 3: -2, 4: -8}  # C.1
 
 
 def _allowed_keys(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -152,18 +153,14 @@ class CompositeTask(_AnchorPairTask):
       ``acc_43_symmetric``; all are arg-max accuracies over the whole vocabulary.
     """
 
-    pair_shift = {(a, b): sa + sb for a, sa in {1: 5, 2: 1, 3: -2, 4: -8}.items()
-                  for b, sb in {1: 5, 2: 1, 3: -2, 4: -8}.items()}
+    pair_shift = {(a, b): ANCHOR_SHIFT[a] + ANCHOR_SHIFT[b] for a in ANCHOR_SHIFT for b in ANCHOR_SHIFT}
     pair_shift[(3, 4)] = -6  # C.1: pair 34 is set to -6 instead of the composition -10
     train_share, test_share = 0.056, 0.006
     headline_metric = "acc_43_composite"
     model_defaults: ClassVar[dict] = {"d_model": 32}  # appendix E.1.1
 
-    def __init__(self) -> None:
-        super().__init__()
-
     def _held_out_truths(self) -> dict[str, int]:
-        return {"composite": -2 - 8, "symmetric": self.pair_shift[(3, 4)]}
+        return {"composite": ANCHOR_SHIFT[4] + ANCHOR_SHIFT[3], "symmetric": self.pair_shift[(3, 4)]}
 
 
 #: full-symmetry function sets (C.1); set 2 has no function for anchor 4 in the paper

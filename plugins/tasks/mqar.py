@@ -17,6 +17,7 @@ PLACEMENTS = ("standard", "last", "shuffle")
 PAD, S1, S2 = 0, 1, 2  # filler without noise; the two n-gram delimiters
 N_SPECIAL = 3
 _NGRAM = re.compile(r"K([1-9][0-9]*)V([1-9][0-9]*)")
+NGRAM_FORM = "n-grams are written KkVv with k, v >= 1, e.g. K1V1 or K2V4"
 
 
 def parse_ngram(name: str) -> tuple[int, int]:
@@ -59,7 +60,9 @@ class MQARTask(Task):
     - Query slots: the second half is cut into blocks; slots are drawn without replacement with
       Zoology's power law p(s) ∝ a·(s+1)^(a-1) (``power_a``, default 0.01: early slots are
       likely). By default every key is queried once (``n_queries`` = ``n_pairs``); with fewer,
-      a uniformly random subset is queried.
+      a uniformly random subset is queried. The queried pairs take the drawn slots in random
+      order (Zoology gives the i-th context pair the i-th drawn slot, which ties early context
+      pairs to early queries; here the context position says nothing about the query position).
     - Delimiters (``delimiters``, default: on whenever some configured n-gram is not K1V1, so
       train and test share one format).
     - Noise tokens are uniform over the key and value tokens that this sample's pairs do not
@@ -88,8 +91,9 @@ class MQARTask(Task):
         n_queries = n_pairs if n_queries is None else check_int("n_queries", n_queries, minimum=1, maximum=n_pairs)
         placements = check_choices("placements", placements, PLACEMENTS)
         test_placements = check_choices("test_placements", test_placements, PLACEMENTS)
-        ngrams = check_choices("ngrams", ngrams, parse=parse_ngram)
-        test_ngrams = ngrams if test_ngrams is None else check_choices("test_ngrams", test_ngrams, parse=parse_ngram)
+        ngrams = check_choices("ngrams", ngrams, parse=parse_ngram, form=NGRAM_FORM)
+        test_ngrams = (ngrams if test_ngrams is None
+                       else check_choices("test_ngrams", test_ngrams, parse=parse_ngram, form=NGRAM_FORM))
         noise = check_bool("noise", noise)
         if isinstance(power_a, bool) or not isinstance(power_a, (int, float)) or not 0 < power_a <= 1:
             raise ConfigError("power_a", f"must be a number in (0, 1], got {power_a!r}")
