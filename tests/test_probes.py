@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import achilles
 from achilles.cli import cli
 from achilles.plugins.probes._common import pair_sets, run_chunks
-from achilles.plugins.probes.blocking import block_mask, blocked_run
+from achilles.plugins.probes.blocking import block_mask, blocked_run, filler_mask
 from achilles.plugins.probes.conv_similarity import tap_cosine
 from achilles.plugins.probes.substitution import substituted_run
 from achilles.runs import INIT_WEIGHTS, RunFolder
@@ -61,6 +61,18 @@ def test_block_mask_is_the_key_and_anchor_columns_below_the_diagonal():
     downstream = block_mask(key_pos, 8, targets="downstream")
     assert torch.equal(downstream[1, :, 3], torch.tensor([0, 0, 0, 0, 0, 0, 1, 1], dtype=torch.bool))
     assert not downstream[2].any()  # nothing follows the anchors
+
+
+def test_filler_control_cuts_as_many_columns_never_the_key_or_anchors():
+    key_pos = torch.tensor([0, 2, 5, 5])  # 0-based; at 5 the anchors take the last two positions
+    for seed in range(5):
+        mask = filler_mask(key_pos, 8, count=3, seed=seed)
+        columns = mask.any(1)  # columns cut in some row (the last column has no later row to cut)
+        for n, p in enumerate(key_pos.tolist()):
+            assert not columns[n, p:p + 3].any() and int(columns[n].sum()) <= 3
+            assert not mask[n].triu().any()  # only later rows t > s, never the diagonal
+        assert torch.equal(columns[2:].sum(1), torch.tensor([3, 3]))  # filler 0..4: all three are cut
+    assert not torch.equal(filler_mask(key_pos, 8, 3, seed=0), filler_mask(key_pos, 8, 3, seed=1))
 
 
 def test_blocking_zeroes_exactly_the_intended_entries_in_every_layer_and_head(task):

@@ -14,6 +14,9 @@ so no token downstream of the key can receive key or anchor information through 
 The result per pair is the fraction of sequences whose argmax at the last position is the
 same as without the cut. A value near 1 means the SSM does not carry the task's information
 (the paper finds this for standard Mamba: the convolution carries it).
+Control (``control=true``, the default): the same cut from as many randomly drawn filler
+columns per sequence; if that leaves the output alone while the key/anchor cut does not, the
+change is about the key and anchors' information, not about removing any part of S.
 
 On a Transformer the same entries of the post-softmax attention (``layers.{i}.attn.scores``)
 are zeroed (rows are not renormalised, as S is not): the contrast case, where attention is the
@@ -41,10 +44,30 @@ def block_mask(key_pos: torch.Tensor, length: int, sources=("key", "anchor1", "a
                targets: str = "later") -> torch.Tensor:
     """Bool (N, S, S): True at the entries (t, s) that the cut sets to zero; ``key_pos`` 0-based."""
     n = len(key_pos)
-    rows = torch.arange(n)
     source = torch.zeros(n, length, dtype=torch.bool)
     for name in sources:
-        source[rows, key_pos + SOURCE_OFFSETS[name]] = True
+        source[torch.arange(n), key_pos + SOURCE_OFFSETS[name]] = True
+    return cut_columns(source, key_pos, targets)
+
+
+def filler_mask(key_pos: torch.Tensor, length: int, count: int, targets: str = "later",
+                seed: int = 0) -> torch.Tensor:
+    """The control cut: like ``block_mask`` but from ``count`` filler columns per sequence (drawn at
+    random, never the key or an anchor), so a model that is merely fragile to losing some of S
+    shows it here too."""
+    n = len(key_pos)
+    draw = torch.rand(n, length, generator=torch.Generator().manual_seed(seed))
+    for offset in range(3):
+        draw[torch.arange(n), key_pos + offset] = 2.0  # never among the `count` smallest
+    source = torch.zeros(n, length, dtype=torch.bool)
+    source.scatter_(1, draw.topk(count, dim=1, largest=False).indices, True)
+    return cut_columns(source, key_pos, targets)
+
+
+def cut_columns(source: torch.Tensor, key_pos: torch.Tensor, targets: str) -> torch.Tensor:
+    """(N, S, S): the columns marked in ``source`` (N, S), in every later row t > s (with
+    ``targets="downstream"`` only the rows after the anchor pair, t > p+2)."""
+    n, length = source.shape
     t = torch.arange(length).view(1, length, 1)
     s = torch.arange(length).view(1, 1, length)
     reached = t > s
@@ -68,7 +91,7 @@ class BlockingProbe(Probe):
     name = "blocking"
     tasks = COMPOSITE_TASKS
     defaults = dict(samples=480, pair=None, split="test", seed=0, layers="all",
-                    sources="key,anchor1,anchor2", targets="later")
+                    sources="key,anchor1,anchor2", targets="later", control=True)
 
     def check(self, model, task) -> None:
         require_mixing_site(self.name, model)
@@ -85,6 +108,9 @@ class BlockingProbe(Probe):
         bad = [s for s in sources if s not in SOURCE_OFFSETS]
         if bad:
             raise ConfigError("sources", f"{bad[0]!r} is not one of {', '.join(SOURCE_OFFSETS)}")
+        control = opts["control"]
+        if not isinstance(control, bool):
+            raise ConfigError("control", f"must be true or false, got {control!r}")
         if opts["targets"] not in TARGET_RULES:
             raise ConfigError("targets", f"must be one of {', '.join(TARGET_RULES)}, got {opts['targets']!r}")
 
@@ -95,6 +121,11 @@ class BlockingProbe(Probe):
             blocked = last_argmax(blocked_run(model, data.tokens, mask, sites)[0])
             same = plain == blocked
             per_pair[pair] = {"same": same.float().mean().item(), "n": n}
+            if control and sources:
+                fake = filler_mask(data.key_pos, data.tokens.shape[1], len(sources), opts["targets"],
+                                   seed=int(opts["seed"]) + len(per_pair))
+                per_pair[pair]["same_filler_control"] = (
+                    plain == last_argmax(blocked_run(model, data.tokens, fake, sites)[0])).float().mean().item()
             if data.labels is not None:
                 per_pair[pair].update(acc_unblocked=(plain == data.labels).float().mean().item(),
                                       acc_blocked=(blocked == data.labels).float().mean().item())
@@ -116,13 +147,19 @@ class BlockingProbe(Probe):
             "same_by_key_position": by_position.fractions(),
             "headline": {"same as unblocked, mean over pairs": mean,
                          "same as unblocked, worst pair": min(values)},
-            "table": {"headers": ["pair", "same as unblocked", "acc unblocked", "acc blocked", "n"],
-                      "rows": [[p, v["same"], v.get("acc_unblocked"), v.get("acc_blocked"), v["n"]]
-                               for p, v in per_pair.items()]},
+            "table": {"headers": ["pair", "same as unblocked", "same, filler cut", "acc unblocked",
+                                  "acc blocked", "n"],
+                      "rows": [[p, v["same"], v.get("same_filler_control"), v.get("acc_unblocked"),
+                                v.get("acc_blocked"), v["n"]] for p, v in per_pair.items()]},
         }
+        controls = {p: v["same_filler_control"] for p, v in per_pair.items() if "same_filler_control" in v}
+        if controls:
+            result["headline"]["same with filler columns cut instead (control), mean"] = (
+                sum(controls.values()) / len(controls))
         figure = pair_bar_figure(
             Path(out_dir) / f"{self.name}.png", per_pair, "same",
             title=f"Blocking key & anchors in {suffix} ({result['arch']}, layers {layers}, all heads)",
-            ylabel="output unchanged by the cut", mean=mean)
+            ylabel="output unchanged: key & anchors cut", mean=mean, baseline=controls or None,
+            baseline_label=f"output unchanged: {len(sources)} random filler columns cut (control)")
         result["figures"] = [Path(figure).name]
         return write_result(out_dir, self.name, result)
