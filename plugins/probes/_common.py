@@ -40,6 +40,12 @@ def as_int(name: str, value: Any, minimum: int = 0) -> int:
     return value
 
 
+def as_fraction(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(name, f"must be a number between 0 and 1, got {value!r}")
+    return float(value)
+
+
 def as_list(value: Any) -> list:
     """A list from a list, a comma-separated string or a single value."""
     if value is None:
@@ -162,8 +168,8 @@ def pair_str(pair: Any) -> str:
     return str(int(pair)) if not isinstance(pair, str) else pair
 
 
-def parse_pairs(task, requested: Any, default: list[str]) -> list[str]:
-    """Anchor pairs from an option (one pair, a list, or a comma-separated string)."""
+def parse_pairs(task, requested: Any, default: list[str], setting: str = "pair") -> list[str]:
+    """Anchor pairs from the option ``setting`` (one pair, a list, or a comma-separated string)."""
     known = task_pairs(task)
     if requested is None or requested == "all":
         return default
@@ -171,7 +177,7 @@ def parse_pairs(task, requested: Any, default: list[str]) -> list[str]:
     for item in as_list(requested):
         pair = pair_str(item)
         if pair not in known:
-            raise ConfigError("pair", f"{pair!r} is not an anchor pair of {task.name!r} "
+            raise ConfigError(setting, f"{pair!r} is not an anchor pair of {task.name!r} "
                                       f"(pairs: {' '.join(known)})")
         if pair not in out:
             out.append(pair)

@@ -100,6 +100,7 @@ class BlockingProbe(Probe):
     def run(self, model, task, out_dir: Path, **options: Any) -> dict[str, Any]:
         opts = take_options(self.name, options, self.defaults)
         n = as_int("samples", opts["samples"], minimum=1)
+        seed = as_int("seed", opts["seed"])
         pairs = parse_pairs(task, opts["pair"], task_pairs(task))
         suffix = mixing_site(model)
         layers = select_layers(model, suffix, opts["layers"])
@@ -115,7 +116,7 @@ class BlockingProbe(Probe):
             raise ConfigError("targets", f"must be one of {', '.join(TARGET_RULES)}, got {opts['targets']!r}")
 
         per_pair, by_position = {}, PositionTally()
-        for pair, data in pair_sets(task, pairs, n, opts["split"], int(opts["seed"])).items():
+        for pair, data in pair_sets(task, pairs, n, opts["split"], seed).items():
             mask = block_mask(data.key_pos, data.tokens.shape[1], sources, opts["targets"])
             plain = last_argmax(run_chunks(model, data.tokens)[0])
             blocked = last_argmax(blocked_run(model, data.tokens, mask, sites)[0])
@@ -123,7 +124,7 @@ class BlockingProbe(Probe):
             per_pair[pair] = {"same": same.float().mean().item(), "n": n}
             if control and sources:
                 fake = filler_mask(data.key_pos, data.tokens.shape[1], len(sources), opts["targets"],
-                                   seed=int(opts["seed"]) + len(per_pair))
+                                   seed=seed + len(per_pair))
                 per_pair[pair]["same_filler_control"] = (
                     plain == last_argmax(blocked_run(model, data.tokens, fake, sites)[0])).float().mean().item()
             if data.labels is not None:

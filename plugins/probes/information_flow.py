@@ -24,7 +24,7 @@ import torch
 
 from achilles import AchillesError, ConfigError, Probe
 
-from ._common import (COMPOSITE_TASKS, as_int, key_positions, layers_with, mixing_site, model_device, pair_sets, parse_pairs,
+from ._common import (COMPOSITE_TASKS, as_fraction, as_int, key_positions, layers_with, mixing_site, model_device, pair_sets, parse_pairs,
                       plt, require_mixing_site, rounded, run_chunks, save_figure, take_options, write_result)
 
 MAX_DRAWN = 16  # sequences in one figure; beyond that it stops being readable
@@ -69,9 +69,10 @@ class InformationFlowProbe(Probe):
     def run(self, model, task, out_dir: Path, **options: Any) -> dict[str, Any]:
         opts = take_options(self.name, options, self.defaults)
         n = as_int("samples", opts["samples"], minimum=1)
+        seed = as_int("seed", opts["seed"])
         if n > MAX_DRAWN:
             raise ConfigError("samples", f"draws at most {MAX_DRAWN} sequences in one figure, got {n}")
-        threshold = float(opts["threshold"])
+        threshold = as_fraction("threshold", opts["threshold"])
         composite = task.name in COMPOSITE_TASKS
         if opts["pair"] is not None and not composite:
             raise ConfigError("pair", f"anchor pairs exist on {', '.join(COMPOSITE_TASKS)}, not {task.name!r}")
@@ -83,13 +84,13 @@ class InformationFlowProbe(Probe):
 
         pair = parse_pairs(task, opts["pair"], [None])[0] if composite else None
         if pair is None:
-            batch = task.generate(opts["split"], n, seed=int(opts["seed"]))
+            batch = task.generate(opts["split"], n, seed=seed)
             tokens, key_pos = batch.tokens, key_positions(batch) if composite else None
             # the label at the last scored position of each sample (if it has one)
             labels = [int(batch.targets[j, batch.mask[j].nonzero().max()]) if batch.mask[j].any() else None
                       for j in range(n)]
         else:  # the split's sequences with this pair written in (see pair_sets)
-            data = pair_sets(task, [pair], n, opts["split"], int(opts["seed"]))[pair]
+            data = pair_sets(task, [pair], n, opts["split"], seed)[pair]
             tokens, key_pos = data.tokens, data.key_pos
             labels = data.labels.tolist() if data.labels is not None else [None] * n
         sites = [f"layers.{i}.{suffix}" for i in layers]
@@ -134,12 +135,13 @@ class InformationFlowProbe(Probe):
 
     def _summary(self, model, task, opts, sites, layers) -> dict[str, Any]:
         count = as_int("summary_samples", opts["summary_samples"], minimum=1)
+        seed = as_int("seed", opts["seed"])
         pairs = parse_pairs(task, opts["pair"], [None])
         if pairs == [None]:  # the split's own pairs
-            batch = task.generate(opts["split"], count, seed=int(opts["seed"]) + 1)
+            batch = task.generate(opts["split"], count, seed=seed + 1)
             tokens, key_pos = batch.tokens, key_positions(batch)
         else:
-            data = pair_sets(task, pairs, count, opts["split"], int(opts["seed"]) + 1)[pairs[0]]
+            data = pair_sets(task, pairs, count, opts["split"], seed + 1)[pairs[0]]
             tokens, key_pos = data.tokens, data.key_pos
         _, cache = run_chunks(model, tokens, read=sites)
         out = []

@@ -62,13 +62,14 @@ class SubstitutionProbe(Probe):
     def run(self, model, task, out_dir: Path, **options: Any) -> dict[str, Any]:
         opts = take_options(self.name, options, self.defaults)
         n = as_int("samples", opts["samples"], minimum=1)
-        twin_pair = parse_pairs(task, opts["twin"], ["43"])[0]
+        seed = as_int("seed", opts["seed"])
+        twin_pair = parse_pairs(task, opts["twin"], ["43"], setting="twin")[0]
         pairs = parse_pairs(task, opts["pair"], [p for p in task_pairs(task) if p != twin_pair])
         layers = select_layers(model, SITE, opts["layers"])
         sites = [f"layers.{i}.{SITE}" for i in layers]
 
         per_pair, by_position = {}, PositionTally()
-        for pair, data in pair_sets(task, pairs, n, opts["split"], int(opts["seed"])).items():
+        for pair, data in pair_sets(task, pairs, n, opts["split"], seed).items():
             twin = data.with_pair(twin_pair)
             twin_logits, twin_states = run_chunks(model, twin.tokens, read=sites)
             plain_logits, _ = run_chunks(model, data.tokens)
