@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from achilles import AchillesError, ConfigError
-from achilles.plots import plt  # noqa: F401  (pyplot on the headless backend, for the probes)
+from achilles.plots import plt  # pyplot on the headless backend (probes run on servers)
 from achilles.runs import atomic_write_bytes, atomic_write_json
 
 #: forward passes run in chunks of this many sequences (memory stays small at any n)
@@ -155,11 +155,9 @@ COMPOSITE_TASKS = ("composite", "composite-symmetric")
 
 
 def task_pairs(task) -> list[str]:
-    """The task's anchor pairs as strings, sorted ("11", "12", ..., "44" on `composite`)."""
-    table = getattr(task, "pair_shift", None)  # ordered pair (a, b) -> shift: the task's label rule
-    if table:
-        return sorted(pair_str(p) for p in table)
-    return [f"{a}{b}" for a in "1234" for b in "1234"]
+    """The task's anchor pairs as strings, sorted ("11", "12", ..., "44" on `composite`), from
+    its public label table ``pair_shift``: ordered pair (a, b) -> shift added to the key."""
+    return sorted(pair_str(p) for p in task.pair_shift)
 
 
 def pair_str(pair: Any) -> str:
@@ -199,8 +197,8 @@ def key_positions(batch) -> torch.Tensor:
 
 @dataclass
 class PairSet:
-    """``n`` sequences whose anchor pair is ``pair``: ``tokens`` (n, S), ``key_pos`` (n,, 0-based)
-    and ``labels`` (n,): the task's answer for this pair (None if the task has no label table)."""
+    """``n`` sequences whose anchor pair is ``pair``: ``tokens`` (n, S), ``key_pos`` (n,; 0-based)
+    and ``labels`` (n,): the task's answer for this pair (None for a twin, whose answer is not needed)."""
 
     pair: str
     tokens: torch.Tensor
@@ -231,14 +229,12 @@ def pair_sets(task, pairs: list[str], n: int, split: str, seed: int) -> dict[str
     if split not in task.splits:
         raise ConfigError("split", f"{split!r} is not a split of {task.name!r} ({', '.join(task.splits)})")
     known = task_pairs(task)
-    table = getattr(task, "pair_shift", None) or {}
     out = {}
     for pair in pairs:
         batch = task.generate(split, n, seed=seed + known.index(pair))
         key_pos = key_positions(batch)
         tokens = set_anchor_pair(batch.tokens, key_pos, pair)
-        shift = table.get(anchor_tokens(pair))
-        labels = tokens[torch.arange(n), key_pos] + shift if shift is not None else None
+        labels = tokens[torch.arange(n), key_pos] + task.pair_shift[anchor_tokens(pair)]
         out[pair] = PairSet(pair, tokens, key_pos, labels)
     return out
 

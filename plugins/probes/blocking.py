@@ -127,9 +127,8 @@ class BlockingProbe(Probe):
                                    seed=seed + len(per_pair))
                 per_pair[pair]["same_filler_control"] = (
                     plain == last_argmax(blocked_run(model, data.tokens, fake, sites)[0])).float().mean().item()
-            if data.labels is not None:
-                per_pair[pair].update(acc_unblocked=(plain == data.labels).float().mean().item(),
-                                      acc_blocked=(blocked == data.labels).float().mean().item())
+            per_pair[pair].update(acc_unblocked=(plain == data.labels).float().mean().item(),
+                                  acc_blocked=(blocked == data.labels).float().mean().item())
             by_position.add(data.key_pos, same)
 
         values = [v["same"] for v in per_pair.values()]
@@ -150,8 +149,8 @@ class BlockingProbe(Probe):
                          "same as unblocked, worst pair": min(values)},
             "table": {"headers": ["pair", "same as unblocked", "same, filler cut", "acc unblocked",
                                   "acc blocked", "n"],
-                      "rows": [[p, v["same"], v.get("same_filler_control"), v.get("acc_unblocked"),
-                                v.get("acc_blocked"), v["n"]] for p, v in per_pair.items()]},
+                      "rows": [[p, v["same"], v.get("same_filler_control"), v["acc_unblocked"],
+                                v["acc_blocked"], v["n"]] for p, v in per_pair.items()]},
         }
         controls = {p: v["same_filler_control"] for p, v in per_pair.items() if "same_filler_control" in v}
         if controls:

@@ -92,7 +92,7 @@ class InformationFlowProbe(Probe):
         else:  # the split's sequences with this pair written in (see pair_sets)
             data = pair_sets(task, [pair], n, opts["split"], seed)[pair]
             tokens, key_pos = data.tokens, data.key_pos
-            labels = data.labels.tolist() if data.labels is not None else [None] * n
+            labels = data.labels.tolist()
         sites = [f"layers.{i}.{suffix}" for i in layers]
         logits, cache = run_chunks(model, tokens, read=sites + resid_sites)
         with torch.no_grad():
