@@ -29,6 +29,13 @@ from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
 
+
+def _file_mode() -> int:
+    """mkstemp creates files 0600; run files should get the permissions any other file would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
 RUN_FORMAT = "achilles-run/1"
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -45,6 +52,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -79,6 +87,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, _file_mode())
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)

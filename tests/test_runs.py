@@ -64,3 +64,16 @@ def test_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
         save_tensors(path, {"a": torch.zeros(2)})
     assert torch.equal(load_tensors(path)["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def test_run_files_get_ordinary_permissions(tmp_path):
+    import os
+    from achilles.runs import atomic_write_text
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        save_tensors(tmp_path / "w.safetensors", {"a": torch.ones(1)})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644
