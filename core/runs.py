@@ -87,10 +87,10 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, _file_mode())
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, _file_mode())  # safetensors recreates the file, so set the mode after
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
