@@ -51,7 +51,7 @@ def metrics_table(results: dict[str, dict[str, float]]) -> str:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--backend", type=click.Choice(["auto", "torch", "fused"]), default=None,
               help="Mamba compute path: fused kernels need CUDA and the cuda extra. Default auto.")
-@click.option("--set", "task_set", multiple=True, metavar="KEY=VALUE", help="Task setting, e.g. --set placement=shuffle.")
+@click.option("--set", "task_set", multiple=True, metavar="KEY=VALUE", help="Task setting, e.g. --set placements=shuffle.")
 @click.option("--model-set", multiple=True, metavar="KEY=VALUE", help="Architecture setting, e.g. --model-set d_state=64.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder (default runs/<arch>.<task>-l<L>-g<gamma>-s<seed>[-quick]).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder of the same name.")
@@ -113,7 +113,7 @@ def finalize_run_safely(trainer) -> None:
 @click.argument("run_id")
 @click.option("--task", "task_name", default=None, help="Evaluate on another task (default: the run's).")
 @click.option("--set", "task_set", multiple=True, metavar="KEY=VALUE",
-              help="Task setting overrides, e.g. --set placement=shuffle.")
+              help="Task setting overrides, e.g. --set test_placements=shuffle.")
 @click.option("--split", "splits", multiple=True, help="Split(s) to evaluate (default: all of the task's).")
 @click.option("--samples", type=int, default=None, help="Samples per split (default: the task's size).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Data seed.")
@@ -123,7 +123,7 @@ def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_
     """Evaluate a saved model: a run folder, a zoo id or hf-hub:ORG/NAME[@REV].
 
     \b
-    Example:  achilles eval runs/mamba2.mqar-l2-g0.5-s0 --set placement=shuffle --split test
+    Example:  achilles eval runs/mamba2.mqar-l2-g0.5-s0-quick --set test_placements=shuffle --split test
     """
     from ..api import get_task
     from ..evaluation import evaluate
