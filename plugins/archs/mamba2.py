@@ -1,0 +1,287 @@
+"""Mamba2 (appendix B of the Achilles' Heel paper) and its variants, as token -> logits models.
+
+One layer, for the residual stream h (N, S, d_model), with D_in = expand * d_model::
+
+    u              = RMSNorm(h)                                   (pre-norm, as mamba_ssm's Block)
+    z, xBC, dt     = in_proj(u)            (D_in, D_in + 2 d_state, n_heads)        eq. 1
+    conv           = SiLU(Conv1d(xBC))     depthwise, causal, width 4               eq. 2  -> conv.out
+    x, B, C        = conv                  (variants change this: residual / gated)       -> ssm.x/B/C
+    dt             = softplus(dt + dt_bias)                                                -> ssm.dt
+    S              = L o C B^T, L[i,j] = exp(sum_{k=j+1..i} dt_k A), A = -exp(A_log)   eq. 3-5 -> ssm.matrix
+    y              = S @ (x * dt) + D x                                             eq. 6  -> ssm.y
+    out            = out_proj(RMSNorm(y * SiLU(z)))                                 eq. 7-8 -> out
+    h             <- h + out                                                               -> resid.{i}
+
+Model: token embedding (+ learned positional encoding for the variants that have one) ->
+layers -> final RMSNorm -> unembedding (untied).
+
+Variants (the registered names set these settings; any of them can be combined by hand):
+
+* ``mamba2-allone``   ``conv_kernel="ones"``: the convolution kernel is fixed to all ones
+  (a buffer, never trained; the conv bias still learns), §4.2.
+* ``mamba2-posenc``   ``pos_enc=True``: learned absolute positional encoding added to the token
+  embedding, §4.2.
+* ``mamba2-residual`` ``ssm_input="residual"`` + ``pos_enc=True``: the SSM inputs are
+  ``(x, B, C) = SiLU(Conv1d(xBC)) + xBC``, a residual connection from the convolution's input
+  straight to the SSM's input, applied to all three of x, B, C, §5 and appendix E.2.
+* ``mamba2-gated``    ``ssm_input="gated"``: ``(x, B, C) = SiLU(Conv1d(xBC)) * xBC`` (eq. 9).
+  No positional encoding by default (the paper does not say; set ``pos_enc=True`` to add it).
+* ``mamba2-global``   ``dt_source="global"``: the global selection of the Local Pattern
+  Shortcuts paper, ``dt = W2 . SiLU(W1 . Conv_short(X)) * sigmoid(Conv_long(X))``, adapted to
+  Mamba2 (see ``Mamba2Layer._global_dt``).
+
+Choices where the papers are silent (each a setting, recorded in ``model.config``):
+
+* Defaults: d_model 32, 2 layers, d_state 128, expand 2, one head, conv width 4 (appendix E);
+  vocab_size 256 (covers the composite and inverse tasks), max_len 512, gamma 0.5.
+* Initialisation: every weight with two or more dimensions (embedding, positional encoding,
+  in/out projections, conv kernels, W1/W2/long conv, unembedding) by the init rate gamma
+  (``achilles.init_gamma_``, fan-in = kernel width for the depthwise conv); A_log, dt_bias, D,
+  the conv bias and the norm scales keep the Mamba2 defaults (A ~ U(1, 16), dt log-uniform in
+  [0.001, 0.1] through the inverse softplus, D = 1, conv bias ~ U(-1/sqrt(K), 1/sqrt(K)), norms
+  1). The all-ones kernel is a buffer, exempt by construction.
+* D is one scalar per head (mamba_ssm's default, which the fused kernels use); the paper's D is
+  all ones at init either way. The gated RMSNorm normalises over the whole inner dimension
+  (one group), eps 1e-5, after the gate (mamba_ssm's ``norm_before_gate=False``).
+* SSD form: quadratic (materialises S) for sequences up to ``quadratic_max_len`` = 256 tokens,
+  chunked with ``chunk_size`` = 64 above (``ssd_form`` = "quadratic" or "chunked" overrides).
+  Whenever ``layers.{i}.ssm.matrix`` is hooked the layer uses the quadratic form, so reading
+  or editing S is exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from achilles import HookPoint
+
+from . import fused
+from .mamba2_fast import MixerSpec, mixer_forward
+from .common import (RMSNorm, TokenModel, causal_conv, check_choice, check_common, check_int,
+                     require)
+from .ssd import ssd_apply_matrix, ssd_chunked, ssd_matrix
+
+__all__ = ["Mamba2Layer", "Mamba2Model", "build_mamba2", "VARIANTS"]
+
+
+class Mamba2Layer(nn.Module):
+    """One Mamba2 block with its pre-norm and residual add. Sites (relative to ``layers.{i}``):
+    conv.out, ssm.x, ssm.B, ssm.C, ssm.dt, ssm.matrix, ssm.y, out; and ``resid.{i}``."""
+
+    def __init__(self, config: dict, index: int):
+        super().__init__()
+        c = config
+        d, self.d_inner = c["d_model"], c["expand"] * c["d_model"]
+        self.n_heads, self.d_state = c["n_heads"], c["d_state"]
+        self.head_dim = self.d_inner // self.n_heads
+        self.conv_dim = self.d_inner + 2 * self.d_state
+        self.ssm_input, self.dt_source = c["ssm_input"], c["dt_source"]
+        self.backend, self.chunk_size = c["backend"], c["chunk_size"]
+        self.ssd_form, self.quadratic_max_len = c["ssd_form"], c["quadratic_max_len"]
+        self.norm_eps = c["norm_eps"]
+        width = c["conv_width"]
+
+        self.norm = RMSNorm(d, c["norm_eps"])
+        n_dt = self.n_heads if self.dt_source == "linear" else 0
+        self.in_proj = nn.Linear(d, 2 * self.d_inner + 2 * self.d_state + n_dt, bias=False)
+        if c["conv_kernel"] == "learned":
+            self.conv_weight = nn.Parameter(torch.empty(self.conv_dim, width))  # gamma init, fan-in K
+        else:
+            self.register_buffer("conv_weight", torch.ones(self.conv_dim, width))
+        bound = 1 / math.sqrt(width)  # nn.Conv1d's default bias init for a depthwise conv
+        self.conv_bias = nn.Parameter(torch.empty(self.conv_dim).uniform_(-bound, bound))
+
+        # Mamba2 defaults (mamba_ssm/modules/mamba2.py) for dt_bias, A_log and D.
+        dt = torch.exp(torch.rand(self.n_heads) * (math.log(c["dt_max"]) - math.log(c["dt_min"]))
+                       + math.log(c["dt_min"])).clamp(min=c["dt_init_floor"])
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.A_log = nn.Parameter(torch.log(torch.empty(self.n_heads).uniform_(*c["A_init_range"])))
+        self.D = nn.Parameter(torch.ones(self.n_heads))
+        for p in (self.dt_bias, self.A_log, self.D):
+            p._no_weight_decay = True
+
+        if self.dt_source == "global":
+            rank = math.ceil(d / 16) if c["dt_rank"] == "auto" else c["dt_rank"]
+            self.dt_in = nn.Linear(self.d_inner, rank, bias=False)         # W1
+            self.dt_out = nn.Linear(rank, self.n_heads, bias=False)        # W2
+            # Conv_long: causal, grouped by head (each head's channels -> that head's gate).
+            self.long_conv_weight = nn.Parameter(torch.empty(self.n_heads, self.head_dim, c["long_conv_width"]))
+
+        self.gate_norm = RMSNorm(self.d_inner, c["norm_eps"])
+        self.out_proj = nn.Linear(self.d_inner, d, bias=False)
+
+        self.hook_conv = HookPoint("conv.out")
+        self.hook_x = HookPoint("ssm.x")
+        self.hook_B = HookPoint("ssm.B")
+        self.hook_C = HookPoint("ssm.C")
+        self.hook_dt = HookPoint("ssm.dt")
+        self.hook_matrix = HookPoint("ssm.matrix")
+        self.hook_y = HookPoint("ssm.y")
+        self.hook_out = HookPoint("out")
+        self.hook_resid = HookPoint(f"resid.{index}", absolute=True)
+        self._hook_list = [self.hook_conv, self.hook_x, self.hook_B, self.hook_C, self.hook_dt,
+                           self.hook_matrix, self.hook_y, self.hook_out, self.hook_resid]
+        self.spec = MixerSpec(self.d_inner, self.d_state, self.n_heads, self.ssm_input, self.norm_eps)
+        self.fast = True  # the one-Function path when no hook is active (tests switch it off)
+
+    # -- forward ----------------------------------------------------------------------------
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        hooked = any(hp.active for hp in self._hook_list)
+        if fused.use_fused(self.backend, h, hooked):
+            return self._forward_fused(h)
+        n, length, _ = h.shape
+        if self.fast and not hooked and self.dt_source == "linear" and self._quadratic(length):
+            return mixer_forward(h, self.norm.weight, self.in_proj.weight, self.conv_weight, self.conv_bias,
+                                 self.dt_bias, self.A_log, self.D, self.gate_norm.weight,
+                                 self.out_proj.weight, self.spec)
+        zxbcdt = self.in_proj(self.norm(h))
+        if self.dt_source == "linear":
+            z, xBC, dt_raw = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.n_heads], dim=-1)
+        else:
+            z, xBC = torch.split(zxbcdt, [self.d_inner, self.conv_dim], dim=-1)
+        conv = self.hook_conv(causal_conv(xBC, self.conv_weight, self.conv_bias, silu=True))
+        x, B, C = torch.split(self._ssm_input(conv, xBC), [self.d_inner, self.d_state, self.d_state], dim=-1)
+        x, B, C = self.hook_x(x), self.hook_B(B), self.hook_C(C)
+        if self.dt_source == "global":
+            dt_raw = self._global_dt(xBC[..., : self.d_inner], conv[..., : self.d_inner])
+        dt = self.hook_dt(F.softplus(dt_raw + self.dt_bias))
+        A = -torch.exp(self.A_log)
+        xh = x.reshape(n, length, self.n_heads, self.head_dim)
+        if self._quadratic(length):
+            S = self.hook_matrix(ssd_matrix(dt, A, B, C))
+            y = ssd_apply_matrix(S, xh, dt, self.D)
+        else:
+            y = ssd_chunked(xh, dt, A, B, C, self.D, self.chunk_size)
+        y = self.hook_y(y.reshape(n, length, self.d_inner))
+        out = self.out_proj(self.gate_norm(y * F.silu(z)))
+        return self.hook_resid(h + self.hook_out(out))
+
+    def _ssm_input(self, conv: torch.Tensor, xBC: torch.Tensor) -> torch.Tensor:
+        if self.ssm_input == "residual":
+            return conv + xBC
+        if self.ssm_input == "gated":
+            return conv * xBC
+        return conv
+
+    def _quadratic(self, length: int) -> bool:
+        if self.hook_matrix.active or self.ssd_form == "quadratic":
+            return True
+        return self.ssd_form == "auto" and length <= self.quadratic_max_len
+
+    def _global_dt(self, x_pre: torch.Tensor, x_conv: torch.Tensor) -> torch.Tensor:
+        """Global selection (Local Pattern Shortcuts, §4.2), before softplus and dt_bias:
+        ``dt = W2 . SiLU(W1 . Conv_short(X)) * sigmoid(Conv_long(X))``.
+
+        Choices for Mamba2 (the paper modifies Mamba1, whose dt is per channel): X is the x part
+        of the convolution's input; ``Conv_short(X)`` is the block's own nonlinear short
+        convolution (the x part of ``conv.out``); W1 maps D_in -> dt_rank (ceil(d_model/16),
+        Mamba1's default), W2 maps dt_rank -> n_heads; the first sigma is SiLU (the block's
+        nonlinearity), the gate's is the sigmoid. ``Conv_long`` is a causal convolution of width
+        ``long_conv_width`` (128) grouped by head: each head's gate reads that head's channels,
+        which keeps the parameter count of a depthwise long conv (D_in x width). Only the last
+        S taps can reach a sequence of length S, so only those are computed.
+        """
+        local = self.dt_out(F.silu(self.dt_in(x_conv)))                    # (N, S, H)
+        n, length, _ = x_pre.shape
+        taps = min(self.long_conv_weight.shape[-1], length)
+        w = self.long_conv_weight[..., -taps:]                              # (H, P, taps)
+        xh = x_pre.reshape(n, length, self.n_heads, self.head_dim)
+        proj = torch.einsum("nshp,hpk->nshk", xh, w)                        # tap k of each position
+        # out[t] = sum_k proj[t - (taps-1) + k, k]: a diagonal sum over (time, tap)
+        proj = F.pad(proj, (0, 0, 0, 0, taps - 1, 0))
+        windows = proj.unfold(1, taps, 1)                                   # (N, S, H, taps, taps)
+        long = torch.diagonal(windows, dim1=-2, dim2=-1).sum(-1)             # (N, S, H)
+        return local * torch.sigmoid(long)
+
+    def _forward_fused(self, h: torch.Tensor) -> torch.Tensor:
+        """mamba-ssm / causal-conv1d kernels with the same weights (no hook is active here)."""
+        n, length, _ = h.shape
+        zxbcdt = self.in_proj(self.norm(h))
+        A = -torch.exp(self.A_log.float())
+        width = self.conv_weight.shape[1]
+        if self.ssm_input == "conv" and self.dt_source == "linear" and 2 <= width <= 4:
+            out = fused.mamba2_split_scan(zxbcdt, self.conv_weight, self.conv_bias, self.dt_bias, A, self.D,
+                                          self.chunk_size, self.gate_norm.weight, self.norm_eps,
+                                          self.out_proj.weight, self.head_dim)
+            return h + out
+        if self.dt_source == "linear":
+            z, xBC, dt_raw = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.n_heads], dim=-1)
+        else:
+            z, xBC = torch.split(zxbcdt, [self.d_inner, self.conv_dim], dim=-1)
+        conv = fused.causal_conv(xBC, self.conv_weight, self.conv_bias, silu=True)
+        x, B, C = torch.split(self._ssm_input(conv, xBC), [self.d_inner, self.d_state, self.d_state], dim=-1)
+        if self.dt_source == "global":
+            dt_raw = self._global_dt(xBC[..., : self.d_inner], conv[..., : self.d_inner])
+        y = fused.chunk_scan(x.reshape(n, length, self.n_heads, self.head_dim), dt_raw, A, B, C, self.D,
+                             self.dt_bias, self.chunk_size)
+        y = fused.gated_rmsnorm(y.reshape(n, length, self.d_inner), z, self.gate_norm.weight, self.norm_eps)
+        return h + self.out_proj(y)
+
+
+class Mamba2Model(TokenModel):
+    """Mamba2 language model: embedding (+ positional encoding) -> Mamba2 layers -> RMSNorm -> unembed."""
+
+    def __init__(self, config: dict):
+        layers = [Mamba2Layer(config, i) for i in range(config["n_layers"])]
+        super().__init__(config, layers, "rmsnorm", config["norm_eps"])
+        self.init_weights(config["gamma"])
+        self.name_hook_points()
+
+    def conv_kernels(self) -> list[torch.Tensor]:
+        """Per layer, the short convolution's kernel (channels = D_in + 2 d_state, width)."""
+        return [layer.conv_weight.detach().clone() for layer in self.layers]
+
+
+def build_mamba2(*, vocab_size: int = 256, n_layers: int = 2, d_model: int = 32, gamma: float = 0.5,
+                 max_len: int = 512, backend: str = "auto", d_state: int = 128, expand: int = 2,
+                 n_heads: int = 1, conv_width: int = 4, conv_kernel: str = "learned", pos_enc: bool = False,
+                 ssm_input: str = "conv", dt_source: str = "linear", long_conv_width: int = 128,
+                 dt_rank: int | str = "auto", chunk_size: int = 64, ssd_form: str = "auto",
+                 quadratic_max_len: int = 256, A_init_range: tuple[float, float] | list[float] = (1.0, 16.0),
+                 dt_min: float = 0.001, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
+                 norm_eps: float = 1e-5) -> Mamba2Model:
+    """Mamba2 and variants; every setting lands in ``model.config``. See the module docstring."""
+    config = dict(locals())
+    check_common(vocab_size, n_layers, d_model, gamma, max_len, backend)
+    check_int(d_state, "d_state")
+    check_int(expand, "expand")
+    check_int(n_heads, "n_heads")
+    require(expand * d_model % n_heads == 0, "n_heads",
+            f"{n_heads} heads do not divide the inner dimension expand * d_model = {expand * d_model}")
+    check_int(conv_width, "conv_width")
+    check_choice(conv_kernel, "conv_kernel", ("learned", "ones"))
+    require(isinstance(pos_enc, bool), "pos_enc", f"must be true or false, got {pos_enc!r}")
+    check_choice(ssm_input, "ssm_input", ("conv", "residual", "gated"))
+    check_choice(dt_source, "dt_source", ("linear", "global"))
+    check_int(long_conv_width, "long_conv_width")
+    if dt_rank != "auto":
+        check_int(dt_rank, "dt_rank")
+    check_int(chunk_size, "chunk_size")
+    check_choice(ssd_form, "ssd_form", ("auto", "quadratic", "chunked"))
+    check_int(quadratic_max_len, "quadratic_max_len", 0)
+    require(isinstance(A_init_range, (tuple, list)) and len(A_init_range) == 2
+            and 0 < A_init_range[0] <= A_init_range[1], "A_init_range",
+            f"must be two numbers 0 < low <= high, got {A_init_range!r}")
+    require(0 < dt_min <= dt_max, "dt_min", f"need 0 < dt_min <= dt_max, got {dt_min!r}, {dt_max!r}")
+    require(dt_init_floor >= 0, "dt_init_floor", f"must be >= 0, got {dt_init_floor!r}")
+    require(norm_eps > 0, "norm_eps", f"must be > 0, got {norm_eps!r}")
+    config["A_init_range"] = [float(a) for a in A_init_range]
+    config["gamma"] = float(gamma)
+    return Mamba2Model(config)
+
+
+# name -> (settings that differ from plain mamba2, one-line description)
+VARIANTS: dict[str, tuple[dict, str]] = {
+    "mamba2": ({}, "Mamba2 (Achilles' Heel appendix B): nonlinear conv, SSD, gated RMSNorm"),
+    "mamba2-allone": ({"conv_kernel": "ones"}, "Mamba2 with the conv kernel fixed to all ones (§4.2)"),
+    "mamba2-posenc": ({"pos_enc": True}, "Mamba2 with a learned positional encoding added to the input (§4.2)"),
+    "mamba2-residual": ({"ssm_input": "residual", "pos_enc": True},
+                        "Mamba2 + residual from conv input to SSM input + positional encoding (§5, E.2)"),
+    "mamba2-gated": ({"ssm_input": "gated"}, "Mamba2 whose SSM inputs are post-conv * pre-conv (eq. 9)"),
+    "mamba2-global": ({"dt_source": "global"},
+                      "Mamba2 with global selection: dt gated by a long convolution (Local Pattern Shortcuts)"),
+}
