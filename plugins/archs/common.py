@@ -52,6 +52,16 @@ def check_common(vocab_size, n_layers, d_model, gamma, max_len, backend) -> None
         require_fused()
 
 
+def functorch_active() -> bool:
+    """True inside ``torch.func`` transforms (vmap, grad, ...), e.g. an ensemble's vmapped
+    forward. The hand-written autograd Functions of this package are not written for those
+    transforms, so the layers then run plain PyTorch ops (same values)."""
+    try:
+        return bool(torch._C._are_functorch_transforms_active())
+    except AttributeError:  # pragma: no cover - older torch
+        return False
+
+
 # -- norms -----------------------------------------------------------------------------------
 class _RMSNormFn(torch.autograd.Function):
     """y = x * r * w with r = (mean(x^2) + eps)^-1/2 over the last dim, with a hand-written
@@ -88,6 +98,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if functorch_active():
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         return _RMSNormFn.apply(x, self.weight, self.eps)
 
 
@@ -148,7 +160,19 @@ class _CausalConv(torch.autograd.Function):
 def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 silu: bool = True) -> torch.Tensor:
     """Causal depthwise convolution (+ SiLU) of x (N, S, C) with weight (C, K), bias (C,)."""
+    if functorch_active():
+        return causal_conv_plain(x, weight, bias, silu)
     return _CausalConv.apply(x, weight, bias, silu)
+
+
+def causal_conv_plain(x, weight, bias, silu=True):
+    """The same convolution in plain differentiable ops (for torch.func transforms)."""
+    length, width = x.shape[1], weight.shape[1]
+    xp = F.pad(x, (0, 0, width - 1, 0))
+    out = sum(xp[:, k:k + length] * weight[:, k] for k in range(width))
+    if bias is not None:
+        out = out + bias
+    return F.silu(out) if silu else out
 
 
 def causal_conv_reference(x, weight, bias, silu=True):

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 
 from achilles import AchillesError, ConfigError
 
+from .common import functorch_active
+
 _cache: dict[str, object] = {}
 
 
@@ -71,8 +73,8 @@ def require_fused() -> None:
 
 def use_fused(backend: str, x: torch.Tensor, hooked: bool) -> bool:
     """Whether this call of a layer runs the fused kernels."""
-    if backend == "torch" or hooked:
-        return False
+    if backend == "torch" or hooked or functorch_active():
+        return False  # (the kernels' autograd Functions do not support torch.func transforms)
     if backend == "fused":
         if not x.is_cuda:
             raise AchillesError(f"backend='fused' needs the model and its input on a CUDA device, "

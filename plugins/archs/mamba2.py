@@ -62,7 +62,7 @@ from achilles import HookPoint
 from . import fused
 from .mamba2_fast import MixerSpec, mixer_forward
 from .common import (RMSNorm, TokenModel, causal_conv, check_choice, check_common, check_int,
-                     require)
+                     functorch_active, require)
 from .ssd import ssd_apply_matrix, ssd_chunked, ssd_matrix
 
 __all__ = ["Mamba2Layer", "Mamba2Model", "build_mamba2", "VARIANTS"]
@@ -134,7 +134,8 @@ class Mamba2Layer(nn.Module):
         if fused.use_fused(self.backend, h, hooked):
             return self._forward_fused(h)
         n, length, _ = h.shape
-        if self.fast and not hooked and self.dt_source == "linear" and self._quadratic(length):
+        if (self.fast and not hooked and self.dt_source == "linear" and self._quadratic(length)
+                and not functorch_active()):
             return mixer_forward(h, self.norm.weight, self.in_proj.weight, self.conv_weight, self.conv_bias,
                                  self.dt_bias, self.A_log, self.D, self.gate_norm.weight,
                                  self.out_proj.weight, self.spec)
