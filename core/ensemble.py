@@ -194,7 +194,7 @@ class EnsembleTrainer:
                     if not alive[m]:
                         continue
                     record = t.end_epoch((loss_sums[m] / steps_per_epoch).item(), lr, train_seconds, n,
-                                         evals, ensemble=size)
+                                         evals, ensemble=size, ensemble_method=method)
                     head = record["metrics"].get(t.task.headline_split, {}).get(t.task.headline_metric)
                     line.append("-" if head is None else f"{head:.3f}")
                 self.epoch = epoch + 1

@@ -416,7 +416,13 @@ def make_units(cells: list[Cell], ensemble: bool = True, max_members: int = DEFA
         units.remove(biggest)
         half = (len(biggest) + 1) // 2
         units += [biggest[:half], biggest[half:]]
-    return [Unit(u) for u in sorted(units, key=lambda u: -len(u))]
+    # longest first (cells x depth as the cost), so the last unit to start is a short one
+    return [Unit(u) for u in sorted(units, key=lambda u: -len(u) * _depth(u[0]))]
+
+
+def _depth(cell: Cell) -> float:
+    depth = cell.model_config.get("n_layers", 1)
+    return float(depth) if isinstance(depth, (int, float)) else 1.0
 
 
 # -- workers ------------------------------------------------------------------------------------
@@ -437,8 +443,8 @@ def _forwardable_plugins() -> list[tuple[str, str, str | None]]:
     return out
 
 
-def worker_env(threads: int, device: str, method: str) -> dict:
-    return {"threads": threads, "device": device, "method": method, "plugins": _forwardable_plugins(),
+def worker_env(threads: int, device: str, method: str, gpus: float = 0.0) -> dict:
+    return {"threads": threads, "device": device, "method": method, "gpus": gpus, "plugins": _forwardable_plugins(),
             "env": {k: os.environ[k] for k in ("ACHILLES_PLUGINS", "MPLBACKEND") if k in os.environ}}
 
 
@@ -542,13 +548,42 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def default_workers() -> int:
-    """One worker per two cores (torch's intra-op threads use the other)."""
-    return max(1, cpu_count() // 2)
+def default_workers(device: str = "cpu") -> int:
+    """On a CPU, one single-threaded worker per core: the papers' small models parallelise badly
+    over intra-op threads (benchmarks/RESULTS-sweep.md: 2 processes x 1 thread train a 2-core
+    sweep 2-3x faster than 1 process x 2 threads). On a GPU, one worker drives the device."""
+    if device != "cpu":
+        from .trainer import resolve_device
+
+        if resolve_device(device).type == "cuda":
+            return 1
+    return max(1, cpu_count())
 
 
 class _Interrupted(Exception):
     pass
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during a sweep, raised after the finished cells were aggregated;
+    ``result`` holds what was written. Run the sweep again to resume it."""
+
+    def __init__(self, result: "SweepResult"):
+        super().__init__(f"sweep {result.path} interrupted")
+        self.result = result
+
+
+def _raise_interrupt(*_):
+    raise KeyboardInterrupt
+
+
+def _sigterm_as_interrupt():
+    """A ``kill`` of the sweep driver stops it like Ctrl-C: workers keep their checkpoints."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def _execute_serial(payloads, env, on_done) -> None:
@@ -615,7 +650,8 @@ def _execute_ray(payloads, env, address, on_done) -> None:
                       runtime_env={"env_vars": dict(env.get("env", {}))})
         ray.init(address=address, **kwargs) if address else ray.init(**kwargs)
         started_here = True
-    remote = ray.remote(num_cpus=env["threads"], max_retries=0)(train_unit)
+    # Ray hides GPUs from tasks that reserve none: ask for a share of one with gpus_per_unit.
+    remote = ray.remote(num_cpus=env["threads"], num_gpus=env.get("gpus", 0.0), max_retries=0)(train_unit)
     refs = {remote.remote(p, env): p for p in payloads}
     pending = list(refs)
     try:
@@ -713,7 +749,8 @@ def mean_table(spec: SweepSpec, rows: list[dict], metrics: list[str]) -> tuple[l
             vals = [float(r[m]) for r in finished if r.get(m) not in (None, "")]
             means.append(sum(vals) / len(vals) if vals else None)
         statuses = sorted({r["status"] for r in members} - {"finished"})
-        out.append(json.loads(key) + [f"{len(finished)}/{len(members)}" + (f" ({', '.join(statuses)})" if statuses else "")] + means)
+        shown = [f"{v:g}" if isinstance(v, float) else v for v in json.loads(key)]
+        out.append(shown + [f"{len(finished)}/{len(members)}" + (f" ({', '.join(statuses)})" if statuses else "")] + means)
     return out, axes + ["finished"] + [f"mean {m}" for m in metrics]
 
 
@@ -795,7 +832,7 @@ class SweepResult:
     trained: int = 0
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
-    interrupted: bool = False
+    interrupted: bool = False  # then run_sweep raises SweepInterrupted carrying this result
     seconds: float = 0.0
 
 
@@ -846,14 +883,16 @@ def run_sweep(arch: str | None = None, task: str | None = None, grid: Iterable[s
               sweeps_dir: str | Path = "sweeps", executor: str = "local", workers: int | None = None,
               threads: int | None = None, address: str | None = None, ensemble: bool = True,
               max_ensemble: int = DEFAULT_MAX_ENSEMBLE, ensemble_method: str = "auto", device: str = "auto",
+              gpus_per_unit: float = 0.0,
               model_config: dict | None = None, task_config: dict | None = None, metrics: list[str] | None = None,
               draw: bool = True, progress: bool | None = None, log: Callable[[str], None] = print,
               **settings: Any) -> SweepResult:
     """Train every cell of a sweep not yet done, then write results.csv and the phase heatmaps.
 
     ``executor``: ``local`` (a process pool of ``workers``; ``workers=0`` trains in this process)
-    or ``ray`` (``address`` or ``RAY_ADDRESS``, else a local Ray instance). ``threads``: torch
-    threads per worker (default: the cores divided among the workers; 1 per Ray task).
+    or ``ray`` (``address`` or ``RAY_ADDRESS``, else a local Ray instance; each Ray task reserves
+    ``threads`` CPUs and ``gpus_per_unit`` GPUs). ``threads``: torch threads per worker (default:
+    the cores divided among the workers; 1 per Ray task).
     """
     from tqdm.auto import tqdm
 
@@ -881,7 +920,7 @@ def run_sweep(arch: str | None = None, task: str | None = None, grid: Iterable[s
             threads_n = threads or 1
             slots = workers_n or max(1, cpu_count() // threads_n)
         else:
-            workers_n = default_workers() if workers is None else workers
+            workers_n = default_workers(device) if workers is None else workers
             threads_n = threads or max(1, cpu_count() // max(1, workers_n))
             slots = max(1, workers_n)
         units = make_units(cells, ensemble, max_ensemble, slots)
@@ -892,7 +931,7 @@ def run_sweep(arch: str | None = None, task: str | None = None, grid: Iterable[s
                      else "this process" if workers_n == 0 else f"{workers_n} local worker(s)")
             log(f"Sweep {folder}: {len(cells)} cells, {result.skipped} done, {todo} to train in {len(units)} "
                 f"unit(s) (largest {max(len(u.cells) for u in units)}) on {where}, {threads_n} thread(s) each")
-        env = worker_env(threads_n, device, ensemble_method)
+        env = worker_env(threads_n, device, ensemble_method, gpus_per_unit)
         payloads = [[_cell_payload(spec, c) for c in u.cells] for u in units]
         bar = tqdm(total=todo, unit="cell", dynamic_ncols=True, file=sys.stderr, desc="sweep",
                    disable=(not progress) if progress is not None else None)
@@ -909,6 +948,7 @@ def run_sweep(arch: str | None = None, task: str | None = None, grid: Iterable[s
             bar.set_postfix_str(f"last unit: {len(results)} cell(s) in {seconds:.0f}s ({results[0].get('method') if results else ''})")
             bar.update(len(results))
 
+        previous = _sigterm_as_interrupt()
         try:
             if not payloads:
                 pass
@@ -922,6 +962,10 @@ def run_sweep(arch: str | None = None, task: str | None = None, grid: Iterable[s
             result.interrupted = True
         finally:
             bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         result.rows, result.metrics, result.figures = aggregate(folder, spec, cells, metrics, draw)
     result.seconds = time.perf_counter() - started
+    if result.interrupted:
+        raise SweepInterrupted(result)
     return result

@@ -186,6 +186,9 @@ def test_cli_sweep_dry_run_train_and_report(tmp_path):
     assert report.exit_code == 0 and "phase_acc.png" in report.output
     resumed = runner.invoke(cli, ["sweep", "--resume", str(tmp_path / "sw"), "--workers", "0", "--no-progress"])
     assert resumed.exit_code == 0 and "0 cell(s) trained, 2 already done" in resumed.output
+    changed = runner.invoke(cli, ["sweep", "--resume", str(tmp_path / "sw"), "--epochs", "3"])
+    assert changed.exit_code == 2 and "drop --epochs" in changed.output
+    assert "--address is for --executor ray" in runner.invoke(cli, args + ["--address", "auto"]).output
 
 
 def test_ray_missing_is_one_line(tmp_path, monkeypatch):

@@ -30,10 +30,12 @@ from .train import parse_settings
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: a process pool on this machine; ray: a Ray cluster (pip install \"achilles[ray]\").")
 @click.option("--workers", type=int, default=None,
-              help="Local worker processes (default: one per 2 cores; 0 trains in this process).")
+              help="Local worker processes (default: one per core on a CPU, one on a GPU; 0 trains in this process).")
 @click.option("--threads", type=int, default=None,
               help="Torch threads per worker (default: cores / workers; 1 per Ray task).")
 @click.option("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local instance).")
+@click.option("--ray-gpus", "gpus_per_unit", type=float, default=0.0, show_default=True,
+              help="GPUs each Ray task reserves (e.g. 0.25: four units share a GPU; 0: Ray hides GPUs).")
 @click.option("--ensemble/--no-ensemble", default=True, show_default=True,
               help="Train cells that differ only in seed and gamma as one batched ensemble.")
 @click.option("--max-ensemble", type=int, default=16, show_default=True, help="Most cells in one ensemble.")
@@ -55,7 +57,7 @@ from .train import parse_settings
 @click.option("--report-only", is_flag=True, help="Only (re)write results.csv and the heatmaps.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar over cells (default: on in a terminal).")
 def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, resume, executor, workers, threads,
-                  address, ensemble, max_ensemble, ensemble_method, epochs, batch_size, lr_peak, train_samples,
+                  address, gpus_per_unit, ensemble, max_ensemble, ensemble_method, epochs, batch_size, lr_peak, train_samples,
                   eval_samples, task_set, model_set, device, metrics, dry_run, report_only, progress):
     """Train a grid of runs (a phase diagram), resumably, and aggregate it.
 
@@ -73,8 +75,13 @@ def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, 
     if resume:
         folder = Path(resume)
         spec = sw.SweepSpec.load(folder)
-        if arch or task_name or grid:
-            raise click.UsageError("--resume takes the sweep from its sweep.json; drop --arch/--task/--grid")
+        fixed = [flag for flag, value in (("--arch", arch), ("--task", task_name), ("--grid", grid),
+                                          ("--profile", profile), ("--epochs", epochs), ("--batch-size", batch_size),
+                                          ("--lr", lr_peak), ("--samples", train_samples),
+                                          ("--eval-samples", eval_samples), ("--set", task_set),
+                                          ("--model-set", model_set)) if value]
+        if fixed:
+            raise click.UsageError(f"--resume takes the sweep from its sweep.json; drop {', '.join(fixed)}")
     else:
         if not arch or not task_name:
             raise click.UsageError("--arch and --task are required (or --resume SWEEP_DIR)")
@@ -85,7 +92,7 @@ def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, 
         folder = Path(out) if out else sw.sweep_folder(spec, name, sweeps_dir)
 
     if dry_run:
-        _dry_run(sw, spec, folder, ensemble, max_ensemble, workers)
+        _dry_run(sw, spec, folder, ensemble, max_ensemble, workers, device)
         return
     if report_only:
         if not (folder / sw.SWEEP_JSON).is_file():
@@ -93,14 +100,19 @@ def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, 
         rows, used, figures = sw.aggregate(folder, spec, metrics=list(metrics) or None)
         _report(sw, spec, folder, rows, used, figures)
         return
+    if address and executor != "ray":
+        raise click.UsageError("--address is for --executor ray")
     if executor == "ray":
         sw.require_ray()
     if spec.profile != "paper":
         click.echo(f"Note: profile {spec.profile} is a CPU budget, not the paper's setting; its numbers are not the paper's.")
-    result = sw.run_sweep(spec=spec, folder=folder, executor=executor, workers=workers, threads=threads,
-                          address=address, ensemble=ensemble, max_ensemble=max_ensemble,
-                          ensemble_method=ensemble_method, device=device, metrics=list(metrics) or None,
-                          progress=progress, log=click.echo)
+    try:
+        result = sw.run_sweep(spec=spec, folder=folder, executor=executor, workers=workers, threads=threads,
+                              address=address, gpus_per_unit=gpus_per_unit, ensemble=ensemble,
+                              max_ensemble=max_ensemble, ensemble_method=ensemble_method, device=device,
+                              metrics=list(metrics) or None, progress=progress, log=click.echo)
+    except sw.SweepInterrupted as stop:
+        result = stop.result
     _report(sw, spec, folder, result.rows, result.metrics, result.figures)
     click.echo(f"{result.trained} cell(s) trained, {result.skipped} already done, in {result.seconds:.0f}s.")
     if result.errors:
@@ -120,9 +132,9 @@ def _report(sw, spec, folder, rows, metrics, figures) -> None:
         click.echo(f"Figure:  {fig}")
 
 
-def _dry_run(sw, spec, folder, ensemble, max_ensemble, workers) -> None:
+def _dry_run(sw, spec, folder, ensemble, max_ensemble, workers, device) -> None:
     cells = sw.plan_cells(spec, folder)
-    slots = sw.default_workers() if workers is None else max(1, workers)
+    slots = sw.default_workers(device) if workers is None else max(1, workers)
     units = sw.make_units(cells, ensemble, max_ensemble, slots)
     unit_of = {id(c): i for i, u in enumerate(units) for c in u.cells}
     rows = [[*c.values.values(), c.seed, c.status, c.epoch,
