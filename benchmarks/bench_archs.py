@@ -1,0 +1,182 @@
+"""Training throughput of every architecture at the Achilles' Heel paper's shapes.
+
+    python benchmarks/bench_archs.py                      # CPU, all archs, both shapes, HF anchor
+    python benchmarks/bench_archs.py --archs mamba2,transformer --shapes inverse --rounds 6
+    python benchmarks/bench_archs.py --device cuda        # GPU: torch path vs fused kernels
+
+One step = forward + loss + backward + gradient clipping (max norm 1) + AdamW, as in the paper's
+training setup (appendix D: AdamW, clip 1, cross-entropy on the last position only). Shapes:
+
+* composite: batch 2048, length 8,  d_model 32,  2 layers
+* inverse:   batch 1024, length 29, d_model 128, 2 layers
+
+(vocabulary 256 for both). The anchor a CPU user would otherwise pick is Hugging Face
+``transformers``' ``Mamba2ForCausalLM`` with the same sizes (state 128, expand 2, one head of
+size 2*d_model, conv 4, chunk size = sequence length: its fastest setting here), timed side by
+side in the same process; install it with ``pip install -e '.[bench]'``. Without it the ratio
+column says so. ``--malloc tuned`` applies ``achilles.plugins.archs.cputune.tune_cpu_allocator``
+for everything in the run (anchor included).
+
+All models of a shape are timed in interleaved rounds (anchor, then each architecture, repeated)
+and each row reports its fastest step ("best") and its median step. On a shared machine, bursts
+of other load slow whichever model happens to be running; the fastest step is the least
+disturbed estimate and is taken under the same conditions for every row, so the "best" ratios
+are the ones to compare. The package itself never imports transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+SHAPES = {
+    "composite": dict(batch=2048, seq_len=8, d_model=32, n_layers=2),
+    "inverse": dict(batch=1024, seq_len=29, d_model=128, n_layers=2),
+}
+VOCAB = 256
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+class Runner:
+    """One model's training step on one fixed random batch: forward + loss on the last position
+    + backward + clip + AdamW; ``run(k)`` times k steps and keeps the per-step times."""
+
+    def __init__(self, label: str, backend: str, model: torch.nn.Module, shape: dict, device: str, call=None):
+        self.label, self.backend, self.device = label, backend, device
+        self.model = model.to(device).train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8,
+                                     weight_decay=1e-2)
+        gen = torch.Generator().manual_seed(0)
+        self.tokens = torch.randint(0, VOCAB, (shape["batch"], shape["seq_len"]), generator=gen).to(device)
+        self.targets = torch.randint(0, VOCAB, (shape["batch"],), generator=gen).to(device)
+        self.call = call or (lambda m, x: m(x))
+        self.times: list[float] = []
+
+    def step(self) -> None:
+        logits = self.call(self.model, self.tokens)
+        loss = F.cross_entropy(logits[:, -1], self.targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def run(self, steps: int) -> None:
+        self.step()  # warm-up (allocator, caches, kernels)
+        _sync(self.device)
+        for _ in range(steps):
+            start = time.perf_counter()
+            self.step()
+            _sync(self.device)
+            self.times.append(time.perf_counter() - start)
+
+    def best(self) -> float:
+        """Steps per second of the fastest step (robust to other load on the machine)."""
+        return 1.0 / min(self.times)
+
+    def median(self) -> float:
+        return 1.0 / statistics.median(self.times)
+
+
+def hf_anchor(shape: dict):
+    """transformers' Mamba2ForCausalLM at the same sizes, or None if transformers is missing."""
+    try:
+        import transformers
+        from transformers import Mamba2Config, Mamba2ForCausalLM
+    except Exception:
+        return None
+    transformers.logging.set_verbosity_error()
+    d = shape["d_model"]
+    config = Mamba2Config(vocab_size=VOCAB, hidden_size=d, state_size=128, expand=2, num_heads=1,
+                          head_dim=2 * d, n_groups=1, conv_kernel=4, chunk_size=shape["seq_len"],
+                          num_hidden_layers=shape["n_layers"], use_cache=False)
+    torch.manual_seed(0)
+    return Mamba2ForCausalLM(config)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--archs", default="all", help="comma-separated names, or 'all'")
+    parser.add_argument("--shapes", default="composite,inverse")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds over all models")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per model per round")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--malloc", default="default", choices=["default", "tuned"])
+    parser.add_argument("--no-anchor", action="store_true")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("ACHILLES_PLUGINS", "achilles")
+    import achilles
+    from achilles.plugins.archs.cputune import tune_cpu_allocator
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    archs = achilles.list_architectures() if args.archs == "all" else args.archs.split(",")
+    backends = ["torch", "fused"] if args.device == "cuda" else ["torch"]
+    malloc = f"tuned ({tune_cpu_allocator()})" if args.malloc == "tuned" else "glibc defaults"
+    print(f"# achilles {achilles.__version__}, torch {torch.__version__}, python {platform.python_version()}, "
+          f"{platform.machine()}, {os.cpu_count()} cpus, threads {torch.get_num_threads()}, device {args.device}"
+          + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else "") + f", malloc {malloc}")
+    try:
+        print(f"# load average before: {os.getloadavg()[0]:.2f}")
+    except OSError:
+        pass
+    print(f"# {args.rounds} interleaved rounds x {args.steps} timed steps per model; "
+          "best = fastest step, median = median step")
+    print(f"{'arch':<20} {'shape':<10} {'backend':<13} {'best steps/s':>12} {'median':>8} "
+          f"{'ms/step':>8}   vs HF anchor (best / median)   vs transformer")
+    for shape_name in args.shapes.split(","):
+        shape = SHAPES[shape_name]
+        runners = []
+        anchor_note = "anchor skipped" if args.no_anchor else ""
+        if not args.no_anchor:
+            model = hf_anchor(shape)
+            if model is None:
+                anchor_note = "n/a: transformers not installed (pip install -e '.[bench]')"
+            else:
+                runners.append(Runner("hf-mamba2 (anchor)", "transformers", model, shape, args.device,
+                                      call=lambda m, x: m(input_ids=x).logits))
+        for arch in archs:
+            for backend in backends:
+                torch.manual_seed(0)
+                model = achilles.create_model(arch, vocab_size=VOCAB, d_model=shape["d_model"],
+                                              n_layers=shape["n_layers"], max_len=shape["seq_len"],
+                                              backend=backend)
+                runners.append(Runner(arch, backend, model, shape, args.device))
+        for _ in range(args.rounds):  # interleaved, so a burst of other load hits every model alike
+            for runner in runners:
+                runner.run(args.steps)
+        anchor = next((r for r in runners if r.backend == "transformers"), None)
+        tf = next((r for r in runners if r.label == "transformer" and r.backend == "torch"), None)
+        torch_path = {r.label: r for r in runners if r.backend == "torch"}
+        for r in runners:
+            if anchor is not None:
+                vs_anchor = f"{r.best() / anchor.best():6.2f}x / {r.median() / anchor.median():6.2f}x"
+            else:
+                vs_anchor = anchor_note
+            vs_tf = f"{r.best() / tf.best():.2f}" if tf is not None else ""
+            if r.backend == "fused" and r.label in torch_path:
+                vs_tf += f"  (fused/torch {r.best() / torch_path[r.label].best():.2f}x)"
+            print(f"{r.label:<20} {shape_name:<10} {r.backend:<13} {r.best():12.3f} {r.median():8.3f} "
+                  f"{1000 / r.best():8.1f}   {vs_anchor:<29}  {vs_tf}", flush=True)
+    try:
+        print(f"# load average after: {os.getloadavg()[0]:.2f}")
+    except OSError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
