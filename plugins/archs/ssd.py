@@ -55,8 +55,9 @@ def ssd_matrix(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tens
     """The SSM matrix S = L o (C B^T), shape (N, H, S, S), lower-triangular."""
     log_a = (dt * A).transpose(1, 2)                      # (N, H, S)
     L = decay_mask(log_a)                                 # (N, H, S, S)
-    CB = torch.matmul(C, B.transpose(1, 2)).unsqueeze(1)  # (N, 1, S, S): shared by all heads
-    return L * CB
+    # (contiguous operands: batched matmuls of column-sliced views take a much slower path)
+    CB = torch.matmul(C.contiguous(), B.contiguous().transpose(1, 2)).unsqueeze(1)  # (N, 1, S, S)
+    return L * CB                                         # CB is shared by all heads (one group)
 
 
 def ssd_apply_matrix(S: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
@@ -69,7 +70,7 @@ def ssd_apply_matrix(S: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, D: torc
     eye = torch.eye(length, dtype=M.dtype, device=M.device)
     M = M + D.view(1, heads, 1, 1) * eye
     if heads == 1:  # no head transpose needed: (N, S, S) @ (N, S, P)
-        return torch.matmul(M.squeeze(1), x.reshape(n, length, p)).view(n, length, 1, p)
+        return torch.matmul(M.squeeze(1), x.reshape(n, length, p).contiguous()).view(n, length, 1, p)
     y = torch.matmul(M, x.transpose(1, 2))                # (N, H, S, P)
     return y.transpose(1, 2)
 
