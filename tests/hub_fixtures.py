@@ -1,4 +1,4 @@
-"""Fixtures for the zoo tests: a local Hub, an isolated HF cache and zoo index, a toy
+"""Fixtures for the zoo tests: a local Hub, an isolated HF cache and zoo index, the toy
 task and architecture, and real run folders. Import the fixtures into a test module with
 ``from hub_fixtures import *``.
 
@@ -16,86 +16,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import achilles
-from achilles import HookedModel, HookPoint, Task, hookimpl
 from achilles.runs import RunFolder
+import toy_plugin
 from hub_server import HubServer
 
 __all__ = ["hub", "zoo_registry", "toys", "make_run", "LOCAL_HOSTS", "TOY_ARCH", "TOY_TASK"]
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-TOY_ARCH, TOY_TASK = "zoo-toy-arch", "zoo-toy-task"
+TOY_ARCH, TOY_TASK = "toy-mixer", "toy-count"
 
 
-# -- a toy task and architecture (the first-party ones may not be registered yet) ------
-class ToyTask(Task):
-    """Predict each token's successor mod the vocabulary."""
-
-    splits = ("train", "test")
-
-    def __init__(self, vocab: int = 8, length: int = 6):
-        super().__init__(vocab=vocab, length=length)
-        self.vocab, self.length = vocab, length
-
-    @property
-    def vocab_size(self) -> int:
-        return self.vocab
-
-    @property
-    def seq_len(self) -> int:
-        return self.length
-
-    def split_sizes(self) -> dict[str, int]:
-        return {"train": 32, "test": 16}
-
-    def generate(self, split: str, n: int | None = None, seed: int = 0) -> achilles.Batch:
-        n = n or self.split_sizes()[split]
-        g = torch.Generator().manual_seed(seed * 2 + (split == "test"))
-        tokens = torch.randint(0, self.vocab, (n, self.length), generator=g)
-        return achilles.Batch(tokens, (tokens + 1) % self.vocab, torch.ones_like(tokens, dtype=torch.bool))
-
-    def metrics(self, logits: torch.Tensor, batch: achilles.Batch) -> dict[str, float]:
-        acc = (logits.argmax(-1) == batch.targets)[batch.mask].float().mean().item()
-        return {"acc": acc}
-
-
-class ToyModel(HookedModel):
-    """Embedding, one linear layer with a hook point, unembedding."""
-
-    def __init__(self, vocab_size: int = 8, max_len: int = 16, d_model: int = 16, n_layers: int = 1,
-                 gamma: float = 0.5):
-        super().__init__()
-        self.config = dict(vocab_size=vocab_size, max_len=max_len, d_model=d_model, n_layers=n_layers, gamma=gamma)
-        self.embed = nn.Embedding(vocab_size, d_model)
-        self.layers = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(n_layers))
-        self.resid = HookPoint("resid")
-        self.unembed = nn.Linear(d_model, vocab_size)
-        achilles.init_gamma_(self, gamma)  # the caller seeds torch
-        self.name_hook_points()
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.embed(tokens)
-        for layer in self.layers:
-            x = x + torch.tanh(layer(x))
-        return self.unembed(self.resid(x))
-
-
-class ToyPlugin:
-    @hookimpl
-    def register_tasks(self, register):
-        register(TOY_TASK, ToyTask)
-
-    @hookimpl
-    def register_architectures(self, register):
-        register(TOY_ARCH, ToyModel)
-
-
+# -- the toy task and architecture of tests/toy_plugin.py (no first-party code needed) ------
 @pytest.fixture
 def toys():
     name = "zoo-test-toys"
-    achilles.register_plugin(ToyPlugin(), name=name)
+    achilles.register_plugin(toy_plugin, name=name)
     yield TOY_ARCH, TOY_TASK
     achilles.unregister_plugin(name)
 

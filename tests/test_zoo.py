@@ -112,7 +112,7 @@ def test_zoo_add_list_show_and_load_by_zoo_id(hub, zoo_registry, toys, tmp_path)
 
     added = achilles_cli("zoo", "add", run_dir, "--repo-id", REPO, "--revision", "main")
     assert added.exit_code == 0, added.output
-    zoo_id = f"{toys[0]}.{TOY_TASK}-l1-g0.5-s0-quick"
+    zoo_id = f"{toys[0]}.{TOY_TASK}-l2-g0.5-s0-quick"
     entry = json.loads(zoo_registry.read_text())["entries"][0]
     assert entry["id"] == zoo_id and entry["revision"] == commit  # the branch is pinned to its commit
     assert entry["sha256"] == RunFolder(run_dir).read_config()["weights_sha256"]
