@@ -47,6 +47,17 @@ Choices where the papers are silent (each a setting, recorded in ``model.config`
   chunked with ``chunk_size`` = 64 above (``ssd_form`` = "quadratic" or "chunked" overrides).
   Whenever ``layers.{i}.ssm.matrix`` is hooked the layer uses the quadratic form, so reading
   or editing S is exact.
+
+Compute paths of a layer (same weights, same values; the tests compare them):
+
+* fused (CUDA with the ``cuda`` extra, ``backend`` "auto" or "fused", no hook active): the
+  mamba-ssm / causal-conv1d kernels (``fused.py``);
+* fast (the default on CPU, and on GPU without the kernels): one autograd Function with a
+  hand-written backward over batch tiles (``mamba2_fast.py``), when no hook of the layer is
+  active, dt comes from the in-projection and the quadratic form applies;
+* modular (everything else: hooked layers, ``mamba2-global``, chunked long sequences, and
+  ``torch.func`` transforms such as a vmapped ensemble): plain autograd through the hook points,
+  so every site can be read or replaced.
 """
 
 from __future__ import annotations
