@@ -23,7 +23,10 @@ Two methods compute the members' steps:
           arithmetic exactly, for architectures whose forward ``vmap`` cannot trace.
 
 ``auto`` (the default) checks on a few samples that the vmapped forward reproduces every
-member's own forward and falls back to ``loop`` (saying why) if it does not.
+member's own forward (else it uses ``loop`` and says why), then times one forward and backward
+of each method on one batch and trains with the faster (benchmarks/RESULTS-sweep.md: on a CPU,
+``vmap`` is about as fast as one-by-one for the Transformer and half as fast for mamba2, whose
+fast CPU path is off under ``torch.func``).
 """
 
 from __future__ import annotations
@@ -113,6 +116,45 @@ class EnsembleTrainer:
             return f"vmap cannot batch this architecture's forward ({type(exc).__name__}: {exc})"
         return None
 
+    def _faster_method(self, train, repeats: int = 2) -> str:
+        """``vmap`` or ``loop``, whichever runs a forward and backward of one batch faster here.
+
+        Measured, not assumed: on a GPU the batched forward wins, but on a CPU an architecture
+        may have a faster path that ``torch.func`` transforms switch off (mamba2's CPU mixer)."""
+        batch = train[: min(len(train), self.settings.batch_size)]
+        params, buffers, base, forward = self._stack()
+        base.train()
+        tokens = batch.tokens.unsqueeze(0).expand(self.size, *batch.tokens.shape)
+
+        def batched():
+            logits = forward(params, buffers, tokens)
+            torch.stack([self.task.loss(logits[m], batch) for m in range(self.size)]).sum().backward()
+
+        def looped():
+            for t in self.trainers:
+                t.model.train()
+                self.task.loss(t.model(batch.tokens), batch).backward()
+
+        times = {}
+        for name, step in (("vmap", batched), ("loop", looped)):
+            best = float("inf")
+            for i in range(repeats + 1):  # the first call warms up
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                started = time.perf_counter()
+                step()
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                if i:
+                    best = min(best, time.perf_counter() - started)
+            times[name] = best
+        for t in self.trainers:
+            t.model.zero_grad(set_to_none=True)
+        choice = min(times, key=times.get)
+        self.log(f"ensemble of {self.size}: one step takes {times['vmap']:.3f}s with vmap, "
+                 f"{times['loop']:.3f}s in a loop; using {choice}")
+        return choice
+
     # -- training ------------------------------------------------------------------------------
     def fit(self) -> list[RunResult]:
         from tqdm.auto import tqdm
@@ -127,8 +169,8 @@ class EnsembleTrainer:
                     raise AchillesError(f"ensemble method vmap is not usable here: {why}")
                 self.log(f"ensemble: {why}; training the members in a loop instead")
                 method = "loop"
-            else:
-                method = "vmap"
+            elif method == "auto":
+                method = self._faster_method(train)
         elif method == "auto":
             method = "loop"
         self.method_used = method

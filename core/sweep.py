@@ -548,6 +548,18 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def default_ensemble(device: str = "auto", executor: str = "local") -> bool:
+    """Ensembles on a GPU, one-by-one on a CPU: the faster path as measured
+    (benchmarks/RESULTS-sweep.md: on a 2-core CPU, ensembling gained at most 11% for the
+    Transformer and cost 13-41% for mamba2). A Ray sweep ensembles when this machine has a GPU."""
+    from .trainer import resolve_device
+
+    try:
+        return resolve_device(device).type == "cuda"
+    except AchillesError:
+        return False
+
+
 def default_workers(device: str = "cpu") -> int:
     """On a CPU, one single-threaded worker per core: the papers' small models parallelise badly
     over intra-op threads (benchmarks/RESULTS-sweep.md: 2 processes x 1 thread train a 2-core
@@ -881,7 +893,7 @@ def run_sweep(arch: str | None = None, task: str | None = None, grid: Iterable[s
               seeds: int | str | Iterable[int] = 1, profile: str | None = None, *,
               spec: SweepSpec | None = None, folder: str | Path | None = None, name: str | None = None,
               sweeps_dir: str | Path = "sweeps", executor: str = "local", workers: int | None = None,
-              threads: int | None = None, address: str | None = None, ensemble: bool = True,
+              threads: int | None = None, address: str | None = None, ensemble: bool | None = None,
               max_ensemble: int = DEFAULT_MAX_ENSEMBLE, ensemble_method: str = "auto", device: str = "auto",
               gpus_per_unit: float = 0.0,
               model_config: dict | None = None, task_config: dict | None = None, metrics: list[str] | None = None,
@@ -892,7 +904,8 @@ def run_sweep(arch: str | None = None, task: str | None = None, grid: Iterable[s
     ``executor``: ``local`` (a process pool of ``workers``; ``workers=0`` trains in this process)
     or ``ray`` (``address`` or ``RAY_ADDRESS``, else a local Ray instance; each Ray task reserves
     ``threads`` CPUs and ``gpus_per_unit`` GPUs). ``threads``: torch threads per worker (default:
-    the cores divided among the workers; 1 per Ray task).
+    the cores divided among the workers; 1 per Ray task). ``ensemble``: train cells that differ
+    only in seed and gamma as one ensemble; default ``default_ensemble(device)``.
     """
     from tqdm.auto import tqdm
 
@@ -910,6 +923,8 @@ def run_sweep(arch: str | None = None, task: str | None = None, grid: Iterable[s
         raise ConfigError("--workers", "must be 0 (train in this process) or more")
     if max_ensemble < 1:
         raise ConfigError("--max-ensemble", "must be at least 1")
+    if ensemble is None:
+        ensemble = default_ensemble(device, executor)
     folder.mkdir(parents=True, exist_ok=True)
     with SweepLock(folder):
         prepare_folder(spec, folder)

@@ -79,7 +79,11 @@ def test_ensemble_of_first_party_mamba2_equals_one_by_one(tmp_path):
     for seed, gamma in cells:
         _start(tmp_path, "one", seed, gamma, **settings).fit()
     trainers = [_start(tmp_path, "ens", seed, gamma, **settings) for seed, gamma in cells]
-    EnsembleTrainer(trainers, progress=False, log=lambda *_: None).fit()
+    messages = []
+    ensemble = EnsembleTrainer(trainers, progress=False, log=messages.append)
+    ensemble.fit()
+    # auto times one step of each method and keeps the faster
+    assert any("one step takes" in m and f"using {ensemble.method_used}" in m for m in messages), messages
     for seed, gamma in cells:
         _assert_same_run(tmp_path / f"one-s{seed}-g{gamma}", tmp_path / f"ens-s{seed}-g{gamma}")
 

@@ -88,7 +88,7 @@ def test_cli_reports_a_bad_grid_in_one_line():
 
 # -- a sweep end to end (in-process) ------------------------------------------------------------
 def test_sweep_trains_aggregates_draws_and_resumes(tmp_path):
-    result = sweep(tmp_path)
+    result = sweep(tmp_path, ensemble=True)
     folder = result.path
     assert folder.parent == tmp_path and folder.name.startswith("toy-mixer.toy-count-")
     assert result.trained == 4 and result.skipped == 0 and not result.errors
@@ -177,7 +177,8 @@ def test_cli_sweep_dry_run_train_and_report(tmp_path):
     runner = CliRunner()
     dry = runner.invoke(cli, args + ["--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert "2 cells: 0 done, 2 to train in 1 unit(s)" in dry.output
+    assert "2 cells: 0 done, 2 to train in 2 unit(s)" in dry.output  # a CPU trains one by one
+    assert "2 to train in 1 unit(s) (ensembles" in runner.invoke(cli, args + ["--dry-run", "--ensemble"]).output
     assert not (tmp_path / "sw" / "sweep.json").exists()
     done = runner.invoke(cli, args)
     assert done.exit_code == 0, done.output

@@ -36,12 +36,13 @@ from .train import parse_settings
 @click.option("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local instance).")
 @click.option("--ray-gpus", "gpus_per_unit", type=float, default=0.0, show_default=True,
               help="GPUs each Ray task reserves (e.g. 0.25: four units share a GPU; 0: Ray hides GPUs).")
-@click.option("--ensemble/--no-ensemble", default=True, show_default=True,
-              help="Train cells that differ only in seed and gamma as one batched ensemble.")
+@click.option("--ensemble/--no-ensemble", default=None,
+              help="Train cells that differ only in seed and gamma as one batched ensemble "
+                   "(default: on a GPU yes, on a CPU no: the faster path as measured).")
 @click.option("--max-ensemble", type=int, default=16, show_default=True, help="Most cells in one ensemble.")
 @click.option("--ensemble-method", type=click.Choice(["auto", "vmap", "loop"]), default="auto", show_default=True,
-              help="vmap: one batched forward (torch.func); loop: members stepped in turn; auto: vmap if it "
-                   "reproduces each member's forward.")
+              help="vmap: one batched forward (torch.func); loop: members stepped in turn; auto: the faster "
+                   "of the two on one timed step (vmap only where it reproduces each member's forward).")
 @click.option("--epochs", type=int, default=None, help="Override the profile's number of epochs.")
 @click.option("--batch-size", type=int, default=None, help="Override the profile's batch size.")
 @click.option("--lr", "lr_peak", type=float, default=None, help="Override the peak learning rate.")
@@ -91,6 +92,8 @@ def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, 
                             eval_samples=eval_samples)
         folder = Path(out) if out else sw.sweep_folder(spec, name, sweeps_dir)
 
+    if ensemble is None:
+        ensemble = sw.default_ensemble(device, executor)
     if dry_run:
         _dry_run(sw, spec, folder, ensemble, max_ensemble, workers, device)
         return
