@@ -944,8 +944,11 @@ def run_sweep(arch: str | None = None, task: str | None = None, grid: Iterable[s
         if todo:
             where = (f"ray ({address or os.environ.get('RAY_ADDRESS') or 'local instance'})" if executor == "ray"
                      else "this process" if workers_n == 0 else f"{workers_n} local worker(s)")
-            log(f"Sweep {folder}: {len(cells)} cells, {result.skipped} done, {todo} to train in {len(units)} "
-                f"unit(s) (largest {max(len(u.cells) for u in units)}) on {where}, {threads_n} thread(s) each")
+            resuming = sum(c.status != "pending" for u in units for c in u.cells)
+            log(f"Sweep {folder}: {len(cells)} cells, {result.skipped} done, {todo} to train"
+                + (f" ({resuming} resume from a checkpoint)" if resuming else "")
+                + f" in {len(units)} unit(s) (largest {max(len(u.cells) for u in units)}) on {where}, "
+                f"{threads_n} thread(s) each")
         env = worker_env(threads_n, device, ensemble_method, gpus_per_unit)
         payloads = [[_cell_payload(spec, c) for c in u.cells] for u in units]
         bar = tqdm(total=todo, unit="cell", dynamic_ncols=True, file=sys.stderr, desc="sweep",
