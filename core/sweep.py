@@ -34,8 +34,10 @@ The default hash covers what defines a cell's training except the grid's values 
 re-running a sweep with more values or seeds reuses every cell already trained. A finished (or
 diverged, "failed") cell is skipped; an interrupted one resumes from its checkpoint.
 
-Cells that differ only in seed and gamma share every shape and train as one ensemble
-(``core/ensemble.py``) unless ``ensemble=False``.
+Cells that differ only in seed and gamma share every shape and can train as one ensemble
+(``core/ensemble.py``): the default on a GPU; a CPU sweep trains them one by one, which measured
+faster there (benchmarks/RESULTS-sweep.md). Executors: ``local`` (a process pool; spawned
+workers register the parent's in-process plugins again) and ``ray``.
 """
 
 from __future__ import annotations
