@@ -126,6 +126,36 @@ def _unheads(t, n, length):
     return t.transpose(1, 2).reshape(n, length, -1)
 
 
+def _ssd_mixing(dtin, dt_bias, A, CB, D, causal, eye):
+    """The small (N, H, S, S) part of the SSD for the whole batch: dt, L, S = L o CB and the
+    mixing matrix M = S * dt_j + D I (so y = M @ x)."""
+    heads = dtin.shape[-1]
+    dt = F.softplus(dtin + dt_bias)                                       # (N, S, H)
+    dt_h = dt.transpose(1, 2)                                             # (N, H, S)
+    cum = torch.cumsum(dt_h * A.view(1, heads, 1), dim=-1)
+    L = torch.exp((cum.unsqueeze(-1) - cum.unsqueeze(-2)).masked_fill_(~causal, float("-inf")))
+    Smat = L * CB.unsqueeze(1)                                            # (N, H, S, S)
+    M = Smat * dt_h.unsqueeze(2) + D.view(1, heads, 1, 1) * eye
+    return dt, L, Smat, M
+
+
+def _ssd_mixing_backward(g_M, dtin, dt_bias, A, dt, L, CB, Smat):
+    """Gradients of ``_ssd_mixing`` with respect to CB, dtin, and the sums for D, A, dt_bias."""
+    heads = dtin.shape[-1]
+    g_D = torch.diagonal(g_M, dim1=-2, dim2=-1).sum((0, 2))
+    dt_h = dt.transpose(1, 2)
+    g_S = g_M * dt_h.unsqueeze(2)
+    g_dt = (g_M * Smat).sum(-2)                                           # (N, H, S): column sums
+    g_CB = (g_S * L).sum(1)                                               # (N, S, S)
+    g_diff = g_S.mul_(CB.unsqueeze(1)).mul_(L)                            # d/d(cum_i - cum_j)
+    g_cum = g_diff.sum(-1) - g_diff.sum(-2)                               # (N, H, S)
+    g_loga = g_cum.flip(-1).cumsum(-1).flip(-1)                           # reverse cumsum
+    g_A = (g_loga * dt_h).sum((0, 2))
+    g_dt += g_loga * A.view(1, heads, 1)
+    g_dtin = g_dt.transpose(1, 2) * torch.sigmoid(dtin + dt_bias)         # (N, S, H)
+    return g_CB, g_dtin, g_D, g_A, g_dtin.sum((0, 1))
+
+
 class _Mamba2Mixer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, norm_in_w, w_in, conv_w, conv_b, dt_bias, A_log, D, norm_w, w_out, spec: MixerSpec):
@@ -148,8 +178,12 @@ class _Mamba2Mixer(torch.autograd.Function):
         wt_p = {p: wt[:, chans[p]] for p in chans}
         b_p = {p: conv_b[chans[p]] for p in chans}
         save = any(ctx.needs_input_grad)
-        tiles = []
-        for i0, i1 in _tiles(n_all, length, h.is_cuda):
+        tiles = _tiles(n_all, length, h.is_cuda)
+        # pass 1, per batch tile: projections, convolution, SSM inputs, C B^T
+        dtin = torch.mm(u.view(-1, d), w_p["dt"].t()).view(n_all, length, heads)
+        CB = torch.empty(n_all, length, length, dtype=h.dtype, device=h.device)
+        saved = []
+        for i0, i1 in tiles:
             n = i1 - i0
             u2 = u[i0:i1].view(n * length, d)
             z = torch.mm(u2, w_p["z"].t()).view(n, length, din)
@@ -163,35 +197,37 @@ class _Mamba2Mixer(torch.autograd.Function):
                 elif spec.ssm_input == "gated":
                     act *= inp[p]
                 ssm[p] = act
-            dtin = torch.mm(u2, w_p["dt"].t()).view(n, length, heads)
-            dt = F.softplus(dtin + dt_bias)                                   # (n, S, H)
-            dt_h = dt.transpose(1, 2)                                         # (n, H, S)
-            cum = torch.cumsum(dt_h * A.view(1, heads, 1), dim=-1)
-            L = torch.exp((cum.unsqueeze(-1) - cum.unsqueeze(-2)).masked_fill_(~causal, float("-inf")))
-            CB = torch.bmm(ssm["C"], ssm["B"].transpose(1, 2))               # (n, S, S)
-            Smat = L * CB.unsqueeze(1)                                        # (n, H, S, S)
-            M = Smat * dt_h.unsqueeze(2) + D.view(1, heads, 1, 1) * eye
+            torch.bmm(ssm["C"], ssm["B"].transpose(1, 2), out=CB[i0:i1])
+            saved.append([z, inp, pre, ssm])
+        # the small (N, H, S, S) work once for the whole batch
+        dt, L, Smat, M = _ssd_mixing(dtin, dt_bias, A, CB, D, causal, eye)
+        # pass 2, per batch tile: y = M @ x, gate, norm, out-projection, residual
+        for (i0, i1), tile in zip(tiles, saved):
+            n = i1 - i0
+            z, ssm = tile[0], tile[3]
             if heads == 1:
-                y = torch.bmm(M.squeeze(1), ssm["x"])
+                y = torch.bmm(M[i0:i1].squeeze(1), ssm["x"])
             else:
-                y = _unheads(torch.matmul(M, _heads(ssm["x"], n, length, heads)), n, length)
+                y = _unheads(torch.matmul(M[i0:i1], _heads(ssm["x"], n, length, heads)), n, length)
             sz = F.silu(z)
             yz = y * sz
             r = torch.rsqrt(torch.linalg.vector_norm(yz, dim=-1).square_().div_(din).add_(spec.norm_eps))
             o = torch.mm(yz.view(-1, din), w_eff.t())                         # (T, d)
             # residual add fused: out = h + r * o
             torch.addcmul(h[i0:i1].view(-1, d), o, r.view(-1, 1), out=out[i0:i1].view(-1, d))
-            if save:
-                tiles.append((i0, i1, inp, pre, ssm, dtin, dt, L, CB, Smat, M, y, z, sz, yz, r, o))
+            tile += [y, sz, yz, r, o]
         if save:
-            ctx.spec, ctx.tiles, ctx.A, ctx.w_eff, ctx.w_in_eff = spec, tiles, A, w_eff, w_in_eff
-            ctx.save_for_backward(h, r_in, u, norm_in_w, w_in, conv_w, conv_b, dt_bias, D, norm_w, w_out)
+            ctx.spec, ctx.tiles, ctx.saved = spec, tiles, saved
+            ctx.A, ctx.w_eff, ctx.w_in_eff = A, w_eff, w_in_eff
+            ctx.save_for_backward(h, r_in, u, norm_in_w, w_in, conv_w, conv_b, dt_bias, D, norm_w, w_out,
+                                  dtin, dt, L, CB, Smat, M)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        h, r_in, u, norm_in_w, w_in, conv_w, conv_b, dt_bias, D, norm_w, w_out = ctx.saved_tensors
+        (h, r_in, u, norm_in_w, w_in, conv_w, conv_b, dt_bias, D, norm_w, w_out,
+         dtin, dt, L, CB, Smat, M) = ctx.saved_tensors
         spec, A, w_eff, w_in_eff = ctx.spec, ctx.A, ctx.w_eff, ctx.w_in_eff
         n_all, length, d = u.shape
         din, nst, heads = spec.d_inner, spec.d_state, spec.n_heads
@@ -200,26 +236,24 @@ class _Mamba2Mixer(torch.autograd.Function):
         wt = conv_w.t().contiguous()
         grad_out = grad_out.contiguous()
         need = ctx.needs_input_grad
-        g_u = torch.empty_like(u) if need[0] else None
+        g_u = torch.empty_like(u)
         g_w_in = torch.zeros_like(w_in)                    # gradient of w_in_eff until the end
         g_wt = torch.zeros_like(wt)
         g_b = torch.zeros_like(conv_b)
-        g_dt_bias = torch.zeros_like(dt_bias)
-        g_A = torch.zeros_like(A)
-        g_D = torch.zeros_like(D)
         g_w_eff = torch.zeros_like(w_eff)
         w_p = {p: w_in_eff[rows[p]] for p in rows}
         g_w_p = {p: g_w_in[rows[p]] for p in rows}
         wt_p = {p: wt[:, chans[p]] for p in chans}
         g_wt_p = {p: g_wt[:, chans[p]] for p in chans}
         g_b_p = {p: g_b[chans[p]] for p in chans}
-        for (i0, i1, inp, pre, ssm, dtin, dt, L, CB, Smat, M, y, z, sz, yz, r, o) in ctx.tiles:
+        g_M = torch.empty_like(M)
+        pending = []
+        # pass 1, per tile: out-projection, norm and gate backward; y = M @ x backward
+        for (i0, i1), (z, inp, pre, ssm, y, sz, yz, r, o) in zip(ctx.tiles, ctx.saved):
             n = i1 - i0
-            u2 = u[i0:i1].view(n * length, d)
             g2 = grad_out[i0:i1].view(n * length, d)
-            # out = r * (yz @ w_eff^T),  r = (mean(yz^2) + eps)^-1/2
-            r2 = r.view(-1, 1)
-            g_o = g2 * r2
+            # out = h + r * (yz @ w_eff^T),  r = (mean(yz^2) + eps)^-1/2
+            g_o = g2 * r.view(-1, 1)
             g_r = torch.linalg.vecdot(g2, o, dim=-1)                           # (T,)
             g_w_eff.addmm_(g_o.t(), yz.view(-1, din))
             g_yz = torch.mm(g_o, w_eff)                                       # (T, Din)
@@ -227,30 +261,25 @@ class _Mamba2Mixer(torch.autograd.Function):
             g_yz = g_yz.view(n, length, din)
             g_y = g_yz * sz
             g_z = torch.ops.aten.silu_backward(g_yz.mul_(y), z)               # g_yz reused as g_yz*y
-            # y = M @ x,  M = L o CB * dt_j + D I
             if heads == 1:
-                g_M = torch.bmm(g_y, ssm["x"].transpose(1, 2)).unsqueeze(1)   # (n, 1, S, S)
-                g_x = torch.bmm(M.squeeze(1).transpose(1, 2), g_y)
+                torch.bmm(g_y, ssm["x"].transpose(1, 2), out=g_M[i0:i1].squeeze(1))
+                g_x = torch.bmm(M[i0:i1].squeeze(1).transpose(1, 2), g_y)
             else:
                 g_yh = _heads(g_y, n, length, heads)
-                g_M = torch.matmul(g_yh, _heads(ssm["x"], n, length, heads).transpose(-1, -2))
-                g_x = _unheads(torch.matmul(M.transpose(-1, -2), g_yh), n, length)
-            g_D += torch.diagonal(g_M, dim1=-2, dim2=-1).sum((0, 2))
-            dt_h = dt.transpose(1, 2)
-            g_S = g_M * dt_h.unsqueeze(2)
-            g_dt = (g_M * Smat).sum(-2)                                       # (n, H, S): column sums
-            g_CB = (g_S * L).sum(1)                                           # (n, S, S)
-            g_diff = g_S.mul_(CB.unsqueeze(1)).mul_(L)                        # d/d(cum_i - cum_j)
-            g_cum = g_diff.sum(-1) - g_diff.sum(-2)                           # (n, H, S)
-            g_loga = g_cum.flip(-1).cumsum(-1).flip(-1)                       # reverse cumsum
-            g_A += (g_loga * dt_h).sum((0, 2))
-            g_dt += g_loga * A.view(1, heads, 1)
-            g_dtin = g_dt.transpose(1, 2) * torch.sigmoid(dtin + dt_bias)     # (n, S, H)
-            g_dt_bias += g_dtin.sum((0, 1))
+                g_M[i0:i1] = torch.matmul(g_yh, _heads(ssm["x"], n, length, heads).transpose(-1, -2))
+                g_x = _unheads(torch.matmul(M[i0:i1].transpose(-1, -2), g_yh), n, length)
+            pending.append((g_z, g_x))
+        # the small (N, H, S, S) backward once for the whole batch
+        g_CB, g_dtin, g_D, g_A, g_dt_bias = _ssd_mixing_backward(g_M, dtin, dt_bias, A, dt, L, CB, Smat)
+        g_dtin = g_dtin.reshape(-1, heads)
+        # pass 2, per tile: B and C gradients, SiLU and convolution backward, in-projection
+        for (i0, i1), (z, inp, pre, ssm, *_), (g_z, g_x) in zip(ctx.tiles, ctx.saved, pending):
+            n = i1 - i0
+            u2 = u[i0:i1].view(n * length, d)
             g_ssm = {"x": g_x,
-                     "C": torch.bmm(g_CB, ssm["B"]),
-                     "B": torch.bmm(g_CB.transpose(1, 2), ssm["C"])}
-            g_parts = {"z": g_z.view(-1, din), "dt": g_dtin.reshape(-1, heads)}
+                     "C": torch.bmm(g_CB[i0:i1], ssm["B"]),
+                     "B": torch.bmm(g_CB[i0:i1].transpose(1, 2), ssm["C"])}
+            g_parts = {"z": g_z.view(-1, din)}
             for p in ("x", "B", "C"):
                 gs = g_ssm[p]
                 if spec.ssm_input == "gated":      # ssm = silu(pre) * inp
@@ -267,20 +296,19 @@ class _Mamba2Mixer(torch.autograd.Function):
                     _conv_param_grads(inp[p], g_pre, g_wt_p[p], g_b_p[p])
                 else:
                     g_b_p[p] += g_pre.sum((0, 1))
-            for p, g_p in g_parts.items():
-                g_w_p[p].addmm_(g_p.t(), u2)
-            if g_u is not None:
-                g_u2 = g_u[i0:i1].view(n * length, d)
-                torch.mm(g_parts["z"], w_p["z"], out=g_u2)
-                for p in ("x", "B", "C", "dt"):
-                    g_u2.addmm_(g_parts[p], w_p[p])
-        ctx.tiles = None
-        g_h = None
-        if g_u is not None:
-            # u = h * r_in, r_in = (mean(h^2) + eps)^-1/2; plus the residual path
-            r3 = r_in.unsqueeze(-1)
-            coef = torch.linalg.vecdot(g_u, h, dim=-1).mul_(r_in.pow(3)).div_(-d).unsqueeze(-1)
-            g_h = torch.addcmul(grad_out, g_u, r3).addcmul_(h, coef)
+            g_u2 = g_u[i0:i1].view(n * length, d)
+            torch.mm(g_parts["z"], w_p["z"], out=g_u2)
+            g_w_p["z"].addmm_(g_parts["z"].t(), u2)
+            for p in ("x", "B", "C"):
+                g_w_p[p].addmm_(g_parts[p].t(), u2)
+                g_u2.addmm_(g_parts[p], w_p[p])
+        ctx.tiles = ctx.saved = None
+        g_u2 = g_u.view(-1, d)
+        g_w_p["dt"].addmm_(g_dtin.t(), u.view(-1, d))
+        g_u2.addmm_(g_dtin, w_p["dt"])
+        # u = h * r_in, r_in = (mean(h^2) + eps)^-1/2; plus the residual path
+        coef = torch.linalg.vecdot(g_u, h, dim=-1).mul_(r_in.pow(3)).div_(-d).unsqueeze(-1)
+        g_h = torch.addcmul(grad_out, g_u, r_in.unsqueeze(-1)).addcmul_(h, coef)
         g_norm_in_w = (g_w_in * w_in).sum(0)
         g_w_in = g_w_in.mul_(norm_in_w)
         g_w_out = g_w_eff * norm_w
