@@ -95,25 +95,21 @@ def _channel_dots(a, b):
 
 def _conv_param_grads(inp, g, gwt, gb):
     """Accumulate the kernel gradient into gwt (K, c), sum over (n, t) of inp[:, t-s] * g[:, t]
-    for tap k = K-1-s, and the bias gradient into gb (c).
+    for tap k = K-1-s, and the bias gradient into gb (c). Overwrites ``g`` (no longer needed).
 
-    Each tap is one dot product over the flattened (n*S, c) rows shifted by s, minus the s
-    cross-sample pairs per sample that the flattening introduces."""
+    Each tap is one dot product over the flattened (n*S, c) rows shifted by s. Flattening would
+    pair the last s positions of a sample with the first s of the next; those pairs vanish
+    because the first s positions of ``g`` are zeroed (progressively, taps in order of s)."""
     n, length, c = g.shape
     width = gwt.shape[0]
-    a2, g2 = inp.reshape(-1, c), g.reshape(-1, c)
+    a2, g2 = inp.reshape(-1, c), g.view(-1, c)
     dot, total = _channel_dots(a2, g2)
     gwt[width - 1] += dot
     if gb is not None:
         gb += total
-    for k in range(width - 1):
-        s = width - 1 - k
-        if s >= length:
-            continue
-        dot, _ = _channel_dots(a2[:-s], g2[s:])
-        if n > 1:
-            dot -= (inp[:-1, length - s:] * g[1:, :s]).sum((0, 1))
-        gwt[k] += dot
+    for s in range(1, min(width, length)):
+        g[:, s - 1].zero_()
+        gwt[width - 1 - s] += _channel_dots(a2[:-s], g2[s:])[0]
 
 
 def _heads(t, n, length, heads):
