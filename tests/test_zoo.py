@@ -85,8 +85,6 @@ def test_push_pull_load_gives_bit_identical_outputs(hub, zoo_registry, toys, tmp
 
 
 def test_first_party_mamba2_round_trip(hub, tmp_path):
-    if "mamba2" not in achilles.list_architectures() or "inverse" not in achilles.list_tasks():
-        pytest.skip("first-party mamba2 / inverse are not registered")
     run_dir = make_run(tmp_path / "run", arch="mamba2", task="inverse",
                        model_config=dict(n_layers=1, d_model=16, d_state=8))
     push(run_dir, repo="test-org/mamba2-inverse")
