@@ -15,8 +15,9 @@ work and the memory traffic around the matmuls, not by the matmuls:
   applied after it (on d_model channels instead of D_in);
 * the batch is processed in tiles of about ``TILE_TOKENS`` tokens, so each tile's
   intermediates stay in cache and come from the allocator's reusable heap (no page faults on
-  fresh multi-MB blocks), and no autograd graph is built inside the mixer.
-
+  fresh multi-MB blocks), and no autograd graph is built inside the mixer; each direction makes
+  two passes over the tiles around the small (N, H, S, S) SSD work, which is done once for the
+  whole batch;
 * the layer's pre-norm and its residual add are inside the Function too (the norm scales are
   folded into the projections, the per-token factors applied on the narrow side);
 * the per-channel dot products of the kernel gradient use one fused reduction per tap
