@@ -14,7 +14,7 @@ training setup (appendix D: AdamW, clip 1, cross-entropy on the last position on
 ``transformers``' ``Mamba2ForCausalLM`` with the same sizes (state 128, expand 2, one head of
 size 2*d_model, conv 4, chunk size = sequence length: its fastest setting here), timed side by
 side in the same process; install it with ``pip install -e '.[bench]'``. Without it the ratio
-column says so. ``--malloc tuned`` applies ``achilles.plugins.archs.cputune.tune_cpu_allocator``
+column says so. ``--malloc tuned`` applies ``achilles.cputune.tune_cpu_allocator``
 for everything in the run (anchor included).
 
 All models of a shape are timed in interleaved rounds (anchor, then each architecture, repeated)
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
 
     os.environ.setdefault("ACHILLES_PLUGINS", "achilles")
     import achilles
-    from achilles.plugins.archs.cputune import tune_cpu_allocator
+    from achilles.cputune import tune_cpu_allocator
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)

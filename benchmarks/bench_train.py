@@ -35,6 +35,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if torch.device(args.device if args.device != "auto" else "cpu").type == "cpu" and not torch.cuda.is_available():
+        from achilles.cputune import tune_cpu_allocator
+
+        tune_cpu_allocator()  # as `achilles train` does on the CPU
     rows = []
     for arch in args.archs.split(","):
         with tempfile.TemporaryDirectory() as tmp:

@@ -81,6 +81,10 @@ def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, epoc
                             overwrite=overwrite, log=click.echo, progress=progress, epochs=epochs,
                             batch_size=batch_size, lr_peak=lr_peak, train_samples=train_samples,
                             eval_samples=eval_samples)
+    if trainer.device.type == "cpu":
+        from ..cputune import tune_cpu_allocator
+
+        tune_cpu_allocator()  # measured +30% samples/s on the inverse shape (2-core CPU)
     s = trainer.settings
     click.echo(f"Run: {trainer.run.path}")
     click.echo(f"Training {trainer.run.read_config()['arch']} on {trainer.task.name} "

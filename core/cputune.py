@@ -1,4 +1,5 @@
-"""Optional CPU tuning for training the papers' small models (never applied on import).
+"""CPU allocator tuning for training the papers' small models (never applied on import;
+``achilles train`` applies it when it trains on the CPU).
 
 Eager PyTorch on CPU allocates a fresh tensor for almost every op. glibc serves blocks above its
 mmap threshold (at most 32 MB by default) with fresh ``mmap`` calls and returns them on free, so
