@@ -24,6 +24,16 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def _single_thread():
+    """The suite's models are tiny: intra-op threads gain nothing, and on a loaded 2-core
+    machine every parallel region waits for a descheduled thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_plugin_state():
     """Each test sees freshly loaded first-party plugins; in-process registrations don't leak."""
     achilles.reload_plugins()

@@ -10,16 +10,6 @@ import torch.nn.functional as F
 import achilles
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded machine every parallel
-    region waits for a descheduled thread; the values do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 MAMBA_SITES = ["conv.out", "ssm.x", "ssm.B", "ssm.C", "ssm.dt", "ssm.matrix", "ssm.y", "out"]
 ATTN_SITES = ["attn.q", "attn.k", "attn.v", "attn.scores", "attn.out", "mlp.out", "out"]
 

@@ -11,16 +11,6 @@ import achilles
 from achilles.plugins.archs import mamba2_fast
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded machine every parallel
-    region waits for a descheduled thread; the values do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 MAMBAS = ["mamba2", "mamba2-allone", "mamba2-posenc", "mamba2-residual", "mamba2-gated", "mamba2-global"]
 TINY = dict(vocab_size=37, d_model=8, d_state=6, max_len=16)
 

@@ -7,16 +7,6 @@ from achilles.plugins.archs.common import causal_conv, causal_conv_plain, causal
 from achilles.plugins.archs.ssd import decay_mask, ssd_chunked, ssd_matrix, ssd_quadratic
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded machine every parallel
-    region waits for a descheduled thread; the values do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def recurrence(x, dt, A, B, C, D):
     """h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t ;  y_t = C_t h_t + D x_t  (per head, one group)."""
     n, length, heads, p = x.shape

@@ -24,15 +24,6 @@ def toy():
     achilles.register_plugin(toy_plugin, "toy")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core box: one intra-op thread is several times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _start(tmp_path, prefix, seed, gamma, arch="toy-mixer", task="toy-count", model=None, **settings):
     return start_run(arch, task, out=tmp_path / f"{prefix}-s{seed}-g{gamma}", seed=seed,
                      model_config={"gamma": gamma, **(model or {})}, **{**TOY, **settings})

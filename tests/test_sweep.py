@@ -28,14 +28,6 @@ def toy():
     achilles.register_plugin(toy_plugin, "toy")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def sweep(tmp_path, grid=GRID, seeds=2, **kw):
     return run_sweep("toy-mixer", "toy-count", grid=grid, seeds=seeds, profile="quick", sweeps_dir=tmp_path,
                      **{"workers": 0, **QUIET, **TINY, **kw})
