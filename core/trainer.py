@@ -354,11 +354,11 @@ def resume_run(path: str | Path, device: str = "auto", log: Callable[[str], None
     return trainer
 
 
-def finalize_run(result: RunResult) -> None:
+def finalize_run(result: RunResult | str | Path) -> None:
     """Figures and model card of a run (called after fit, also for interrupted runs)."""
     from .plots import plot_training_curves
 
-    run = RunFolder(result.path)
+    run = RunFolder(result.path if isinstance(result, RunResult) else result)
     if run.read_metrics():
         plot_training_curves(run)
     try:

@@ -105,10 +105,10 @@ def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, epoc
 
 
 def finalize_run_safely(trainer) -> None:
-    from ..trainer import RunResult, finalize_run
+    from ..trainer import finalize_run
 
     try:
-        finalize_run(RunResult(trainer.run.path, "any"))
+        finalize_run(trainer.run.path)
     except Exception as exc:  # a figure or card failing must not lose the trained weights
         click.echo(f"warning: could not write figures/card: {type(exc).__name__}: {exc}", err=True)
 
