@@ -8,8 +8,8 @@ from .hooks import HookedModel, HookPoint
 from .hookspecs import hookimpl
 from .initialization import init_gamma_
 from .plugin_manager import register_plugin, reload_plugins, unregister_plugin
-from .probe import Probe
-from .task import Batch, Task
+from .probe import Probe, ProbeContext, ProbeOption
+from .task import Batch, Paper, Task
 from .zoo import load
 
 try:
@@ -19,7 +19,7 @@ except PackageNotFoundError:  # running from a source tree without install
 
 __all__ = [
     "AchillesError", "Batch", "CheckpointError", "ConfigError", "DuplicateNameError", "HookPoint",
-    "HookedModel", "Probe", "Task", "UnknownNameError", "__version__", "create_model", "get_probe",
-    "get_task", "hookimpl", "init_gamma_", "list_architectures", "list_probes", "list_tasks", "load",
-    "register_plugin", "reload_plugins", "unregister_plugin",
+    "HookedModel", "Paper", "Probe", "ProbeContext", "ProbeOption", "Task", "UnknownNameError",
+    "__version__", "create_model", "get_probe", "get_task", "hookimpl", "init_gamma_", "list_architectures",
+    "list_probes", "list_tasks", "load", "register_plugin", "reload_plugins", "unregister_plugin",
 ]

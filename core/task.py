@@ -1,11 +1,31 @@
-"""The Task interface: a named, seeded generator of token sequences with metrics."""
+"""The Task interface: a named, seeded generator of token sequences with metrics, and what it
+declares about itself for the rest of achilles (its paper, variant settings, capabilities)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import torch
+
+
+@dataclass(frozen=True)
+class Paper:
+    """The paper a task comes from: model cards cite it, ``docs/tasks.md`` points into it."""
+
+    title: str
+    #: arXiv identifier without prefix or version, e.g. ``"2509.17514"``
+    arxiv: str
+    #: where in the paper the task is defined, e.g. ``"§3.3, appendix C.1"`` (empty: unknown)
+    section: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"https://arxiv.org/abs/{self.arxiv}"
+
+    def as_dict(self) -> dict[str, str]:
+        """``{"title", "arxiv", "section"}``: the form a run record or a card stores."""
+        return asdict(self)
 
 
 @dataclass
@@ -47,6 +67,10 @@ class Task:
 
     Settings that depend on the model (``n_layers`` for ``inverse``) are listed in
     ``model_settings``: the trainer passes the architecture's value for them.
+
+    What the rest of achilles knows about a task, it learns from these declarations, never from
+    the task's name: ``paper`` (cards cite it), ``variant_settings`` (cards and zoo ids show
+    them), ``capabilities`` (probes require them; ``Probe.check`` names the missing one).
     """
 
     name: ClassVar[str] = ""
@@ -60,6 +84,15 @@ class Task:
     model_defaults: ClassVar[dict[str, Any]] = {}
     #: the paper's training settings for this task (e.g. ``{"batch_size": 2048}``)
     training_defaults: ClassVar[dict[str, Any]] = {}
+    #: the paper this task reproduces, with the section that defines it (None: not from a paper)
+    paper: ClassVar[Paper | None] = None
+    #: the settings, in order, whose values name a variant of the task (e.g. where the pairs of
+    #: an associative-recall task sit); a card's dataset name or a zoo id may show their values
+    variant_settings: ClassVar[tuple[str, ...]] = ()
+    #: what the task offers beyond the base interface, as names a probe can require in
+    #: ``Probe.requires``; each name stands for a contract documented by the task that declares
+    #: it (e.g. ``"pair_shift"``: an anchor-pair label table and key positions in the batch meta)
+    capabilities: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **config: Any):
         self.config: dict[str, Any] = dict(config)

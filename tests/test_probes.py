@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 import achilles
+from achilles import ProbeContext
 from achilles.cli import cli
 from achilles.plugins.probes._common import pair_sets, run_chunks
 from achilles.plugins.probes.blocking import block_mask, blocked_run, filler_mask
@@ -92,7 +93,7 @@ def test_blocking_zeroes_exactly_the_intended_entries_in_every_layer_and_head(ta
 
 def test_blocking_matches_an_independent_computation(task, tmp_path):
     model = tiny("mamba2", task)
-    result = achilles.get_probe("blocking").run(model, task, tmp_path, samples=40, pair="12,34")
+    result = achilles.get_probe("blocking").run(model, task, ProbeContext(tmp_path), samples=40, pair="12,34")
     for pair in ("12", "34"):
         data = pair_sets(task, [pair], 40, "test", seed=0)[pair]
 
@@ -114,19 +115,21 @@ def test_blocking_matches_an_independent_computation(task, tmp_path):
 
 
 def test_blocking_nothing_leaves_every_output_unchanged(task, tmp_path):
-    result = achilles.get_probe("blocking").run(tiny("mamba2", task), task, tmp_path, samples=16, sources=[],
-                                                pair="11,34,43")
+    result = achilles.get_probe("blocking").run(tiny("mamba2", task), task, ProbeContext(tmp_path), samples=16,
+                                                sources=[], pair="11,34,43")
     assert len(result["per_pair"]) == 3 and all(v["same"] == 1.0 for v in result["per_pair"].values())
 
 
 def test_blocking_on_a_transformer_cuts_the_attention(task, tmp_path):
-    result = achilles.get_probe("blocking").run(tiny("transformer", task), task, tmp_path, samples=16, pair="34")
+    result = achilles.get_probe("blocking").run(tiny("transformer", task), task, ProbeContext(tmp_path),
+                                                samples=16, pair="34")
     assert result["settings"]["site"] == "attn.scores" and 0 <= result["mean_same"] <= 1
 
 
 # -- substitution -----------------------------------------------------------------------------
 def test_substitution_with_the_twin_itself_always_gives_the_twin_output(task, tmp_path):
-    result = achilles.get_probe("substitution").run(tiny("mamba2", task), task, tmp_path, samples=24, pair="43")
+    result = achilles.get_probe("substitution").run(tiny("mamba2", task), task, ProbeContext(tmp_path),
+                                                    samples=24, pair="43")
     assert result["per_pair"]["43"] == {"to_twin": 1.0, "already_twin": 1.0, "kept": 1.0, "n": 24}
 
 
@@ -157,7 +160,8 @@ def test_tap_cosine_is_symmetric_with_unit_diagonal():
 
 def test_conv_similarity_of_the_all_ones_kernel_is_one_everywhere(task, tmp_path):
     model = tiny("mamba2-allone", task)
-    result = achilles.get_probe("conv-similarity").run(model, task, tmp_path, init_weights=model.state_dict())
+    result = achilles.get_probe("conv-similarity").run(model, task, ProbeContext(tmp_path),
+                                                       init_weights=model.state_dict())
     for layer in result["layers"]:
         assert torch.allclose(torch.tensor(layer["final"]), torch.ones(4, 4))
         assert torch.allclose(torch.tensor(layer["init"]), torch.ones(4, 4))
@@ -182,7 +186,7 @@ def test_conv_similarity_reads_the_initial_weights_from_the_run_folder(tmp_path)
 @pytest.mark.parametrize("arch, site", [("mamba2", "ssm.matrix"), ("transformer", "attn.scores")])
 def test_information_flow_writes_per_layer_matrices_and_a_logit_lens(task, tmp_path, arch, site):
     model = tiny(arch, task)
-    result = achilles.get_probe("information-flow").run(model, task, tmp_path, samples=2, pair="34",
+    result = achilles.get_probe("information-flow").run(model, task, ProbeContext(tmp_path), samples=2, pair="34",
                                                        summary_samples=32)
     saved = json.loads((tmp_path / "information-flow.json").read_text())
     assert (tmp_path / "information-flow.png").stat().st_size > 0
@@ -229,7 +233,8 @@ def test_probes_without_their_sites_say_so_on_a_toy_model(task):
 def test_composite_probes_refuse_other_tasks(tmp_path):
     run_dir, _ = make_run(tmp_path / "run", "mamba2", task_name="inverse")
     result = invoke("probe", run_dir, "--probe", "blocking")
-    assert result.exit_code == 2 and "works on tasks composite" in result.output and "'inverse'" in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "needs a task with capability 'pair_shift'" in result.output and "'inverse'" in result.output
 
 
 def test_unknown_probe_and_bad_options_are_one_line_errors(tmp_path):

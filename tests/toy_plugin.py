@@ -1,13 +1,17 @@
 """A tiny in-process plugin for the foundation tests (not shipped: tests only)."""
 
+import json
+
 import torch
 from torch import nn
 
-from achilles import Batch, HookedModel, HookPoint, Task, hookimpl
+from achilles import Batch, HookedModel, HookPoint, Probe, ProbeContext, ProbeOption, Task, hookimpl
 
 
 class CountTask(Task):
     """Tokens 0..vocab-1; target at the last position is the count of token 1."""
+
+    capabilities = ("counting",)
 
     def __init__(self, vocab: int = 4, length: int = 6):
         super().__init__(vocab=vocab, length=length)
@@ -71,6 +75,28 @@ class _Mixer(nn.Module):
         return self.hook_out(self.proj(mixed))
 
 
+class EchoProbe(Probe):
+    """Writes down the options and context it receives (tests of the probe interface)."""
+
+    requires = ("counting",)
+    options = (
+        ProbeOption("depth", int, 1, "how deep to look"),
+        ProbeOption("label", str, "plain", "a label"),
+        ProbeOption("verbose", bool, False, "say more"),
+        ProbeOption("anything", None, None, "any JSON value"),
+        ProbeOption("device", str, "none", "a name `achilles probe` uses itself: --set only"),
+    )
+
+    def run(self, model, task, context: ProbeContext, **options):
+        opts = self.resolve_options(options)
+        result = {"options": opts, "run_dir": str(context.run_dir), "arch": context.config.get("arch"),
+                  "device": str(context.device), "what": "the options and context received",
+                  "headline": {"depth": opts["depth"]}}
+        context.out_dir.mkdir(parents=True, exist_ok=True)
+        (context.out_dir / "echo.json").write_text(json.dumps(result))
+        return result
+
+
 @hookimpl
 def register_tasks(register):
     register("toy-count", CountTask)
@@ -79,3 +105,8 @@ def register_tasks(register):
 @hookimpl
 def register_architectures(register):
     register("toy-mixer", TwoLayerToy, description="toy model for foundation tests")
+
+
+@hookimpl
+def register_probes(register):
+    register("toy-echo", EchoProbe)

@@ -1,16 +1,24 @@
-"""``achilles probe``: run a registered probe on a saved model and print its headline numbers."""
+"""``achilles probe``: run a registered probe on a saved model and print its headline numbers.
+
+The command knows no probe: the options a probe declares (``Probe.options``) become ``--set``
+settings and, once ``--probe NAME`` is on the command line, ``--NAME VALUE`` flags of their own.
+"""
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from pathlib import Path
 
 import click
 
+from ..errors import ConfigError
 from ..table import format_table
 from .train import _load, parse_settings
+
+_FLAGS = "achilles.probe_flags"  # ctx.meta key: the chosen probe's options as click options
+_PROBE = "achilles.probe_name"  # ctx.meta key: the probe named by --probe
+_FLAG_DEST = "probe_option__"  # prefix of their parameter names, apart from the command's own
 
 
 def default_out_dir(run_id: str, run_path: Path, probe: str) -> Path:
@@ -19,13 +27,6 @@ def default_out_dir(run_id: str, run_path: Path, probe: str) -> Path:
     if Path(run_id).expanduser().is_dir():
         return Path(run_path) / "probes" / probe
     return Path("probes") / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_") / probe
-
-
-def _accepts(function, keyword: str) -> bool:
-    try:
-        return keyword in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def headline_text(result: dict) -> str:
@@ -42,42 +43,105 @@ def headline_text(result: dict) -> str:
     return "\n\n".join(parts)
 
 
-@click.command("probe")
+def _probe_name(args: list[str]) -> str | None:
+    """The value of ``--probe`` in raw command-line ``args``, if there is one."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--probe" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--probe="):
+            return arg.partition("=")[2]
+    return None
+
+
+def _flag_type_name(option) -> str:
+    return option.type.__name__.upper() if option.type is not None else "VALUE"
+
+
+class ProbeCommand(click.Command):
+    """``achilles probe`` with one ``--NAME VALUE`` flag per option of the probe named by
+    ``--probe`` (those whose flag the command itself does not use), listed by ``--help``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from ..api import get_probe
+
+        name = _probe_name(args)
+        probe = get_probe(name) if name and not ctx.resilient_parsing else None  # unknown: fails here
+        taken = {opt for param in self.params for opt in param.opts} | {"--help", "-h"}
+        flags = []
+        for option in (probe.options if probe else ()):
+            flag = "--" + option.name.replace("_", "-")
+            if flag not in taken:
+                shown = "" if "default" in option.help else f"  [default: {option.default}]"
+                flags.append(click.Option([flag, _FLAG_DEST + option.name], metavar=_flag_type_name(option),
+                                          help=option.help + shown))
+        ctx.meta[_FLAGS] = flags
+        ctx.meta[_PROBE] = probe.name if probe else None
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            if probe is None or not exc.option_name.startswith("--"):
+                raise
+            known = ", ".join(sorted(o.name for o in probe.options)) or "none"
+            raise ConfigError(exc.option_name[2:].replace("-", "_"),
+                              f"probe {probe.name!r} has no such option (options: {known}), "
+                              "nor has `achilles probe` (see --help)") from None
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        own = len(self.params)
+        return params[:own] + ctx.meta.get(_FLAGS, []) + params[own:]
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        flags = ctx.meta.get(_FLAGS, [])
+        if not flags:
+            return super().format_options(ctx, formatter)
+        own = [p for p in self.get_params(ctx) if isinstance(p, click.Option) and p not in flags]
+        with formatter.section("Options"):
+            formatter.write_dl([p.get_help_record(ctx) for p in own])
+        with formatter.section(f"Options of probe {ctx.meta[_PROBE]!r} (each also --set NAME=VALUE)"):
+            formatter.write_dl([p.get_help_record(ctx) for p in flags])
+
+
+@click.command("probe", cls=ProbeCommand)
 @click.argument("run_id", metavar="RUN")
-@click.option("--probe", "probe_name", required=True, help="Probe name (see `achilles list probes`).")
-@click.option("--samples", type=int, default=None,
-              help="Sequences: per anchor pair (blocking, substitution; default 480) or drawn (information-flow).")
-@click.option("--pair", default=None, help="Anchor pair(s), e.g. 34 or 12,34 (composite probes).")
+@click.option("--probe", "probe_name", required=True,
+              help="Probe name (see `achilles list probes`); with --help, also lists its options.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output folder (default RUN/probes/NAME; ./probes/ID/NAME for a zoo or Hub checkpoint).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="Probe option, e.g. --set layers=[0] or --set split=train.")
+              help="Probe option, e.g. --set layers=[0] or --set split=train (values read as JSON, else text).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole JSON result instead of the table.")
-def probe_command(run_id, probe_name, samples, pair, out, settings, device, as_json):
+def probe_command(run_id, probe_name, out, settings, device, as_json, **flags):
     """Run a probe on a saved model: a run folder, a zoo id or hf-hub:ORG/NAME[@REV].
 
     Writes the probe's figures and NAME.json into the output folder and prints the headline numbers.
+    Every option of the probe is a --set KEY=VALUE and a flag of its own (--samples 8, --pair 43);
+    `achilles probe --probe NAME --help` lists them.
 
     \b
     Example:  achilles probe runs/mamba2.composite-l2-g1.0-s0-quick --probe blocking
               achilles probe runs/mamba2.composite-l2-g1.0-s0-quick --probe information-flow --pair 43
     """
     from ..api import get_probe
+    from ..probe import ProbeContext
     from ..trainer import resolve_device
 
     probe = get_probe(probe_name)  # an unknown name fails here, before any loading
     options = parse_settings(settings, "--set")
-    for key, value in (("samples", samples), ("pair", pair)):
-        if value is not None:
-            options[key] = value
+    given = {key[len(_FLAG_DEST):]: value for key, value in flags.items() if value is not None}
+    # a flag's text is read as a --set value is (JSON, else text); flags win over --set
+    options.update(parse_settings(tuple(f"{key}={value}" for key, value in given.items()), "flag"))
+    probe.resolve_options(options)  # bad names and types fail here too, before any loading
     loaded = _load(run_id)
-    model = loaded.model.to(resolve_device(device)).eval()
+    device = resolve_device(device)
+    model = loaded.model.to(device).eval()
     probe.check(model, loaded.task)
-    if _accepts(probe.run, "run_dir"):  # e.g. conv-similarity reads init.safetensors from it
-        options["run_dir"] = loaded.path
     out_dir = Path(out) if out else default_out_dir(run_id, loaded.path, probe.name)
-    result = probe.run(model, loaded.task, out_dir, **options)
+    context = ProbeContext(out_dir=out_dir, run_dir=loaded.path, config=loaded.config, device=device)
+    result = probe.run(model, loaded.task, context, **options)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
         return

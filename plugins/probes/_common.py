@@ -1,5 +1,6 @@
-"""Plumbing shared by the first-party probes: options, batched forward passes with hooks,
-composite-task sequences built per anchor pair, layer selection, and atomic file output.
+"""Plumbing shared by the first-party probes: option checks, batched forward passes with hooks,
+anchor-pair sequences (tasks with the ``pair_shift`` capability), layer selection, and atomic
+file output.
 
 Everything here reads or edits a model only through ``model.hooks`` and its public
 methods (``unembed_residual``, ``conv_kernels``): probes never touch private attributes.
@@ -23,15 +24,6 @@ from achilles.runs import atomic_write_bytes, atomic_write_json
 CHUNK = 1024
 
 # -- options --------------------------------------------------------------------------------
-
-
-def take_options(probe: str, options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` updated by ``options``; an unknown option is a ConfigError listing the known."""
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise ConfigError(unknown[0], f"probe {probe!r} has no such option "
-                                      f"(options: {', '.join(sorted(defaults))})")
-    return {**defaults, **options}
 
 
 def as_int(name: str, value: Any, minimum: int = 0) -> int:
@@ -149,9 +141,17 @@ def last_argmax(logits: torch.Tensor) -> torch.Tensor:
     return logits[:, -1].argmax(-1)
 
 
-# -- composite: anchor pairs and positions --------------------------------------------------
+# -- anchor pairs and positions (the pair_shift capability) ---------------------------------
 
-COMPOSITE_TASKS = ("composite", "composite-symmetric")
+#: The task capability the anchor-pair probes require. A task that declares it promises:
+#: ``task.pair_shift`` maps each ordered anchor pair (a, b) to the shift its label adds to the
+#: key; anchor k is token k; every sample holds one key followed directly by its two anchors;
+#: ``batch.meta["key_pos"]`` is the key's 1-based position; the label sits at the last position.
+PAIR_SHIFT = "pair_shift"
+
+
+def has_anchor_pairs(task) -> bool:
+    return PAIR_SHIFT in getattr(task, "capabilities", ())
 
 
 def task_pairs(task) -> list[str]:
@@ -189,7 +189,7 @@ def anchor_tokens(pair: str) -> tuple[int, int]:
 
 def key_positions(batch) -> torch.Tensor:
     """0-based index of each sample's key (the anchors follow at +1 and +2). The task's meta
-    ``key_pos`` counts from 1 (TASKS.md: "positions 1-based, p in 1..6")."""
+    ``key_pos`` counts from 1 (the pair_shift contract; docs/tasks.md, `composite`)."""
     if "key_pos" not in batch.meta:
         raise ConfigError("task", "the batch has no key position in its metadata (meta 'key_pos')")
     return batch.meta["key_pos"].long() - 1

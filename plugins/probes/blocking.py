@@ -30,11 +30,11 @@ from typing import Any
 
 import torch
 
-from achilles import ConfigError, Probe
+from achilles import ConfigError, Probe, ProbeContext, ProbeOption
 
-from ._common import (COMPOSITE_TASKS, PositionTally, as_int, as_list, last_argmax, mixing_site, pair_bar_figure,
-                      pair_sets, parse_pairs, require_mixing_site, run_chunks, select_layers, take_options,
-                      task_pairs, write_result)
+from ._common import (PAIR_SHIFT, PositionTally, as_int, as_list, last_argmax, mixing_site, pair_bar_figure,
+                      pair_sets, parse_pairs, require_mixing_site, run_chunks, select_layers, task_pairs,
+                      write_result)
 
 SOURCE_OFFSETS = {"key": 0, "anchor1": 1, "anchor2": 2}
 TARGET_RULES = ("later", "downstream")
@@ -89,16 +89,24 @@ class BlockingProbe(Probe):
     """Zero S from key and anchors to later tokens; share of outputs unchanged per pair (fig. 6a)."""
 
     name = "blocking"
-    tasks = COMPOSITE_TASKS
-    defaults = dict(samples=480, pair=None, split="test", seed=0, layers="all",
-                    sources="key,anchor1,anchor2", targets="later", control=True)
+    requires = (PAIR_SHIFT,)
+    options = (
+        ProbeOption("samples", int, 480, "sequences per anchor pair (the paper's 480)"),
+        ProbeOption("pair", None, None, "anchor pair(s) to probe, e.g. 34 or 12,34 (default: all)"),
+        ProbeOption("split", str, "test", "split the sequences are drawn from"),
+        ProbeOption("seed", int, 0, "seed of the drawn sequences"),
+        ProbeOption("layers", None, "all", "layer indices to cut in, e.g. 0 or [0,1] (default: all)"),
+        ProbeOption("sources", None, "key,anchor1,anchor2", "columns to cut: any of key, anchor1, anchor2"),
+        ProbeOption("targets", str, "later", "rows to cut: later (every t > s) or downstream (t > p+2)"),
+        ProbeOption("control", bool, True, "also cut as many random filler columns, for comparison"),
+    )
 
     def check(self, model, task) -> None:
         require_mixing_site(self.name, model)
         super().check(model, task)
 
-    def run(self, model, task, out_dir: Path, **options: Any) -> dict[str, Any]:
-        opts = take_options(self.name, options, self.defaults)
+    def run(self, model, task, context: ProbeContext, **options: Any) -> dict[str, Any]:
+        opts = self.resolve_options(options)
         n = as_int("samples", opts["samples"], minimum=1)
         seed = as_int("seed", opts["seed"])
         pairs = parse_pairs(task, opts["pair"], task_pairs(task))
@@ -157,9 +165,9 @@ class BlockingProbe(Probe):
             result["headline"]["same with filler columns cut instead (control), mean"] = (
                 sum(controls.values()) / len(controls))
         figure = pair_bar_figure(
-            Path(out_dir) / f"{self.name}.png", per_pair, "same",
+            context.out_dir / f"{self.name}.png", per_pair, "same",
             title=f"Blocking key & anchors in {suffix} ({result['arch']}, layers {layers}, all heads)",
             ylabel="output unchanged: key & anchors cut", mean=mean, baseline=controls or None,
             baseline_label=f"output unchanged: {len(sources)} random filler columns cut (control)")
         result["figures"] = [Path(figure).name]
-        return write_result(out_dir, self.name, result)
+        return write_result(context.out_dir, self.name, result)

@@ -7,7 +7,8 @@ the current token, the first the token width-1 steps back). The paper's f = sum_
 symmetric under reversing the window only if the taps c_k are equal; the probe reports the
 cosine similarity of every pair of taps (a width x width matrix per layer)
 
-* at initialisation, from the run's ``init.safetensors`` loaded into a fresh model,
+* at initialisation, from the run's ``init.safetensors`` (in ``context.run_dir``) loaded into a
+  fresh model,
 * at the end, from the weights being probed,
 * and across: cos(tap k at init, tap l at the end), how far each tap turned in training.
 
@@ -23,10 +24,10 @@ from typing import Any
 import torch
 
 import achilles
-from achilles import AchillesError, CheckpointError, Probe
+from achilles import AchillesError, CheckpointError, Probe, ProbeContext, ProbeOption
 from achilles.runs import INIT_WEIGHTS, load_tensors
 
-from ._common import plt, rounded, save_figure, take_options, write_result
+from ._common import plt, rounded, save_figure, write_result
 
 
 def tap_cosine(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -54,7 +55,10 @@ class ConvSimilarityProbe(Probe):
     """Cosine similarity between convolution-kernel taps at init and after training (fig. 12)."""
 
     name = "conv-similarity"
-    defaults = dict(init_weights=None)
+    options = (
+        ProbeOption("init_weights", None, None, f"weights at initialisation: a safetensors path or (in Python) a "
+                                                f"state dict (default: the run folder's {INIT_WEIGHTS})"),
+    )
 
     def check(self, model, task) -> None:
         super().check(model, task)
@@ -79,12 +83,12 @@ class ConvSimilarityProbe(Probe):
                                   f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
         return [k.detach().cpu() for k in fresh.conv_kernels()], source
 
-    def run(self, model, task, out_dir: Path, run_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
-        """``run_dir``: the run folder, where init.safetensors is found (``achilles probe`` passes
-        it); ``init_weights``: a path or state dict instead."""
-        opts = take_options(self.name, options, self.defaults)
+    def run(self, model, task, context: ProbeContext, **options: Any) -> dict[str, Any]:
+        """The initial kernels come from ``init_weights`` if given, else from the run folder
+        ``context.run_dir`` (``achilles probe`` sets it), else they are left out."""
+        opts = self.resolve_options(options)
         final = [k.detach().cpu() for k in model.conv_kernels()]
-        init, init_source = self.initial_kernels(model, run_dir, opts["init_weights"])
+        init, init_source = self.initial_kernels(model, context.run_dir, opts["init_weights"])
         layers = []
         for i, kernel in enumerate(final):
             entry = {"layer": i, "channels": kernel.shape[0], "width": kernel.shape[1],
@@ -117,8 +121,8 @@ class ConvSimilarityProbe(Probe):
         if init is None:
             result["note"] = (f"no initial weights ({INIT_WEIGHTS} not in the run folder): "
                               "only the trained kernels are shown")
-        result["figures"] = [Path(self._figure(result, Path(out_dir))).name]
-        return write_result(out_dir, self.name, result)
+        result["figures"] = [Path(self._figure(result, context.out_dir)).name]
+        return write_result(context.out_dir, self.name, result)
 
     def _figure(self, result: dict, out_dir: Path) -> str:
         layers = result["layers"]

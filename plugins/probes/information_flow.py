@@ -10,9 +10,11 @@ head-averaged |S[t, s]|, normalised by the largest entry of that layer (lines un
 layer's residual stream ``resid.{i}`` through the model's final norm and unembedding
 (``model.unembed_residual``), argmax, decoded with ``task.token_str``.
 
-On `composite` the key is drawn green and the anchors orange, and the JSON adds a summary over
-``summary_samples`` sequences: per layer, the share of |S| that the downstream tokens
-(t > p+2) draw from the key and anchors, next to the share uniform reading would give.
+On a task with anchor pairs (capability ``pair_shift``: `composite`, `composite-symmetric`) the key
+is drawn green and the anchors orange, ``pair`` picks the anchor pair written into the drawn
+sequences, and the JSON adds a summary over ``summary_samples`` sequences: per layer, the share of
+|S| that the downstream tokens (t > p+2) draw from the key and anchors, next to the share uniform
+reading would give. On any other task the probe draws the split's sequences as they are.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from typing import Any
 
 import torch
 
-from achilles import AchillesError, ConfigError, Probe
+from achilles import AchillesError, ConfigError, Probe, ProbeContext, ProbeOption
 
-from ._common import (COMPOSITE_TASKS, as_fraction, as_int, key_positions, layers_with, mixing_site, model_device, pair_sets, parse_pairs,
-                      plt, require_mixing_site, rounded, run_chunks, save_figure, take_options, write_result)
+from ._common import (PAIR_SHIFT, as_fraction, as_int, has_anchor_pairs, key_positions, layers_with, mixing_site,
+                      model_device, pair_sets, parse_pairs, plt, require_mixing_site, rounded, run_chunks,
+                      save_figure, write_result)
 
 MAX_DRAWN = 16  # sequences in one figure; beyond that it stops being readable
 KEY_COLOUR, ANCHOR_COLOUR, OTHER_COLOUR = "#2ca02c", "#ff7f0e", "#4c72b0"
@@ -56,7 +59,16 @@ class InformationFlowProbe(Probe):
 
     name = "information-flow"
     required_sites = ("resid.*",)
-    defaults = dict(samples=3, pair=None, split="test", seed=0, threshold=0.02, summary_samples=480)
+    options = (
+        ProbeOption("samples", int, 3, f"sequences drawn in the figure (at most {MAX_DRAWN})"),
+        ProbeOption("pair", None, None, "anchor pair written into the drawn sequences, e.g. 43 "
+                                        f"(tasks with {PAIR_SHIFT}; default: the split's own pairs)"),
+        ProbeOption("split", str, "test", "split the sequences are drawn from"),
+        ProbeOption("seed", int, 0, "seed of the drawn sequences"),
+        ProbeOption("threshold", float, 0.02, "lines below this fraction of a layer's largest entry are left out"),
+        ProbeOption("summary_samples", int, 480,
+                    f"sequences behind the key/anchor flow summary (tasks with {PAIR_SHIFT})"),
+    )
 
     def check(self, model, task) -> None:
         super().check(model, task)
@@ -66,26 +78,27 @@ class InformationFlowProbe(Probe):
             raise AchillesError(f"probe {self.name!r} needs model.unembed_residual() for the logit lens, "
                                 f"which {arch!r} does not have")
 
-    def run(self, model, task, out_dir: Path, **options: Any) -> dict[str, Any]:
-        opts = take_options(self.name, options, self.defaults)
+    def run(self, model, task, context: ProbeContext, **options: Any) -> dict[str, Any]:
+        opts = self.resolve_options(options)
         n = as_int("samples", opts["samples"], minimum=1)
         seed = as_int("seed", opts["seed"])
         if n > MAX_DRAWN:
             raise ConfigError("samples", f"draws at most {MAX_DRAWN} sequences in one figure, got {n}")
         threshold = as_fraction("threshold", opts["threshold"])
-        composite = task.name in COMPOSITE_TASKS
-        if opts["pair"] is not None and not composite:
-            raise ConfigError("pair", f"anchor pairs exist on {', '.join(COMPOSITE_TASKS)}, not {task.name!r}")
+        with_pairs = has_anchor_pairs(task)
+        if opts["pair"] is not None and not with_pairs:
+            raise ConfigError("pair", f"anchor pairs exist only on tasks with capability {PAIR_SHIFT!r}, "
+                                      f"which {task.name!r} does not declare")
         if opts["split"] not in task.splits:
             raise ConfigError("split", f"{opts['split']!r} is not a split of {task.name!r} ({', '.join(task.splits)})")
         suffix = mixing_site(model)
         layers = layers_with(model, suffix)
         resid_sites = [f"resid.{i}" for i in layers if model.hook_points(f"resid.{i}")]
 
-        pair = parse_pairs(task, opts["pair"], [None])[0] if composite else None
+        pair = parse_pairs(task, opts["pair"], [None])[0] if with_pairs else None
         if pair is None:
             batch = task.generate(opts["split"], n, seed=seed)
-            tokens, key_pos = batch.tokens, key_positions(batch) if composite else None
+            tokens, key_pos = batch.tokens, key_positions(batch) if with_pairs else None
             # the label at the last scored position of each sample (if it has one)
             labels = [int(batch.targets[j, batch.mask[j].nonzero().max()]) if batch.mask[j].any() else None
                       for j in range(n)]
@@ -110,7 +123,7 @@ class InformationFlowProbe(Probe):
             }
             if labels[j] is not None:
                 sample["target"] = task.token_str(labels[j])
-            if composite:
+            if with_pairs:
                 sample["key_pos"] = int(key_pos[j])
                 sample["pair"] = "".join(sample["tokens"][int(key_pos[j]) + 1: int(key_pos[j]) + 3])
             samples.append(sample)
@@ -124,14 +137,14 @@ class InformationFlowProbe(Probe):
             "settings": {**opts, "samples": n, "site": suffix},
             "samples": samples,
         }
-        if composite:
+        if with_pairs:
             result["summary"] = self._summary(model, task, opts, sites, layers)
             result["headline"] = {
                 f"layer {e['layer']}: share of |S| downstream tokens draw from key+anchors": e["share"]
                 for e in result["summary"]["layers"]}
             result["headline"]["(uniform reading would give)"] = result["summary"]["layers"][0]["uniform"]
-        result["figures"] = [Path(self._figure(result, layers, threshold, Path(out_dir))).name]
-        return write_result(out_dir, self.name, result)
+        result["figures"] = [Path(self._figure(result, layers, threshold, context.out_dir)).name]
+        return write_result(context.out_dir, self.name, result)
 
     def _summary(self, model, task, opts, sites, layers) -> dict[str, Any]:
         count = as_int("summary_samples", opts["summary_samples"], minimum=1)

@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from achilles import Probe
+from achilles import Probe, ProbeContext, ProbeOption
 
-from ._common import (COMPOSITE_TASKS, PositionTally, as_int, last_argmax, pair_bar_figure, pair_sets, parse_pairs, run_chunks,
-                      select_layers, take_options, task_pairs, write_result)
+from ._common import (PAIR_SHIFT, PositionTally, as_int, last_argmax, pair_bar_figure, pair_sets, parse_pairs,
+                      run_chunks, select_layers, task_pairs, write_result)
 
 SITE = "conv.out"
 
@@ -56,11 +56,18 @@ class SubstitutionProbe(Probe):
 
     name = "substitution"
     required_sites = (f"layers.*.{SITE}",)
-    tasks = COMPOSITE_TASKS
-    defaults = dict(samples=480, pair=None, twin="43", split="test", seed=0, layers="all")
+    requires = (PAIR_SHIFT,)
+    options = (
+        ProbeOption("samples", int, 480, "sequences per anchor pair (the paper's 480)"),
+        ProbeOption("pair", None, None, "anchor pair(s) to probe, e.g. 34 or 12,34 (default: all but the twin)"),
+        ProbeOption("twin", str, "43", "the anchor pair whose post-conv states are substituted in"),
+        ProbeOption("split", str, "test", "split the sequences are drawn from"),
+        ProbeOption("seed", int, 0, "seed of the drawn sequences"),
+        ProbeOption("layers", None, "all", "layer indices to substitute in, e.g. 0 or [0,1] (default: all)"),
+    )
 
-    def run(self, model, task, out_dir: Path, **options: Any) -> dict[str, Any]:
-        opts = take_options(self.name, options, self.defaults)
+    def run(self, model, task, context: ProbeContext, **options: Any) -> dict[str, Any]:
+        opts = self.resolve_options(options)
         n = as_int("samples", opts["samples"], minimum=1)
         seed = as_int("seed", opts["seed"])
         twin_pair = parse_pairs(task, opts["twin"], ["43"], setting="twin")[0]
@@ -103,11 +110,11 @@ class SubstitutionProbe(Probe):
                                for p, v in per_pair.items()]},
         }
         figure = pair_bar_figure(
-            Path(out_dir) / f"{self.name}.png", per_pair, "to_twin",
+            context.out_dir / f"{self.name}.png", per_pair, "to_twin",
             title=(f"Substituting post-conv states (t > p+2, layers {layers}) with the {twin_pair} twin's "
                    f"({result['arch']})"),
             ylabel=f"output = {twin_pair} twin's after substitution", mean=mean,
             baseline={p: v["already_twin"] for p, v in per_pair.items()},
             baseline_label=f"output = {twin_pair} twin's without substitution")
         result["figures"] = [Path(figure).name]
-        return write_result(out_dir, self.name, result)
+        return write_result(context.out_dir, self.name, result)

@@ -1,4 +1,4 @@
-"""First-party tasks of the three papers (definitions pinned in TASKS.md)."""
+"""First-party tasks of the three papers (definitions pinned in docs/tasks.md)."""
 
 from achilles import hookimpl
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -11,6 +12,7 @@ from achilles import Batch, ConfigError, Task
 
 from ._common import (balanced, check_int, grouped_accuracy, masked_hits, mean, resolve_n_seed,
                       split_rng, to_batch)
+from ._papers import ACHILLES_HEEL
 
 SEQ_LEN = 8
 KEY_LOW, KEY_HIGH = 20, 99  # keys and filler, inclusive
@@ -41,9 +43,13 @@ def _pair_name(pair: int) -> str:
 
 class _AnchorPairTask(Task):
     """Shared machinery: one key followed directly by an anchor pair in a length-8 sequence of
-    filler from [20, 99]; the label at the last position is key + shift(pair)."""
+    filler from [20, 99]; the label at the last position is key + shift(pair).
+
+    Capability ``pair_shift``: ``pair_shift`` below is the label table, anchor k is token k, and
+    ``meta["key_pos"]`` holds the key's 1-based position (the anchors follow it)."""
 
     splits = ("train", "test")
+    capabilities = ("pair_shift",)
     headline_split = "test"
     training_defaults: ClassVar[dict] = {"batch_size": 2048}  # appendix D
 
@@ -128,7 +134,7 @@ class _AnchorPairTask(Task):
 
 
 class CompositeTask(_AnchorPairTask):
-    """Composite function task (Achilles' Heel §3.3 and appendix C.1; TASKS.md `composite`).
+    """Composite function task (Achilles' Heel §3.3 and appendix C.1; docs/tasks.md `composite`).
 
     A length-8 sequence of numbers from [20, 99] holds one key at 1-based position p (1..6)
     followed directly by an anchor pair ``a b`` (anchors are tokens 1-4 with shifts +5, +1, -2,
@@ -153,6 +159,7 @@ class CompositeTask(_AnchorPairTask):
       ``acc_43_symmetric``; all are arg-max accuracies over the whole vocabulary.
     """
 
+    paper = replace(ACHILLES_HEEL, section="§3.3, appendix C.1 (Standard)")
     pair_shift = {(a, b): ANCHOR_SHIFT[a] + ANCHOR_SHIFT[b] for a in ANCHOR_SHIFT for b in ANCHOR_SHIFT}
     pair_shift[(3, 4)] = -6  # C.1: pair 34 is set to -6 instead of the composition -10
     train_share, test_share = 0.056, 0.006
@@ -172,7 +179,7 @@ SET2_PAIRS = ["03", "30", "04", "40", "12", "21", "13", "31", "24", "42"]
 
 class CompositeSymmetricTask(_AnchorPairTask):
     """Composite function task under full symmetry (appendix C.1 "Full symmetry";
-    TASKS.md `composite-symmetric`).
+    docs/tasks.md `composite-symmetric`).
 
     Anchors 0..4, the 20 ordered pairs without repeats. Pairs 01 02 10 20 14 41 23 32 34 43
     compose set 1 (0:+2, 1:+5, 2:+1, 3:-2, 4:-8); pairs 03 30 04 40 12 21 13 31 24 42 compose
@@ -192,6 +199,7 @@ class CompositeSymmetricTask(_AnchorPairTask):
       would pick if it read 4 and 3 with set 2).
     """
 
+    paper = replace(ACHILLES_HEEL, section="appendix C.1 (Full symmetry), E.1.4")
     train_share, test_share = 0.045, 0.005
     headline_metric = "acc_43_symmetric"
     model_defaults: ClassVar[dict] = {"d_model": 128}  # appendix E.1.4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -10,6 +11,7 @@ import torch
 from achilles import Batch
 
 from ._common import check_int, masked_hits, next_token_targets
+from ._papers import COPY_AND_COT
 from ._sequence import SizedSequenceTask
 
 PAD, SEP = 0, 1
@@ -17,7 +19,7 @@ N_SPECIAL = 2
 
 
 class CopyTask(SizedSequenceTask):
-    """COPY (TASKS.md `copy`; Ren, Li & Liu, "Exploring the Limitations of Mamba in COPY and
+    """COPY (docs/tasks.md `copy`; Ren, Li & Liu, "Exploring the Limitations of Mamba in COPY and
     CoT Reasoning"): a random string of length n, a separator, then the same string again;
     the model predicts the copy token by token. Loss on the copied half.
 
@@ -38,6 +40,7 @@ class CopyTask(SizedSequenceTask):
       train 100,000, test 10,000.
     """
 
+    paper = replace(COPY_AND_COT, section="COPY experiments (figure 3)")
     headline_metric = "exact"
 
     def __init__(self, alphabet_size: int = 26, min_len: int = 1, max_len: int = 20, test_max_len: int = 40) -> None:

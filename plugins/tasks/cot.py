@@ -4,6 +4,7 @@ distance (Exploring the Limitations of Mamba in COPY and CoT Reasoning)."""
 from __future__ import annotations
 
 import string
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from achilles import Batch
 
 from ._common import check_int, masked_hits, next_token_targets
+from ._papers import COPY_AND_COT
 from ._sequence import SizedSequenceTask
 
 
@@ -19,6 +21,7 @@ class _ChainOfThoughtTask(SizedSequenceTask):
     """Shared scoring: the scored positions are the chain of thought (DP values and the
     structure tokens between them) and the answer, which is the token after ``ANS``."""
 
+    paper = replace(COPY_AND_COT, section="CoT for dynamic programming (Theorems 4-5) and its experiments")
     headline_metric = "answer_acc"
     ANS: ClassVar[int] = 0
     #: first token id that spells a number; ids below it are special tokens or symbols
@@ -41,7 +44,7 @@ class _ChainOfThoughtTask(SizedSequenceTask):
 
 
 class LISTask(_ChainOfThoughtTask):
-    """Longest increasing subsequence with a chain of thought (TASKS.md `cot-lis`).
+    """Longest increasing subsequence with a chain of thought (docs/tasks.md `cot-lis`).
 
     Input: n numbers; then the chain of thought dp[1..n], dp[i] = the length of the longest
     strictly increasing subsequence ending at i (each depends on all earlier entries: no
@@ -107,7 +110,7 @@ class LISTask(_ChainOfThoughtTask):
 
 
 class EditDistanceTask(_ChainOfThoughtTask):
-    """Edit distance with a chain of thought (TASKS.md `cot-ed`).
+    """Edit distance with a chain of thought (docs/tasks.md `cot-ed`).
 
     Input: strings a (length n) and b (length m); then the DP table written row by row,
     D[i][1..m] for i = 1..n (D[i][j] = the edit distance of a[:i] and b[:j]; each cell depends

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -12,6 +13,7 @@ from achilles import Batch, ConfigError, Task
 
 from ._common import (check_int, distinct_ints, draw_excluding, grouped_accuracy, masked_hits, mean,
                       resolve_n_seed, split_rng, to_batch)
+from ._papers import ACHILLES_HEEL
 
 N_KEYS = 5  # five of the six permutations
 SET_SIZE = 3
@@ -29,7 +31,7 @@ def _residue_classes(low: int, high: int) -> np.ndarray:
 
 
 class InverseTask(Task):
-    """Inverse sequence matching (Achilles' Heel §3.4 and appendix C.2; TASKS.md `inverse`).
+    """Inverse sequence matching (Achilles' Heel §3.4 and appendix C.2; docs/tasks.md `inverse`).
 
     A generating set of 3 distinct numbers; 5 of its 6 permutations, in random order, are the
     key sequences, each followed by one separator not in the set. Then (conv_width - 1) ·
@@ -60,6 +62,7 @@ class InverseTask(Task):
       match a convolution-driven model may pick), over samples where that sequence is present.
     """
 
+    paper = replace(ACHILLES_HEEL, section="§3.4, appendix C.2")
     splits = ("train", "test", "ood")
     headline_metric = "acc"
     headline_split = "test"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from achilles import Batch, ConfigError, Task
 
 from ._common import (balanced, check_bool, check_choices, check_int, distinct_ints, fill_split, grouped_accuracy,
                       in_rows, masked_hits, mean, power_law_slots, resolve_n_seed, split_rng, to_batch)
+from ._papers import LOCAL_PATTERN_SHORTCUTS
 
 PLACEMENTS = ("standard", "last", "shuffle")
 PAD, S1, S2 = 0, 1, 2  # filler without noise; the two n-gram delimiters
@@ -29,7 +31,7 @@ def parse_ngram(name: str) -> tuple[int, int]:
 
 
 class MQARTask(Task):
-    """Multi-query associative recall (TASKS.md `mqar`; Zoology's MQAR with the placement,
+    """Multi-query associative recall (docs/tasks.md `mqar`; Zoology's MQAR with the placement,
     n-gram and noise variants of "Revealing and Mitigating the Local Pattern Shortcuts of Mamba").
 
     Keys and values come from disjoint halves of the vocabulary. The first half of the sequence
@@ -76,6 +78,8 @@ class MQARTask(Task):
       ``acc_<placement>_<ngram>`` when the batch mixes both.
     """
 
+    paper = replace(LOCAL_PATTERN_SHORTCUTS, section="§3.2 (positions), §3.3 (n-grams), §5.2.1 (noise)")
+    variant_settings = ("placements", "ngrams", "test_placements", "test_ngrams", "noise")
     splits = ("train", "test")
     headline_metric = "acc"
     headline_split = "test"
