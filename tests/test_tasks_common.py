@@ -1,6 +1,8 @@
 """What every first-party task promises: registration, rebuild from config, determinism,
 disjoint splits, well-formed batches, metrics on column-restricted batches, the CLI."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -8,9 +10,12 @@ from click.testing import CliRunner
 
 import achilles
 from achilles.cli import cli
+from achilles.plugin_manager import get_state
 from achilles.plugins.tasks import _common
 
-TASKS = ["composite", "composite-symmetric", "inverse", "mqar", "copy", "cot-lis", "cot-ed"]
+#: every task the first-party plugin registers: a new task is covered without being listed here
+TASKS = sorted(get_state().plugins["tasks"].registered["task"])
+PAPER_TASKS = ["composite", "composite-symmetric", "inverse", "mqar", "copy", "cot-lis", "cot-ed"]
 # small settings for the tasks whose defaults make long rows; disjointness is checked on
 # settings with few possible samples, where a collision would actually happen by chance
 SMALL = {"mqar": {"vocab_size": 16, "length": 16, "n_pairs": 2},
@@ -32,9 +37,27 @@ def restrict(batch):
 
 
 def test_all_tasks_registered_with_descriptions():
-    assert set(TASKS) <= set(achilles.list_tasks())
+    assert set(PAPER_TASKS) <= set(TASKS)
     for name in TASKS:
         assert achilles.api.describe("task", name)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_declarations_are_well_formed(name):
+    """What cards, zoo ids and probes read from a task: its paper, variant settings, capabilities."""
+    task = achilles.get_task(name)
+    assert isinstance(task.paper, achilles.Paper) and task.paper.title and task.paper.section
+    assert re.fullmatch(r"\d{4}\.\d{4,5}", task.paper.arxiv)
+    assert task.paper.as_dict() == {"title": task.paper.title, "arxiv": task.paper.arxiv,
+                                    "section": task.paper.section}
+    assert set(task.variant_settings) <= set(task.config), "variant settings must be settings of the task"
+    assert all(isinstance(c, str) and c for c in task.capabilities)
+    if "pair_shift" in task.capabilities:  # the contract the anchor-pair probes rely on
+        batch = task.generate("test", 32, seed=0)
+        rows, key_pos = torch.arange(32), batch.meta["key_pos"] - 1
+        pairs = zip(batch.tokens[rows, key_pos + 1].tolist(), batch.tokens[rows, key_pos + 2].tolist())
+        shifts = torch.tensor([task.pair_shift[p] for p in pairs])
+        assert torch.equal(batch.targets[:, -1], batch.tokens[rows, key_pos] + shifts)
 
 
 @pytest.mark.parametrize("name", TASKS)

@@ -1,4 +1,4 @@
-"""`composite` and `composite-symmetric` against TASKS.md and appendix C.1 of Achilles' Heel."""
+"""`composite` and `composite-symmetric` against docs/tasks.md and appendix C.1 of Achilles' Heel."""
 
 from collections import Counter
 

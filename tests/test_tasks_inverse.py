@@ -1,4 +1,4 @@
-"""`inverse` against TASKS.md and appendix C.2 of Achilles' Heel."""
+"""`inverse` against docs/tasks.md and appendix C.2 of Achilles' Heel."""
 
 import itertools
 

@@ -114,7 +114,7 @@ class EditDistanceTask(_ChainOfThoughtTask):
 
     Input: strings a (length n) and b (length m); then the DP table written row by row,
     D[i][1..m] for i = 1..n (D[i][j] = the edit distance of a[:i] and b[:j]; each cell depends
-    on its three neighbours, so a cell's inputs lie at most m+1 tokens back: m-locality), then
+    on its three neighbours, so a cell's inputs lie at most m+2 tokens back: m-locality), then
     the answer D[n][m]. Layout: ``a <sep> b <sep> D[1][1..m] <nl> ... D[n][1..m] <ans> answer``
     (length n + m + 3 + n·(m+1)).
 

@@ -49,7 +49,8 @@ class MQARTask(Task):
     - Grid: ``length`` × ``n_pairs`` from (64, 4) up to (512, 128).
 
     The paper's probes: train ``placements=standard`` and read ``acc_last``/``acc_shuffle`` on
-    test (Mamba: 99.72 -> 22.37 / 15.44); train ``ngrams=K1V1,K1V2``, ``test_ngrams=K2V2``.
+    test (Mamba: 99.72 on standard, 15.44 and 22.37 on the other two; docs/tasks.md says which
+    order is uncertain); train ``ngrams=K1V1,K1V2``, ``test_ngrams=K2V2``.
 
     Choices where the papers are silent:
 
