@@ -2,72 +2,61 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from .errors import ConfigError
+from .components import ComponentRegistry
 from .plugin_manager import get_state
+from .settings import check_settings
 
 
-def _registry(kind: str):
+def registry(kind: str) -> ComponentRegistry:
+    """The registry of ``kind``: ``task``, ``architecture`` or ``probe``."""
     return get_state().registries[kind]
 
 
 def list_tasks(filter: str | list[str] = "", exclude: str | list[str] = "") -> list[str]:
     """Registered task names, optionally filtered by wildcards: ``list_tasks('mqar*')``."""
-    return _registry("task").names(filter, exclude)
+    return registry("task").names(filter, exclude)
 
 
 def list_architectures(filter: str | list[str] = "", exclude: str | list[str] = "") -> list[str]:
     """Registered architecture names: ``list_architectures('mamba2*')``."""
-    return _registry("architecture").names(filter, exclude)
+    return registry("architecture").names(filter, exclude)
 
 
 def list_probes(filter: str | list[str] = "", exclude: str | list[str] = "") -> list[str]:
     """Registered probe names."""
-    return _registry("probe").names(filter, exclude)
+    return registry("probe").names(filter, exclude)
 
 
-def _call_with_config(kind: str, name: str, factory, config: dict[str, Any]):
-    try:
-        return factory(**config)
-    except TypeError as exc:
-        # An unknown keyword is a user mistake: name it and list what is accepted.
-        if "unexpected keyword argument" not in str(exc):
-            raise
-        bad = str(exc).split("argument")[-1].strip(" '\"")
-        try:
-            params = [p for p in inspect.signature(factory).parameters
-                      if p not in ("self", "args", "kwargs")]
-        except (TypeError, ValueError):
-            params = []
-        raise ConfigError(bad, f"{kind} {name!r} has no such setting"
-                          + (f" (settings: {', '.join(params)})" if params else "")) from None
+def _build(kind: str, name: str, factory, config: dict[str, Any]):
+    check_settings(kind, name, factory, config)  # an unknown setting is a user mistake: list what is accepted
+    return factory(**config)
 
 
 def create_model(name: str, **config: Any):
     """Build architecture ``name`` with ``config`` (e.g. ``n_layers=2, d_model=128``)."""
-    component = _registry("architecture").get(name)
-    model = _call_with_config("architecture", name, component.factory, config)
+    component = registry("architecture").get(name)
+    model = _build("architecture", name, component.factory, config)
     model.arch_name = name
     return model
 
 
 def get_task(name: str, **config: Any):
     """Build task ``name`` with ``config`` (e.g. ``get_task('inverse', n_layers=3)``)."""
-    component = _registry("task").get(name)
-    task = _call_with_config("task", name, component.factory, config)
+    component = registry("task").get(name)
+    task = _build("task", name, component.factory, config)
     task.name = name
     return task
 
 
 def get_probe(name: str):
     """The probe registered as ``name``."""
-    component = _registry("probe").get(name)
+    component = registry("probe").get(name)
     probe = component.factory()
     probe.name = name
     return probe
 
 
 def describe(kind: str, name: str) -> str:
-    return _registry(kind).get(name).description
+    return registry(kind).get(name).description

@@ -93,6 +93,10 @@ def settings_for(profile: str, task_defaults: dict[str, Any], **overrides: Any) 
         raise ConfigError("profile", f"{profile!r} is not one of {', '.join(PROFILES)}")
     base = paper_settings(task_defaults) if profile == "paper" else quick_settings(task_defaults)
     changes = {k: v for k, v in overrides.items() if v is not None}
+    accepted = [f.name for f in fields(TrainSettings) if f.name != "profile"]
+    for name in changes:
+        if name not in accepted:
+            raise ConfigError(name, f"is not a training setting (settings: {', '.join(accepted)})")
     if "epochs" in changes and "cosine_end_epoch" not in changes:
         # the schedule stretches with the run; the paper's 200-epoch cosine stays as is
         changes["cosine_end_epoch"] = changes["epochs"] if profile != "paper" else min(200, changes["epochs"])
