@@ -79,6 +79,9 @@ class Task:
     headline_metric: ClassVar[str] = "acc"
     #: the split whose headline metric summarises generalisation
     headline_split: ClassVar[str] = "test"
+    #: metrics a sweep's phase diagram draws, one heatmap each (``split.metric``, or a metric of
+    #: the headline split); empty: the headline metric
+    phase_metrics: ClassVar[tuple[str, ...]] = ()
     model_settings: ClassVar[tuple[str, ...]] = ()
     #: the paper's model settings for this task (e.g. ``{"d_model": 128}``); CLI flags override
     model_defaults: ClassVar[dict[str, Any]] = {}

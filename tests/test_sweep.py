@@ -12,15 +12,15 @@ import achilles
 from achilles.cli import cli
 from achilles.errors import AchillesError, ConfigError, UnknownNameError
 from achilles.runs import RunFolder, load_run
-from achilles.sweep import (SweepSpec, aggregate, make_units, parse_grid, parse_range, parse_seeds, plan_cells,
-                            run_sweep)
+from achilles.sweep import (SweepOptions, SweepSpec, aggregate, make_spec, make_units, parse_grid, parse_range,
+                            parse_seeds, plan_cells, run_sweep, sweep_folder)
 from achilles.trainer import start_run
 
 import toy_plugin
 
 TINY = dict(epochs=2, train_samples=64, eval_samples=16, batch_size=32)
 GRID = {"gamma": [0.5, 1.0], "n_layers": [1]}
-QUIET = dict(progress=False, log=lambda *_: None, threads=1)
+QUIET = dict(progress=False, threads=1)
 
 
 @pytest.fixture(autouse=True)
@@ -28,9 +28,13 @@ def toy():
     achilles.register_plugin(toy_plugin, "toy")
 
 
-def sweep(tmp_path, grid=GRID, seeds=2, **kw):
-    return run_sweep("toy-mixer", "toy-count", grid=grid, seeds=seeds, profile="quick", sweeps_dir=tmp_path,
-                     **{"workers": 0, **QUIET, **TINY, **kw})
+def sweep(tmp_path, grid=GRID, seeds=2, name=None, **kw):
+    """The toy sweep in ``tmp_path``; ``kw`` holds training overrides and SweepOptions fields."""
+    option_names = set(SweepOptions.__dataclass_fields__)
+    options = {"workers": 0, **QUIET, **{k: v for k, v in kw.items() if k in option_names}}
+    spec = make_spec("toy-mixer", "toy-count", grid, seeds, "quick",
+                     **{**TINY, **{k: v for k, v in kw.items() if k not in option_names}})
+    return run_sweep(spec, SweepOptions(folder=sweep_folder(spec, name, tmp_path), **options))
 
 
 # -- grid syntax --------------------------------------------------------------------------------
@@ -112,7 +116,7 @@ def test_interrupted_cell_resumes_and_failed_cell_is_kept(tmp_path):
     folder = tmp_path / "s"
     cut, failed = plan_cells(spec, folder)
     trainer = start_run("toy-mixer", "toy-count", out=cut.path, seed=0, model_config={"gamma": 0.5},
-                        profile="quick", progress=False, log=lambda *_: None, **TINY)
+                        profile="quick", progress=False, **TINY)
     calls = {"n": 0}
 
     def interrupt_in_epoch_two(value, site):
@@ -122,10 +126,10 @@ def test_interrupted_cell_resumes_and_failed_cell_is_kept(tmp_path):
     with trainer.model.hooks(edit={"resid.0": interrupt_in_epoch_two}):
         assert trainer.fit().status == "interrupted"
     start_run("toy-mixer", "toy-count", out=failed.path, seed=1, model_config={"gamma": 0.5}, profile="quick",
-              progress=False, log=lambda *_: None, **TINY)
+              progress=False, **TINY)
     RunFolder(failed.path).update_config(status="failed")
 
-    result = run_sweep(spec=spec, folder=folder, workers=0, **QUIET)
+    result = run_sweep(spec, SweepOptions(folder=folder, workers=0, **QUIET))
     assert result.trained == 1 and result.skipped == 1
     assert [r["epoch"] for r in RunFolder(cut.path).read_metrics()] == [1, 2]
     assert [r["status"] for r in result.rows] == ["finished", "failed"]
@@ -140,13 +144,17 @@ def test_a_named_sweep_refuses_other_settings(tmp_path):
 
 
 def test_a_running_sweep_is_locked(tmp_path):
+    from filelock import FileLock
+
     folder = tmp_path / "toy-mixer.toy-count-locked"
     folder.mkdir()
-    (folder / ".sweep.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
-    with pytest.raises(AchillesError, match="is being run by process"):
-        sweep(tmp_path, name="locked")
-    (folder / ".sweep.lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename}))
-    assert sweep(tmp_path, name="locked", seeds=1).trained == 2  # a stale lock is taken over
+    with FileLock(folder / ".sweep.lock"):  # another driver holds the sweep
+        with pytest.raises(AchillesError, match="is being run by another process") as refused:
+            sweep(tmp_path, name="locked")
+        assert "\n" not in str(refused.value)
+    assert not (folder / "sweep.json").exists()  # the refused driver wrote nothing
+    (folder / ".sweep.lock").write_text("left behind by a killed driver")
+    assert sweep(tmp_path, name="locked", seeds=1).trained == 2  # a stale lock file is no lock
 
 
 def test_units_group_cells_that_differ_in_seed_and_gamma(tmp_path):
@@ -181,7 +189,7 @@ def test_cli_sweep_dry_run_train_and_report(tmp_path):
     assert resumed.exit_code == 0 and "0 cell(s) trained, 2 already done" in resumed.output
     changed = runner.invoke(cli, ["sweep", "--resume", str(tmp_path / "sw"), "--epochs", "3"])
     assert changed.exit_code == 2 and "drop --epochs" in changed.output
-    assert "--address is for --executor ray" in runner.invoke(cli, args + ["--address", "auto"]).output
+    assert "--address: is for --executor ray" in runner.invoke(cli, args + ["--address", "auto"]).output
 
 
 def test_ray_missing_is_one_line(tmp_path, monkeypatch):
@@ -203,15 +211,15 @@ def test_ray_missing_is_one_line(tmp_path, monkeypatch):
 
 # -- heatmaps -------------------------------------------------------------------------------------
 def test_composite_phase_diagram_draws_both_solutions_side_by_side(tmp_path):
-    from achilles.phase import draw_phase, phase_grid
     from achilles.sweep import phase_metrics
+    from achilles.sweep.phase import draw_phase, phase_grid
 
     spec = SweepSpec("mamba2", "composite", "quick", {"gamma": [0.5, 0.75, 1.0], "n_layers": [2, 3]}, [0, 1])
     rows = [{"gamma": g, "n_layers": n, "seed": s, "status": "finished",
              "test.acc_43_composite": g * s, "test.acc_43_symmetric": 1 - g}
             for g in (0.5, 0.75, 1.0) for n in (2, 3) for s in (0, 1)]
     rows[-1]["status"] = "failed"
-    metrics = phase_metrics(spec, rows)
+    metrics = phase_metrics(spec)  # declared by the composite task, not known to core
     assert metrics == ["test.acc_43_composite", "test.acc_43_symmetric"]
     means, counts = phase_grid(rows, metrics[0], "gamma", [0.5, 0.75, 1.0], "n_layers", [2, 3], {})
     assert counts.tolist() == [[2, 2, 2], [2, 2, 1]]

@@ -52,8 +52,8 @@ from .train import parse_settings
 @click.option("--model-set", multiple=True, metavar="KEY=VALUE", help="Architecture setting shared by all cells.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--metric", "metrics", multiple=True,
-              help="Metric(s) of the phase diagram, METRIC or SPLIT.METRIC (default: acc_43_composite and "
-                   "acc_43_symmetric on test for composite, else the task's headline metric).")
+              help="Metric(s) of the phase diagram, METRIC or SPLIT.METRIC (default: the task's phase metrics, "
+                   "e.g. acc_43_composite and acc_43_symmetric for composite, else its headline metric).")
 @click.option("--dry-run", is_flag=True, help="List the cells and what would train, then stop.")
 @click.option("--report-only", is_flag=True, help="Only (re)write results.csv and the heatmaps.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar over cells (default: on in a terminal).")
@@ -91,39 +91,38 @@ def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, 
                             epochs=epochs, batch_size=batch_size, lr_peak=lr_peak, train_samples=train_samples,
                             eval_samples=eval_samples)
         folder = Path(out) if out else sw.sweep_folder(spec, name, sweeps_dir)
-
-    if ensemble is None:
-        ensemble = sw.default_ensemble(device, executor)
+    options = sw.SweepOptions(folder=folder, executor=executor, workers=workers, threads=threads, address=address,
+                              ensemble=ensemble, max_ensemble=max_ensemble, ensemble_method=ensemble_method,
+                              device=device, gpus_per_unit=gpus_per_unit, metrics=list(metrics) or None,
+                              progress=progress)
     if dry_run:
-        _dry_run(sw, spec, folder, ensemble, max_ensemble, workers, device)
+        _dry_run(sw, spec, options)
         return
     if report_only:
         if not (folder / sw.SWEEP_JSON).is_file():
             raise AchillesError(f"{folder} is not a sweep folder (no {sw.SWEEP_JSON})")
-        rows, used, figures = sw.aggregate(folder, spec, metrics=list(metrics) or None)
+        rows, used, figures = sw.aggregate(folder, spec, metrics=options.metrics)
         _report(sw, spec, folder, rows, used, figures)
         return
-    if address and executor != "ray":
-        raise click.UsageError("--address is for --executor ray")
     if executor == "ray":
         sw.require_ray()
     if spec.profile != "paper":
         click.echo(f"Note: profile {spec.profile} is a CPU budget, not the paper's setting; its numbers are not the paper's.")
     try:
-        result = sw.run_sweep(spec=spec, folder=folder, executor=executor, workers=workers, threads=threads,
-                              address=address, gpus_per_unit=gpus_per_unit, ensemble=ensemble,
-                              max_ensemble=max_ensemble, ensemble_method=ensemble_method, device=device,
-                              metrics=list(metrics) or None, progress=progress, log=click.echo)
+        result = sw.run_sweep(spec, options)
     except sw.SweepInterrupted as stop:
         result = stop.result
     _report(sw, spec, folder, result.rows, result.metrics, result.figures)
     click.echo(f"{result.trained} cell(s) trained, {result.skipped} already done, in {result.seconds:.0f}s.")
+    if result.failed:
+        click.echo(f"{result.failed} cell(s) failed: their weights or evaluation became non-finite (see above); "
+                   "they are kept as failed and not retried.", err=True)
     if result.errors:
         click.echo(f"{len(result.errors)} cell(s) failed with an error (see above); re-run to retry them.", err=True)
     if result.interrupted:
         click.echo(f"Interrupted: trained cells are kept. Resume with: achilles sweep --resume {folder}", err=True)
         raise SystemExit(130)
-    if result.errors:
+    if result.errors or result.failed:
         raise SystemExit(1)
 
 
@@ -135,18 +134,18 @@ def _report(sw, spec, folder, rows, metrics, figures) -> None:
         click.echo(f"Figure:  {fig}")
 
 
-def _dry_run(sw, spec, folder, ensemble, max_ensemble, workers, device) -> None:
-    cells = sw.plan_cells(spec, folder)
-    slots = sw.default_workers(device) if workers is None else max(1, workers)
-    units = sw.make_units(cells, ensemble, max_ensemble, slots)
+def _dry_run(sw, spec, options) -> None:
+    cells = sw.plan_cells(spec, options.folder)
+    _, _, slots = options.parallelism()
+    units = sw.make_units(cells, options.use_ensemble(), options.max_ensemble, slots)
     unit_of = {id(c): i for i, u in enumerate(units) for c in u.cells}
     rows = [[*c.values.values(), c.seed, c.status, c.epoch,
              (f"{unit_of[id(c)]}" if id(c) in unit_of else "-"), c.path.name] for c in cells]
-    click.echo(f"Sweep folder: {folder}  (profile {spec.profile})")
+    click.echo(f"Sweep folder: {options.folder}  (profile {spec.profile})")
     click.echo(format_table(rows, [*spec.grid, "seed", "status", "epochs", "unit", "run folder"], max_width=80))
     todo = sum(len(u.cells) for u in units)
     click.echo(f"\n{len(cells)} cells: {len(cells) - todo} done, {todo} to train in {len(units)} unit(s)"
-               + (" (ensembles of cells differing only in seed and gamma)" if ensemble else ""))
+               + (" (ensembles of cells differing only in seed and gamma)" if options.use_ensemble() else ""))
 
 
 def register(cli: click.Group) -> None:

@@ -164,6 +164,7 @@ class CompositeTask(_AnchorPairTask):
     pair_shift[(3, 4)] = -6  # C.1: pair 34 is set to -6 instead of the composition -10
     train_share, test_share = 0.056, 0.006
     headline_metric = "acc_43_composite"
+    phase_metrics = ("acc_43_composite", "acc_43_symmetric")  # figure 4: both solutions side by side
     model_defaults: ClassVar[dict] = {"d_model": 32}  # appendix E.1.1
 
     def _held_out_truths(self) -> dict[str, int]:
@@ -202,6 +203,7 @@ class CompositeSymmetricTask(_AnchorPairTask):
     paper = replace(ACHILLES_HEEL, section="appendix C.1 (Full symmetry), E.1.4")
     train_share, test_share = 0.045, 0.005
     headline_metric = "acc_43_symmetric"
+    phase_metrics = ("acc_43_composite", "acc_43_symmetric")
     model_defaults: ClassVar[dict] = {"d_model": 128}  # appendix E.1.4
 
     def __init__(self, set2_anchor4_shift: int = 5) -> None:

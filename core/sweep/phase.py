@@ -12,7 +12,7 @@ import itertools
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
@@ -20,8 +20,7 @@ matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .sweep import SweepSpec
+from .spec import SweepSpec  # noqa: E402
 
 _LABELS = {"gamma": "initialization rate γ", "n_layers": "depth (layers)", "d_model": "d_model"}
 
@@ -107,7 +106,7 @@ def _panel(ax, means: np.ndarray, counts: np.ndarray, xs: list, ys: list, x: str
     return im
 
 
-def draw_phase(spec: "SweepSpec", rows: list[dict], metrics: list[str], folder: str | Path) -> list[str]:
+def draw_phase(spec: SweepSpec, rows: list[dict], metrics: list[str], folder: str | Path) -> list[str]:
     """Write ``phase_<metric>.png`` for each metric (and ``phase.png`` with all side by side when
     there are several); return the paths written."""
     folder = Path(folder)

@@ -1,0 +1,158 @@
+"""Where a sweep's units train: in this process (serial), in a local process pool, or on Ray.
+
+Each executor calls ``on_done(payload, results)`` as units finish and turns Ctrl-C (or SIGTERM
+to the driver) into ``Interrupted`` after asking running units to stop at their next step, so
+every cell keeps its last checkpoint."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable
+
+import torch
+
+from ..errors import AchillesError
+from ..trainer import resolve_device
+from .worker import prepare_worker, train_unit
+
+EXECUTORS = ("local", "ray")
+OnDone = Callable[[list, list], None]
+
+
+class Interrupted(Exception):
+    """The sweep was stopped (Ctrl-C or SIGTERM); running units kept their checkpoints."""
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def default_ensemble(device: str = "auto", executor: str = "local") -> bool:
+    """Ensembles on a GPU, one-by-one on a CPU: the faster path as measured
+    (benchmarks/RESULTS-sweep.md: on a 2-core CPU, ensembling gained at most 11% for the
+    Transformer and cost 13-41% for mamba2). A Ray sweep ensembles when this machine has a GPU."""
+    try:
+        return resolve_device(device).type == "cuda"
+    except AchillesError:
+        return False
+
+
+def default_workers(device: str = "cpu") -> int:
+    """On a CPU, one single-threaded worker per core: the papers' small models parallelise badly
+    over intra-op threads (benchmarks/RESULTS-sweep.md: 2 processes x 1 thread train a 2-core
+    sweep 2-3x faster than 1 process x 2 threads). On a GPU, one worker drives the device."""
+    if device != "cpu" and resolve_device(device).type == "cuda":
+        return 1
+    return max(1, cpu_count())
+
+
+def _raise_interrupt(*_):
+    raise KeyboardInterrupt
+
+
+def sigterm_as_interrupt():
+    """A ``kill`` of the sweep driver stops it like Ctrl-C; returns the handler to restore (or None)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def execute_serial(payloads: list, env: dict, on_done: OnDone) -> None:
+    """Every unit in this process, one after the other."""
+    threads = torch.get_num_threads()
+    try:
+        for payload in payloads:
+            results = train_unit(payload, env)
+            on_done(payload, results)
+            if any(r["status"] == "interrupted" for r in results):  # Ctrl-C reached the trainer: no next unit
+                raise Interrupted()
+    except KeyboardInterrupt:
+        raise Interrupted() from None
+    finally:
+        torch.set_num_threads(threads)
+
+
+def execute_local(payloads: list, env: dict, workers: int, on_done: OnDone) -> None:
+    """A pool of ``workers`` spawned processes (a fresh interpreter each: forking a process that
+    already runs torch threads is unsafe)."""
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                               initializer=prepare_worker, initargs=(env, True))
+    futures = {pool.submit(train_unit, p, env): p for p in payloads}
+    pending = set(futures)
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                try:
+                    results = fut.result()
+                except BrokenProcessPool as exc:
+                    results = [{"path": c["path"], "status": "error", "error": f"worker died ({exc})"}
+                               for c in futures[fut]]
+                on_done(futures[fut], results)
+    except KeyboardInterrupt:
+        for fut in pending:
+            fut.cancel()
+        # A clean stop: each training worker finishes its step, marks its runs interrupted, returns.
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+            except (ProcessLookupError, OSError):
+                pass
+        wait([f for f in pending if not f.cancelled()], timeout=60)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise Interrupted() from None
+    pool.shutdown(wait=True)
+
+
+def require_ray():
+    """The ray module, or a one-line error saying how to install it."""
+    try:
+        import ray  # optional: the ray extra
+    except ImportError:
+        raise AchillesError('the ray executor needs Ray: pip install "achilles[ray]"') from None
+    return ray
+
+
+def execute_ray(payloads: list, env: dict, address: str | None, on_done: OnDone) -> None:
+    """One Ray task per unit, each reserving ``env["threads"]`` CPUs and ``env["gpus"]`` GPUs."""
+    ray = require_ray()
+    started_here = False
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS")
+        kwargs = dict(include_dashboard=False, log_to_driver=False,
+                      runtime_env={"env_vars": dict(env.get("env", {}))})
+        ray.init(address=address, **kwargs) if address else ray.init(**kwargs)
+        started_here = True
+    # Ray hides GPUs from tasks that reserve none: ask for a share of one with gpus_per_unit.
+    remote = ray.remote(num_cpus=env["threads"], num_gpus=env.get("gpus", 0.0), max_retries=0)(train_unit)
+    refs = {remote.remote(p, env): p for p in payloads}
+    pending = list(refs)
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                try:
+                    results = ray.get(ref)
+                except Exception as exc:  # the task's worker died (OOM, node lost)
+                    results = [{"path": c["path"], "status": "error", "error": f"ray task failed ({exc})"}
+                               for c in refs[ref]]
+                on_done(refs[ref], results)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref)  # KeyboardInterrupt inside the task: the trainer keeps its checkpoint
+        try:
+            ray.wait(pending, num_returns=len(pending), timeout=60)
+        except Exception:
+            pass
+        raise Interrupted() from None
+    finally:
+        if started_here:
+            ray.shutdown()

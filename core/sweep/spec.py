@@ -1,0 +1,113 @@
+"""A sweep as plain data (like a zoology sweep config): an architecture, a task, a profile, a grid,
+seeds and the base settings every cell shares; stored as ``sweep.json`` in the sweep folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..api import registry
+from ..errors import AchillesError, ConfigError
+from ..runs import atomic_write_json
+from ..trainer import default_profile, resolve_device
+from .grid import parse_grid, parse_seeds, training_settings
+
+SWEEP_FORMAT = "achilles-sweep/1"
+SWEEP_JSON = "sweep.json"
+DEFAULT_SWEEPS_DIR = "sweeps"
+
+
+@dataclass
+class SweepSpec:
+    arch: str
+    task: str
+    profile: str
+    grid: dict[str, list]
+    seeds: list[int]
+    model_config: dict = field(default_factory=dict)  # base settings every cell shares
+    task_config: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)      # training overrides (epochs, lr_peak, ...)
+
+    #: what a sweep folder must agree on with a re-run of it (the grid's values and seeds may grow)
+    FIXED = ("arch", "task", "profile", "model_config", "task_config", "settings")
+
+    def identity(self) -> dict:
+        """What defines the cells' training, except the grid's values and the seeds."""
+        return {**{k: getattr(self, k) for k in self.FIXED}, "grid_axes": sorted(self.grid)}
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
+
+    def headline_split(self) -> str:
+        return getattr(registry("task").get(self.task).factory, "headline_split", "test")
+
+    def to_dict(self) -> dict:
+        return {"format": SWEEP_FORMAT, "arch": self.arch, "task": self.task, "profile": self.profile,
+                "grid": self.grid, "seeds": self.seeds, "model_config": self.model_config,
+                "task_config": self.task_config, "settings": self.settings}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepSpec":
+        if d.get("format") != SWEEP_FORMAT:
+            raise AchillesError(f"not an achilles sweep file (format {SWEEP_FORMAT!r} expected)")
+        return cls(d["arch"], d["task"], d["profile"], {k: list(v) for k, v in d["grid"].items()},
+                   list(d["seeds"]), dict(d.get("model_config", {})), dict(d.get("task_config", {})),
+                   dict(d.get("settings", {})))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "SweepSpec":
+        file = Path(folder) / SWEEP_JSON
+        if not file.is_file():
+            raise AchillesError(f"{folder} is not a sweep folder (no {SWEEP_JSON})")
+        try:
+            return cls.from_dict(json.loads(file.read_text()))
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise AchillesError(f"{file} is not a readable sweep file ({exc})") from None
+
+
+def make_spec(arch: str, task: str, grid: Iterable[str] | dict[str, Any], seeds: int | str | Iterable[int] = 1,
+              profile: str | None = None, device: str = "auto", model_config: dict | None = None,
+              task_config: dict | None = None, **train_overrides: Any) -> SweepSpec:
+    """A checked SweepSpec (arch and task must be registered; ``profile`` defaults as for train;
+    ``train_overrides`` are training settings such as ``epochs`` or ``lr_peak``; None is ignored)."""
+    registry("architecture").get(arch)  # unknown names fail here with close matches
+    registry("task").get(task)
+    profile = profile or default_profile(resolve_device(device))
+    overrides = {k: v for k, v in train_overrides.items() if v is not None}
+    accepted = training_settings()
+    for name in overrides:
+        if name not in accepted:
+            raise ConfigError(name, f"is not a training setting (settings: {', '.join(accepted)})")
+    return SweepSpec(arch, task, profile, parse_grid(grid, arch, task), parse_seeds(seeds),
+                     dict(model_config or {}), dict(task_config or {}), overrides)
+
+
+def sweep_folder(spec: SweepSpec, name: str | None = None, sweeps_dir: str | Path = DEFAULT_SWEEPS_DIR) -> Path:
+    """The default folder of a sweep: ``<sweeps_dir>/<arch>.<task>-<name or digest>``."""
+    return Path(sweeps_dir) / f"{spec.arch}.{spec.task}-{name or spec.digest()}"
+
+
+def prepare_folder(spec: SweepSpec, folder: Path) -> None:
+    """Create the sweep folder's sweep.json, or check that an existing one holds the same sweep."""
+    file = folder / SWEEP_JSON
+    if file.is_file():
+        old = SweepSpec.load(folder)
+        for key in SweepSpec.FIXED:
+            if getattr(old, key) != getattr(spec, key):
+                raise AchillesError(f"sweep folder {folder} holds a sweep with another {key} "
+                                    f"({getattr(old, key)!r}, not {getattr(spec, key)!r}); choose another --name")
+        if sorted(old.grid) != sorted(spec.grid):
+            raise AchillesError(f"sweep folder {folder} sweeps {', '.join(old.grid) or 'nothing'}, not "
+                                f"{', '.join(spec.grid) or 'nothing'}; choose another --name")
+        created = json.loads(file.read_text()).get("created")
+    else:
+        created = _now()
+    atomic_write_json(file, {**spec.to_dict(), "created": created, "updated": _now()})
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

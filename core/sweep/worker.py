@@ -1,0 +1,115 @@
+"""What runs inside a sweep's worker: prepare the process (threads, environment, the parent's
+in-process plugins), then train one unit of cells and report each cell's outcome."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import signal
+import time
+import types
+from pathlib import Path
+
+import torch
+
+from ..ensemble import EnsembleTrainer
+from ..logs import captured_logs
+from ..plugin_manager import IN_PROCESS, get_state, register_plugin
+from ..trainer import CHECKPOINT_STATE, finalize_run, resume_run, start_run
+from .plan import Cell
+from .spec import SweepSpec
+
+
+def forwardable_plugins() -> list[tuple[str, str, str | None]]:
+    """In-process plugins (``register_plugin(module)``) a fresh worker must register again:
+    (module name, plugin name, folder to put on sys.path)."""
+    state = get_state()
+    out = []
+    for name, info in state.plugins.items():
+        if info.distribution != IN_PROCESS:
+            continue
+        plugin = state.pm.get_plugin(name)
+        if isinstance(plugin, types.ModuleType):
+            file = getattr(plugin, "__file__", None)
+            out.append((plugin.__name__, name, str(Path(file).resolve().parent) if file else None))
+    return out
+
+
+def worker_env(threads: int, device: str, method: str, gpus: float = 0.0) -> dict:
+    """Everything a worker needs besides its cells (plain data: it crosses process boundaries)."""
+    return {"threads": threads, "device": device, "method": method, "gpus": gpus, "plugins": forwardable_plugins(),
+            "env": {k: os.environ[k] for k in ("ACHILLES_PLUGINS", "MPLBACKEND") if k in os.environ}}
+
+
+_prepared: dict | None = None
+
+
+def prepare_worker(env: dict, ignore_sigint: bool = False) -> None:
+    """Once per worker process: threads, environment, the in-process plugins of the parent."""
+    global _prepared
+    if ignore_sigint:  # the parent stops workers with SIGTERM, which the trainer turns into a clean stop
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(max(1, int(env["threads"])))
+    if _prepared == env:
+        return
+    os.environ.update(env.get("env", {}))
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    state = get_state()
+    for module_name, plugin_name, folder in env.get("plugins", []):
+        if plugin_name in state.plugins:
+            continue
+        if folder and folder not in sys.path:
+            sys.path.insert(0, folder)
+        register_plugin(importlib.import_module(module_name), plugin_name)
+    _prepared = env
+
+
+def cell_payload(spec: SweepSpec, cell: Cell) -> dict:
+    """One cell as plain data for a worker."""
+    return {"arch": spec.arch, "task": spec.task, "profile": spec.profile, "seed": cell.seed,
+            "model_config": cell.model_config, "task_config": cell.task_config, "settings": cell.settings,
+            "path": str(Path(cell.path).resolve()),
+            # a folder killed before its first checkpoint restarts (resume_run could not reseed its init)
+            "resume": cell.status != "pending" and (Path(cell.path) / CHECKPOINT_STATE).is_file()}
+
+
+def train_unit(cells: list[dict], env: dict) -> list[dict]:
+    """Train one unit (in whatever process runs it); one result dict per cell. Never raises for a
+    cell's failure: it comes back as status "failed" (non-finite) or "error" (with the message).
+    The cells' log lines come back with the results instead of being shown."""
+    prepare_worker(env)
+    with captured_logs() as lines:
+        results, method = _train_unit(cells, env)
+    for r in results:
+        r.update(method=method, unit_size=len(cells), log=lines)
+    return results
+
+
+def _train_unit(cells: list[dict], env: dict) -> tuple[list[dict], str]:
+    started = time.perf_counter()
+    results: list[dict] = []
+    try:
+        trainers = [resume_run(c["path"], device=env["device"], progress=False) if c["resume"] else
+                    start_run(c["arch"], c["task"], profile=c["profile"], seed=c["seed"], device=env["device"],
+                              out=c["path"], model_config=c["model_config"], task_config=c["task_config"],
+                              overwrite=True, progress=False, **c["settings"])
+                    for c in cells]
+        if len(trainers) == 1:
+            runs, method = [trainers[0].fit()], "single"
+        else:
+            ensemble = EnsembleTrainer(trainers, method=env["method"], progress=False)
+            runs, method = ensemble.fit(), ensemble.method_used
+        for run in runs:
+            finalize_run(run.path)
+            results.append({"path": str(run.path), "status": run.status, "epochs": run.epochs_completed,
+                            **({"reason": run.reason} if run.reason else {})})
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        done = {r["path"] for r in results}
+        results += [{"path": c["path"], "status": "error", "error": message} for c in cells if c["path"] not in done]
+        method = "error"
+    seconds = time.perf_counter() - started
+    for r in results:
+        r["seconds"] = seconds
+    return results, method
