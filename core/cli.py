@@ -12,6 +12,7 @@ import click
 
 from . import __version__
 from .errors import AchillesError
+from .logs import install_cli_handler
 
 
 class AchillesGroup(click.Group):
@@ -46,6 +47,7 @@ def cli() -> None:
     Start with:  achilles list
                  achilles train --arch mamba2-residual --task inverse
     """
+    install_cli_handler()  # the library logs; the CLI shows those lines
 
 
 def _add_builtin_commands() -> None:
@@ -64,7 +66,7 @@ def _add_plugin_commands() -> None:
         try:
             impl.function(cli=cli)
         except Exception as exc:
-            state._fail(impl.plugin_name, "register_commands", exc)
+            state.report_failure(impl.plugin_name, "register_commands", exc)
 
 
 _add_builtin_commands()

@@ -45,3 +45,10 @@ class ConfigError(AchillesError):
 
 class CheckpointError(AchillesError):
     """A run folder or checkpoint that is missing, corrupt or tampered with."""
+
+
+class TrainingFailed(AchillesError):
+    """A run ended failed: its weights or evaluation became non-finite (the last finite
+    checkpoint is kept)."""
+
+    exit_code = 1

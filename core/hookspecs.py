@@ -1,4 +1,4 @@
-"""The four hooks a plugin may implement (pluggy project ``achilles``).
+"""The hooks a plugin may implement (pluggy project ``achilles``).
 
 Each registration hook receives a ``register`` callback::
 
@@ -42,3 +42,11 @@ def register_commands(cli):
 @hookspec
 def register_zoo_entries(register):
     """Contribute zoo index entries: ``register(entry_dict)`` (see ``achilles.zoo``)."""
+
+
+@hookspec
+def on_trainer_event(event):
+    """Receive the trainer's events: ``achilles.events`` RunStarted, EpochEnded (with the epoch's
+    metrics), CheckpointSaved, RunEnded (finished or interrupted) and RunFailed, each with the run
+    folder, architecture, task and epoch. An exception here is reported once and never stops
+    training. The first-party TensorBoard writer (``achilles train --log tensorboard``) is one."""

@@ -23,6 +23,8 @@ from . import hookspecs
 from .components import ComponentRegistry
 
 ENTRY_POINT_GROUP = "achilles"
+#: the distribution recorded for a plugin registered with ``register_plugin`` (not installed)
+IN_PROCESS = "(in-process)"
 ALLOW_LIST_ENV = "ACHILLES_PLUGINS"
 
 _KINDS = {  # hook name -> registry kind
@@ -72,18 +74,18 @@ class PluginState:
             try:
                 module = ep.load()
             except Exception as exc:  # any import error must not take the tool down
-                self._fail(name, "import", exc)
+                self.report_failure(name, "import", exc)
                 continue
             version = ep.dist.version if ep.dist is not None else "?"
             self.add_plugin(module, name, distribution=dist, version=version)
 
-    def add_plugin(self, plugin: Any, name: str, distribution: str = "(in-process)",
+    def add_plugin(self, plugin: Any, name: str, distribution: str = IN_PROCESS,
                    version: str = "") -> bool:
         """Register one plugin object (module or class instance) and run its hooks."""
         try:
             self.pm.register(plugin, name=name)
         except Exception as exc:
-            self._fail(name, "register", exc)
+            self.report_failure(name, "register", exc)
             return False
         info = PluginInfo(name, distribution, version, getattr(plugin, "__name__", type(plugin).__name__))
         self.plugins[name] = info
@@ -100,8 +102,8 @@ class PluginState:
                 try:
                     impl.function(register=register)
                 except Exception as exc:
-                    self._rollback(name)
-                    self._fail(name, hook_name, exc)
+                    self.rollback(name)
+                    self.report_failure(name, hook_name, exc)
                     return False
         for impl in self.pm.hook.register_zoo_entries.get_hookimpls():
             if impl.plugin_name != name:
@@ -110,14 +112,15 @@ class PluginState:
             try:
                 impl.function(register=lambda entry: entries.append({**entry, "plugin": name}))
             except Exception as exc:
-                self._rollback(name)
-                self._fail(name, "register_zoo_entries", exc)
+                self.rollback(name)
+                self.report_failure(name, "register_zoo_entries", exc)
                 return False
             self.zoo_entries.extend(entries)
             info.registered.setdefault("zoo", []).extend(e.get("id", "?") for e in entries)
         return True
 
-    def _rollback(self, name: str) -> None:
+    def rollback(self, name: str) -> None:
+        """Forget everything plugin ``name`` registered, and the plugin itself."""
         for registry in self.registries.values():
             registry.remove_plugin(name)
         self.zoo_entries = [e for e in self.zoo_entries if e.get("plugin") != name]
@@ -125,7 +128,8 @@ class PluginState:
         if self.pm.is_registered(self.pm.get_plugin(name)):
             self.pm.unregister(name=name)
 
-    def _fail(self, name: str, stage: str, exc: BaseException) -> None:
+    def report_failure(self, name: str, stage: str, exc: BaseException) -> None:
+        """Record that plugin ``name`` failed at ``stage`` and warn once on stderr."""
         error = f"{type(exc).__name__}: {exc}"
         self.failures.append(PluginFailure(name, stage, error))
         # Reported once, when loading; `achilles plugins` lists failures again on request.
@@ -169,4 +173,4 @@ def register_plugin(plugin: Any, name: str | None = None) -> bool:
 
 
 def unregister_plugin(name: str) -> None:
-    get_state()._rollback(name)
+    get_state().rollback(name)

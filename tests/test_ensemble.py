@@ -1,12 +1,13 @@
 """Ensembled training gives the one-by-one results: same seeds -> same weights and accuracies."""
 
 import json
+import logging
 
 import pytest
 import torch
 
 import achilles
-from achilles.ensemble import EnsembleTrainer, clip_grad_norm_per_member_
+from achilles.ensemble import EnsembleTrainer, VmapStepper, clip_grad_norm_per_member_
 from achilles.errors import AchillesError
 from achilles.runs import RunFolder, load_run
 from achilles.trainer import resume_run, start_run
@@ -15,7 +16,7 @@ import toy_plugin
 
 # grad_clip 0.05: clipping is active on every step, with a different coefficient per member
 TOY = dict(profile="quick", epochs=3, train_samples=192, eval_samples=32, batch_size=32, grad_clip=0.05,
-           progress=False, log=lambda *_: None)
+           progress=False)
 CELLS = [(0, 0.5), (1, 0.5), (2, 1.0)]  # (seed, gamma)
 
 
@@ -49,7 +50,7 @@ def test_ensemble_equals_one_by_one(tmp_path, method):
     for seed, gamma in CELLS:
         assert _start(tmp_path, "one", seed, gamma).fit().status == "finished"
     trainers = [_start(tmp_path, method, seed, gamma) for seed, gamma in CELLS]
-    ensemble = EnsembleTrainer(trainers, method=method, progress=False, log=lambda *_: None)
+    ensemble = EnsembleTrainer(trainers, method=method, progress=False)
     results = ensemble.fit()
     assert ensemble.method_used == method
     assert [r.status for r in results] == ["finished"] * len(CELLS)
@@ -61,7 +62,7 @@ def test_ensemble_equals_one_by_one(tmp_path, method):
     assert (results[0].path / "checkpoint" / "state.json").is_file()
 
 
-def test_ensemble_of_first_party_mamba2_equals_one_by_one(tmp_path):
+def test_ensemble_of_first_party_mamba2_equals_one_by_one(tmp_path, caplog):
     """The real architecture on the real task (tiny): whichever method auto picks."""
     model = {"n_layers": 1, "d_model": 8, "d_state": 8}
     settings = dict(arch="mamba2", task="composite", model=model, epochs=2, train_samples=128,
@@ -70,21 +71,22 @@ def test_ensemble_of_first_party_mamba2_equals_one_by_one(tmp_path):
     for seed, gamma in cells:
         _start(tmp_path, "one", seed, gamma, **settings).fit()
     trainers = [_start(tmp_path, "ens", seed, gamma, **settings) for seed, gamma in cells]
-    messages = []
-    ensemble = EnsembleTrainer(trainers, progress=False, log=messages.append)
+    caplog.set_level(logging.INFO, logger="achilles")
+    ensemble = EnsembleTrainer(trainers, progress=False)
     ensemble.fit()
+    messages = caplog.messages
     # auto times one step of each method and keeps the faster
     assert any("one step takes" in m and f"using {ensemble.method_used}" in m for m in messages), messages
     for seed, gamma in cells:
         _assert_same_run(tmp_path / f"one-s{seed}-g{gamma}", tmp_path / f"ens-s{seed}-g{gamma}")
 
 
-def test_interrupted_ensemble_resumes_to_the_one_by_one_weights(tmp_path):
+def test_interrupted_ensemble_resumes_to_the_one_by_one_weights(tmp_path, monkeypatch):
     for seed, gamma in CELLS[:2]:
         _start(tmp_path, "one", seed, gamma).fit()
     trainers = [_start(tmp_path, "cut", seed, gamma) for seed, gamma in CELLS[:2]]
-    ensemble = EnsembleTrainer(trainers, method="vmap", progress=False, log=lambda *_: None)
-    step, calls = ensemble._vmap_step, {"n": 0}
+    ensemble = EnsembleTrainer(trainers, method="vmap", progress=False)
+    step, calls = VmapStepper.step, {"n": 0}
 
     def interrupt_in_epoch_two(*args):
         calls["n"] += 1
@@ -92,28 +94,29 @@ def test_interrupted_ensemble_resumes_to_the_one_by_one_weights(tmp_path):
             raise KeyboardInterrupt
         return step(*args)
 
-    ensemble._vmap_step = interrupt_in_epoch_two
+    monkeypatch.setattr(VmapStepper, "step", interrupt_in_epoch_two)
     results = ensemble.fit()
+    monkeypatch.undo()
     assert [r.status for r in results] == ["interrupted"] * 2
     assert all(RunFolder(r.path).read_config()["status"] == "interrupted" for r in results)
-    resumed = [resume_run(r.path, progress=False, log=lambda *_: None) for r in results]
+    resumed = [resume_run(r.path, progress=False) for r in results]
     assert [t.epoch for t in resumed] == [1, 1]
-    assert [r.status for r in EnsembleTrainer(resumed, progress=False, log=lambda *_: None).fit()] == ["finished"] * 2
+    assert [r.status for r in EnsembleTrainer(resumed, progress=False).fit()] == ["finished"] * 2
     for seed, gamma in CELLS[:2]:
         _assert_same_run(tmp_path / f"one-s{seed}-g{gamma}", tmp_path / f"cut-s{seed}-g{gamma}")
 
 
 @pytest.mark.parametrize("method", ["vmap", "loop"])
-def test_a_diverging_member_fails_alone(tmp_path, method):
+def test_a_diverging_member_fails_alone(tmp_path, method, caplog):
     _start(tmp_path, "one", 0, 0.5).fit()
     trainers = [_start(tmp_path, method, seed, gamma) for seed, gamma in CELLS[:2]]
     with torch.no_grad():
         trainers[1].model.unembed.weight.fill_(float("nan"))
-    messages = []
-    results = EnsembleTrainer(trainers, method=method, progress=False, log=messages.append).fit()
+    results = EnsembleTrainer(trainers, method=method, progress=False).fit()
     assert [r.status for r in results] == ["finished", "failed"]
     assert RunFolder(results[1].path).read_config()["status"] == "failed"
-    assert any("loss became nan" in m and "other members go on" in m for m in messages)
+    assert "loss became nan" in results[1].reason
+    assert any("loss became nan" in m and "other members go on" in m for m in caplog.messages)
     _assert_same_run(tmp_path / "one-s0-g0.5", results[0].path)
 
 
@@ -143,7 +146,7 @@ def test_runs_of_different_shapes_do_not_ensemble(tmp_path):
         EnsembleTrainer([a, c])
 
 
-def test_auto_falls_back_to_loop_when_vmap_cannot_batch(tmp_path):
+def test_auto_falls_back_to_loop_when_vmap_cannot_batch(tmp_path, caplog):
     trainers = [_start(tmp_path, "x", seed, 0.5, epochs=1) for seed in (0, 1)]
 
     class _Opaque(torch.autograd.Function):  # old-style: no vmap support
@@ -157,8 +160,8 @@ def test_auto_falls_back_to_loop_when_vmap_cannot_batch(tmp_path):
 
     for t in trainers:
         t.model.unembed.register_forward_hook(lambda _m, _i, out: _Opaque.apply(out))
-    messages = []
-    ensemble = EnsembleTrainer(trainers, method="auto", progress=False, log=messages.append)
+    caplog.set_level(logging.INFO, logger="achilles")
+    ensemble = EnsembleTrainer(trainers, method="auto", progress=False)
     assert [r.status for r in ensemble.fit()] == ["finished", "finished"]
-    assert ensemble.method_used == "loop" and "vmap cannot batch" in messages[0]
+    assert ensemble.method_used == "loop" and "vmap cannot batch" in caplog.messages[0]
     assert json.loads((trainers[0].run.path / "metrics.jsonl").read_text().splitlines()[0])["ensemble"] == 2

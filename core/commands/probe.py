@@ -14,7 +14,7 @@ import click
 
 from ..errors import ConfigError
 from ..table import format_table
-from .train import _load, parse_settings
+from .train import parse_settings
 
 _FLAGS = "achilles.probe_flags"  # ctx.meta key: the chosen probe's options as click options
 _PROBE = "achilles.probe_name"  # ctx.meta key: the probe named by --probe
@@ -128,6 +128,7 @@ def probe_command(run_id, probe_name, out, settings, device, as_json, **flags):
     from ..api import get_probe
     from ..probe import ProbeContext
     from ..trainer import resolve_device
+    from ..zoo import load
 
     probe = get_probe(probe_name)  # an unknown name fails here, before any loading
     options = parse_settings(settings, "--set")
@@ -135,7 +136,7 @@ def probe_command(run_id, probe_name, out, settings, device, as_json, **flags):
     # a flag's text is read as a --set value is (JSON, else text); flags win over --set
     options.update(parse_settings(tuple(f"{key}={value}" for key, value in given.items()), "flag"))
     probe.resolve_options(options)  # bad names and types fail here too, before any loading
-    loaded = _load(run_id)
+    loaded = load(run_id)
     device = resolve_device(device)
     model = loaded.model.to(device).eval()
     probe.check(model, loaded.task)

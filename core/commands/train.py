@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
-from ..errors import AchillesError, ConfigError
+from ..errors import ConfigError, TrainingFailed
 from ..table import format_table
 
 
@@ -57,18 +56,26 @@ def metrics_table(results: dict[str, dict[str, float]]) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder of the same name.")
 @click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue an interrupted run folder.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on in a terminal).")
+@click.option("--log", "loggers", multiple=True, type=click.Choice(["tensorboard"]),
+              help="Also log to TensorBoard: event files in RUN/tensorboard/ (pip install \"achilles[tensorboard]\").")
 def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, epochs, batch_size, lr_peak,
-                  train_samples, eval_samples, device, backend, task_set, model_set, out, overwrite, resume, progress):
+                  train_samples, eval_samples, device, backend, task_set, model_set, out, overwrite, resume, progress,
+                  loggers):
     """Train an architecture on a task into a run folder (weights, metrics, card, figures).
 
     \b
     Example:  achilles train --arch mamba2-residual --task inverse
               achilles train --resume runs/mamba2-residual.inverse-l2-g0.5-s0-quick
     """
-    from ..trainer import resume_run, start_run
+    from ..trainer import finalize_run, resume_run, start_run
 
+    if "tensorboard" in loggers:
+        from ..plugin_manager import register_plugin
+        from ..tensorboard import TensorBoardWriter
+
+        register_plugin(TensorBoardWriter(), "tensorboard")  # fails here, in one line, without the package
     if resume:
-        trainer = resume_run(resume, device=device, log=click.echo, progress=progress)
+        trainer = resume_run(resume, device=device, progress=progress)
     else:
         if not arch or not task_name:
             raise click.UsageError("--arch and --task are required (or --resume RUN_DIR)")
@@ -78,7 +85,7 @@ def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, epoc
                 model_config[key] = value
         trainer = start_run(arch, task_name, profile=profile, seed=seed, device=device, out=out,
                             model_config=model_config, task_config=parse_settings(task_set, "--set"),
-                            overwrite=overwrite, log=click.echo, progress=progress, epochs=epochs,
+                            overwrite=overwrite, progress=progress, epochs=epochs,
                             batch_size=batch_size, lr_peak=lr_peak, train_samples=train_samples,
                             eval_samples=eval_samples)
     if trainer.device.type == "cpu":
@@ -96,21 +103,13 @@ def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, epoc
     try:
         result = trainer.fit()
     finally:
-        finalize_run_safely(trainer)
-    if result.status == "finished":
-        click.echo("\n" + metrics_table(result.final_metrics))
-        click.echo(f"\nDone: {result.path}")
-    else:
-        raise SystemExit(130)
-
-
-def finalize_run_safely(trainer) -> None:
-    from ..trainer import finalize_run
-
-    try:
         finalize_run(trainer.run.path)
-    except Exception as exc:  # a figure or card failing must not lose the trained weights
-        click.echo(f"warning: could not write figures/card: {type(exc).__name__}: {exc}", err=True)
+    if result.status == "failed":
+        raise TrainingFailed(f"the run failed: {result.reason}")
+    if result.status != "finished":
+        raise SystemExit(130)
+    click.echo("\n" + metrics_table(result.final_metrics))
+    click.echo(f"\nDone: {result.path}")
 
 
 @click.command("eval")
@@ -132,8 +131,9 @@ def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_
     from ..api import get_task
     from ..evaluation import evaluate
     from ..trainer import resolve_device
+    from ..zoo import load
 
-    loaded = _load(run_id)
+    loaded = load(run_id)
     config = loaded.config
     name = task_name or config["task"]
     task_config = dict(config.get("task_config", {})) if name == config["task"] else {}
@@ -152,16 +152,6 @@ def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_
     else:
         click.echo(f"{config['arch']} on {name} ({', '.join(f'{k}={v}' for k, v in task.config.items())})")
         click.echo(metrics_table(results))
-
-
-def _load(run_id: str):
-    try:
-        from ..zoo import load
-    except ImportError:
-        from ..runs import load_run as load
-    if not Path(run_id).exists() and ":" not in run_id and "/" in run_id:
-        raise AchillesError(f"no run folder at {run_id}")
-    return load(run_id)
 
 
 def register(cli: click.Group) -> None:

@@ -1,0 +1,74 @@
+"""A run's epoch checkpoint: weights, AdamW state and the torch RNG, in safetensors plus
+``checkpoint/state.json`` naming them (with their sha256), so a resumed run is bit-identical."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from .errors import CheckpointError
+from .runs import CHECKPOINT_DIR, RunFolder, atomic_write_json, load_tensors, save_tensors
+
+CHECKPOINT_STATE = f"{CHECKPOINT_DIR}/state.json"
+
+
+def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """The optimizer's per-parameter state as flat tensors, and its param groups as JSON data."""
+    sd = opt.state_dict()
+    tensors = {f"state.{pid}.{k}": v for pid, st in sd["state"].items() for k, v in st.items()
+               if torch.is_tensor(v)}
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("state."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    groups = meta["param_groups"]
+    for group in groups:
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_checkpoint(run: RunFolder, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> str:
+    """Epoch files first, then state.json naming them (a crash leaves the last complete set), then
+    the run's model.safetensors and its sha256 in config.json; returns that sha256."""
+    ckpt = run.path / CHECKPOINT_DIR
+    tag = f"epoch-{epoch:04d}"
+    weights = dict(model.state_dict())
+    model_sha = save_tensors(ckpt / f"{tag}.model.safetensors", weights)
+    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
+    opt_tensors["rng.torch"] = torch.get_rng_state()
+    opt_sha = save_tensors(ckpt / f"{tag}.optimizer.safetensors", opt_tensors)
+    atomic_write_json(run.path / CHECKPOINT_STATE, {
+        "epoch": epoch, "model": f"{tag}.model.safetensors", "model_sha256": model_sha,
+        "optimizer": f"{tag}.optimizer.safetensors", "optimizer_sha256": opt_sha, **opt_meta})
+    for old in ckpt.glob("epoch-*.safetensors"):
+        if not old.name.startswith(tag):
+            old.unlink(missing_ok=True)
+    sha = run.save_weights(weights)
+    run.update_config(weights_sha256=sha, epochs_completed=epoch)
+    return sha
+
+
+def load_checkpoint(run: RunFolder, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    device: torch.device) -> int:
+    """Restore model, optimizer and RNG from the run's checkpoint; the epoch it holds (0 if none)."""
+    state_file = run.path / CHECKPOINT_STATE
+    if not state_file.is_file():
+        return 0
+    try:
+        state = json.loads(state_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{state_file} is corrupt ({exc}); cannot resume") from None
+    ckpt = state_file.parent
+    weights = load_tensors(ckpt / state["model"], state["model_sha256"])
+    opt_tensors = load_tensors(ckpt / state["optimizer"], state["optimizer_sha256"])
+    model.load_state_dict({k: v.to(device) for k, v in weights.items()})
+    torch.set_rng_state(opt_tensors.pop("rng.torch"))
+    optimizer_from_tensors(optimizer, {k: v.to(device) for k, v in opt_tensors.items()}, state)
+    return int(state["epoch"])

@@ -1,0 +1,86 @@
+"""Trainer events: what the epoch loop tells plugins (``on_trainer_event``), e.g. to track
+experiments. A listener's exception is reported once per training and never stops it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .plugin_manager import get_state
+
+log = logging.getLogger("achilles.events")
+
+
+@dataclass(frozen=True)
+class TrainerEvent:
+    """Something that happened to the run in folder ``run`` after ``epoch`` completed epochs."""
+
+    kind: ClassVar[str] = "event"
+    run: Path
+    arch: str
+    task: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class RunStarted(TrainerEvent):
+    """Training starts (or resumes at ``epoch``) towards ``epochs``."""
+
+    kind: ClassVar[str] = "run_started"
+    epochs: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)  # the training settings
+    model: dict[str, Any] = field(default_factory=dict)     # the model settings
+
+
+@dataclass(frozen=True)
+class EpochEnded(TrainerEvent):
+    """An epoch was trained and evaluated: ``record`` is its metrics.jsonl line (loss, lr,
+    ``metrics`` per split, ...)."""
+
+    kind: ClassVar[str] = "epoch_ended"
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(TrainerEvent):
+    """The checkpoint of ``epoch`` was written; model.safetensors has sha256 ``weights_sha256``."""
+
+    kind: ClassVar[str] = "checkpoint_saved"
+    weights_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class RunEnded(TrainerEvent):
+    """Training stopped with ``status`` ``finished`` or ``interrupted`` (resumable)."""
+
+    kind: ClassVar[str] = "run_ended"
+    status: str = "finished"
+    final_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunFailed(TrainerEvent):
+    """Training failed (weights or evaluation became non-finite): ``reason`` says how; the
+    checkpoint of ``epoch`` (the last finite one) is kept."""
+
+    kind: ClassVar[str] = "run_failed"
+    reason: str = ""
+
+
+class EventEmitter:
+    """Sends events to every plugin implementing ``on_trainer_event``."""
+
+    def __init__(self) -> None:
+        self._reported: set[str] = set()
+
+    def emit(self, event: TrainerEvent) -> None:
+        for impl in get_state().pm.hook.on_trainer_event.get_hookimpls():
+            try:
+                impl.function(event=event)
+            except Exception as exc:  # a listener must never stop training
+                if impl.plugin_name not in self._reported:
+                    self._reported.add(impl.plugin_name)
+                    log.warning(f"plugin {impl.plugin_name!r} failed on a trainer event ({event.kind}: "
+                                f"{type(exc).__name__}: {exc}); training goes on, its later errors are not shown")
