@@ -25,12 +25,13 @@ import platform
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 sys.path.insert(0, ".")  # run from the repository root
 
-from achilles.sweep import cpu_count, run_sweep  # noqa: E402
+from achilles.sweep import SweepOptions, cpu_count, make_spec, run_sweep  # noqa: E402
 from achilles.table import format_table  # noqa: E402
 
 
@@ -93,12 +94,12 @@ def main() -> None:
                     load = os.getloadavg()[0]
                     started = time.perf_counter()
                     # Ctrl-C raises SweepInterrupted, which stops the benchmark
-                    result = run_sweep(arch, args.task, grid={"gamma": [0.5, 1.0]}, seeds=seeds, profile="quick",
-                                       folder=f"{tmp}/sweep", device=args.device, progress=False,
-                                       log=lambda *_: None, model_config={"d_model": args.d_model,
-                                                                          "n_layers": args.layers},
-                                       epochs=args.epochs, train_samples=args.samples,
-                                       eval_samples=args.eval_samples, batch_size=args.batch_size, **mode)
+                    spec = make_spec(arch, args.task, {"gamma": [0.5, 1.0]}, seeds, "quick", args.device,
+                                     {"d_model": args.d_model, "n_layers": args.layers}, epochs=args.epochs,
+                                     train_samples=args.samples, eval_samples=args.eval_samples,
+                                     batch_size=args.batch_size)
+                    result = run_sweep(spec, SweepOptions(folder=Path(tmp) / "sweep", device=args.device,
+                                                          progress=False, **mode))
                     wall = time.perf_counter() - started
                     assert not result.errors, result.errors
                     method, train = _method_and_train_seconds(result)

@@ -44,7 +44,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             trainer = start_run(arch, args.task, profile="paper", out=f"{tmp}/run", device=args.device,
                                 model_config={"n_layers": 2}, epochs=1, train_samples=args.samples,
-                                eval_samples=256, progress=False, log=lambda *_: None)
+                                eval_samples=256, progress=False)
             started = time.perf_counter()
             trainer.fit()
             wall = time.perf_counter() - started

@@ -135,6 +135,15 @@ def test_interrupted_cell_resumes_and_failed_cell_is_kept(tmp_path):
     assert [r["status"] for r in result.rows] == ["finished", "failed"]
 
 
+def test_a_diverging_cell_counts_as_failed_and_is_not_retried(tmp_path):
+    grid = {"train.lr_peak": [1e-3, float("inf")]}
+    result = sweep(tmp_path, grid=grid, seeds=1)
+    assert (result.trained, result.failed, result.errors) == (1, 1, [])
+    assert [r["status"] for r in result.rows] == ["finished", "failed"]
+    again = sweep(tmp_path, grid=grid, seeds=1)
+    assert (again.trained, again.failed, again.skipped) == (0, 0, 2)
+
+
 def test_a_named_sweep_refuses_other_settings(tmp_path):
     sweep(tmp_path, name="mine", seeds=1)
     with pytest.raises(AchillesError, match="another settings"):

@@ -72,6 +72,46 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in state.values())
 
 
+def test_non_finite_evaluation_fails_the_run_and_keeps_the_last_finite_checkpoint(tmp_path):
+    trainer = start_run("toy-mixer", "toy-count", out=tmp_path / "run", **TINY)
+    evaluations = {"n": 0}
+
+    def poison_second_evaluation(value, site):
+        if trainer.model.training:
+            return value
+        evaluations["n"] += 1  # 2 splits per evaluation, one forward each
+        return value * float("nan") if evaluations["n"] > 2 else value
+
+    with trainer.model.hooks(edit={"resid.1": poison_second_evaluation}):
+        result = trainer.fit()
+    assert result.status == "failed" and "loss is nan after epoch 2" in result.reason
+    run = RunFolder(tmp_path / "run")
+    config = run.read_config()
+    assert config["status"] == "failed" and config["epochs_completed"] == 1 and "nan" in config["failure"]
+    assert [r["epoch"] for r in run.read_metrics()] == [1]  # the non-finite epoch is not recorded
+    state = json.loads((run.path / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 1
+    from achilles.runs import load_tensors
+    kept = load_tensors(run.path / "checkpoint" / state["model"], state["model_sha256"])
+    assert all(torch.equal(kept[k], v) for k, v in weights(run.path).items())  # model.safetensors = epoch 1
+
+
+def test_cli_train_with_infinite_lr_ends_failed(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--arch", "toy-mixer", "--task", "toy-count", "--epochs", "2",
+                                      "--samples", "128", "--eval-samples", "16", "--batch-size", "32",
+                                      "--lr", "inf", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "loss became nan" in errors[0] and "Traceback" not in result.output
+    run = RunFolder(tmp_path / "run")
+    config = run.read_config()
+    assert config["status"] == "failed" and config["epochs_completed"] == 0
+    from achilles.runs import file_sha256, load_tensors
+    assert file_sha256(run.path / "model.safetensors") == config["weights_sha256"]
+    initial = load_tensors(run.path / "init.safetensors")  # the last finite checkpoint: epoch 0
+    assert all(torch.equal(initial[k], v) for k, v in weights(run.path).items())
+
+
 def test_run_folder_holds_config_weights_metrics_and_card(tmp_path):
     result = start_run("toy-mixer", "toy-count", out=tmp_path / "run", **TINY).fit()
     from achilles.trainer import finalize_run
@@ -120,6 +160,7 @@ def test_cli_train_says_which_profile_and_prints_a_metrics_table(tmp_path):
     assert "Profile: quick (no GPU found" in result.output
     assert "not the paper's" in result.output
     assert "metric" in result.output and "test" in result.output and "Done:" in result.output
+    assert "epoch 2/2  loss " in result.output  # the trainer's log lines, shown by the CLI
     evaluated = CliRunner().invoke(cli, ["eval", str(tmp_path / "run"), "--json", "--split", "test"])
     assert evaluated.exit_code == 0, evaluated.output
     assert set(json.loads(evaluated.output)["metrics"]) == {"test"}
