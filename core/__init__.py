@@ -9,6 +9,7 @@ from .hookspecs import hookimpl
 from .initialization import init_gamma_
 from .plugin_manager import register_plugin, reload_plugins, unregister_plugin
 from .probe import Probe, ProbeContext, ProbeOption
+from .settings import ModelConfig, check_int, model_factory
 from .task import Batch, Paper, Task
 from .zoo import load
 
@@ -19,7 +20,8 @@ except PackageNotFoundError:  # running from a source tree without install
 
 __all__ = [
     "AchillesError", "Batch", "CheckpointError", "ConfigError", "DuplicateNameError", "HookPoint",
-    "HookedModel", "Paper", "Probe", "ProbeContext", "ProbeOption", "Task", "UnknownNameError",
-    "__version__", "create_model", "get_probe", "get_task", "hookimpl", "init_gamma_", "list_architectures",
-    "list_probes", "list_tasks", "load", "register_plugin", "reload_plugins", "unregister_plugin",
+    "HookedModel", "ModelConfig", "Paper", "Probe", "ProbeContext", "ProbeOption", "Task", "UnknownNameError",
+    "__version__", "check_int", "create_model", "get_probe", "get_task", "hookimpl", "init_gamma_",
+    "list_architectures", "list_probes", "list_tasks", "load", "model_factory", "register_plugin", "reload_plugins",
+    "unregister_plugin",
 ]

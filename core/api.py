@@ -50,6 +50,13 @@ def get_task(name: str, **config: Any):
     return task
 
 
+def rebuild_task(name: str, recorded: dict[str, Any]):
+    """The task a run folder recorded: ``get_task`` with settings renamed since then read under
+    their new names (the task's ``renamed_settings``)."""
+    renamed = getattr(registry("task").get(name).factory, "renamed_settings", {})
+    return get_task(name, **{renamed.get(k, k): v for k, v in recorded.items()})
+
+
 def get_probe(name: str):
     """The probe registered as ``name``."""
     component = registry("probe").get(name)

@@ -187,9 +187,9 @@ class LoadedRun:
 
 def build_from_config(config: dict[str, Any]):
     """(model, task) from a run config, weights not loaded."""
-    from .api import create_model, get_task
+    from .api import create_model, rebuild_task
 
-    task = get_task(config["task"], **config.get("task_config", {}))
+    task = rebuild_task(config["task"], config.get("task_config", {}))
     model = create_model(config["arch"], **config.get("model", {}))
     return model, task
 

@@ -73,7 +73,8 @@ def check_settings(kind: str, name: str, factory: Callable, config: Mapping[str,
     for key in config:
         if not accepted.accepts(key):
             listed = ", ".join(accepted.defaults)
-            raise ConfigError(key, f"{kind} {name!r} has no such setting" + (f" (settings: {listed})" if listed else ""))
+            raise ConfigError(key, f"{kind} {name!r} has no such setting"
+                              + (f" (settings: {listed})" if listed else ""))
 
 
 # -- typed model settings ---------------------------------------------------------------------
@@ -84,10 +85,10 @@ class ModelConfig:
     a run's config.json hold, and ``create_model(arch, **config)`` rebuilds the model from it."""
 
     vocab_size: int = 256
-    max_len: int = 512  # the longest sequence the model takes (its positional capacity)
     n_layers: int = 2
     d_model: int = 32
     gamma: float = 0.5
+    max_len: int = 512  # the longest sequence the model takes (the task's seq_len; positional capacity)
     backend: str = "auto"
 
     def __post_init__(self) -> None:
@@ -95,12 +96,12 @@ class ModelConfig:
 
     def validate(self) -> None:
         check_int("vocab_size", self.vocab_size, minimum=2)
-        check_int("max_len", self.max_len, minimum=1)
         check_int("n_layers", self.n_layers, minimum=1)
         check_int("d_model", self.d_model, minimum=1)
         if isinstance(self.gamma, bool) or not isinstance(self.gamma, numbers.Real) or not math.isfinite(self.gamma):
             raise ConfigError("gamma", f"must be a finite number, got {self.gamma!r}")
         self.gamma = float(self.gamma)
+        check_int("max_len", self.max_len, minimum=1)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -113,10 +114,18 @@ def model_factory(config_class: type[ModelConfig], model_class: Callable[[dict],
     def factory(**settings: Any) -> Any:
         return model_class(config_class(**settings).to_dict())
 
-    params = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+    params = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_field_default(f), annotation=f.type)
               for f in dataclasses.fields(config_class)]
     factory.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     factory.__name__ = factory.__qualname__ = f"build_{model_class.__name__}"
     factory.__doc__ = model_class.__doc__
     factory.config_class = config_class  # type: ignore[attr-defined]
     return factory
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return inspect.Parameter.empty

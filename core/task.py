@@ -96,6 +96,8 @@ class Task:
     #: ``Probe.requires``; each name stands for a contract documented by the task that declares
     #: it (e.g. ``"pair_shift"``: an anchor-pair label table and key positions in the batch meta)
     capabilities: ClassVar[tuple[str, ...]] = ()
+    #: old setting name -> new name, so run folders recorded with an old name still load
+    renamed_settings: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **config: Any):
         self.config: dict[str, Any] = dict(config)

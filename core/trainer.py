@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .api import create_model, get_task, registry
+from .api import create_model, get_task, rebuild_task, registry
 from .checkpoint import CHECKPOINT_STATE, load_checkpoint, save_checkpoint
 from .epoch_loop import LoopStepper, NonFiniteError, RunResult, epoch_order, train_epochs, training_data
 from .errors import AchillesError, ConfigError
@@ -204,7 +204,7 @@ def resume_run(path: str | Path, device: str = "auto", progress: bool | None = N
     if config.get("status") == "finished":
         raise AchillesError(f"run {path} already finished ({config.get('epochs_completed')} epochs); nothing to resume")
     dev = resolve_device(device)
-    task = get_task(config["task"], **config["task_config"])
+    task = rebuild_task(config["task"], config["task_config"])
     model = create_model(config["arch"], **config["model"])
     trainer = Trainer(run, task, model, TrainSettings.from_dict(config["training"]), int(config["seed"]), dev,
                       progress=progress)

@@ -19,9 +19,9 @@ PAPER_TASKS = ["composite", "composite-symmetric", "inverse", "mqar", "copy", "c
 # small settings for the tasks whose defaults make long rows; disjointness is checked on
 # settings with few possible samples, where a collision would actually happen by chance
 SMALL = {"mqar": {"vocab_size": 16, "length": 16, "n_pairs": 2},
-         "copy": {"alphabet_size": 3, "min_len": 2, "max_len": 4, "test_max_len": 6},
-         "cot-lis": {"value_range": 4, "min_len": 2, "max_len": 4, "test_max_len": 5},
-         "cot-ed": {"alphabet_size": 2, "min_len": 2, "max_len": 3, "test_max_len": 4}}
+         "copy": {"alphabet_size": 3, "min_size": 2, "max_size": 4, "test_max_size": 6},
+         "cot-lis": {"value_range": 4, "min_size": 2, "max_size": 4, "test_max_size": 5},
+         "cot-ed": {"alphabet_size": 2, "min_size": 2, "max_size": 3, "test_max_size": 4}}
 # a smaller vocabulary keeps the (N, S, V) test logits small
 LIGHT = {"mqar": {"vocab_size": 512}}
 

@@ -18,7 +18,7 @@ def unpad(row, pad=0):
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), split=st.sampled_from(["train", "test"]))
 def test_copy_second_half_is_the_first(seed, split):
-    task = achilles.get_task("copy", max_len=6, test_max_len=10)
+    task = achilles.get_task("copy", max_size=6, test_max_size=10)
     batch = task.generate(split, 50, seed=seed)
     for row, target, mask, n in zip(batch.tokens.tolist(), batch.targets.tolist(), batch.mask.tolist(),
                                     batch.meta["size"].tolist()):
@@ -38,7 +38,7 @@ def test_copy_lengths_cover_train_range_and_longer_in_test():
 
 
 def test_copy_metrics_exact_match_by_length():
-    task = achilles.get_task("copy", max_len=3, test_max_len=5)
+    task = achilles.get_task("copy", max_size=3, test_max_size=5)
     batch = task.generate("test", 100, seed=0)
     logits = torch.nn.functional.one_hot(batch.targets, task.vocab_size).float()
     long_rows = batch.meta["size"] == 5
@@ -62,7 +62,7 @@ def lis_chain(xs):
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), split=st.sampled_from(["train", "test"]), values=st.integers(2, 30))
 def test_lis_chain_recomputes_from_the_input(seed, split, values):
-    task = achilles.get_task("cot-lis", value_range=values, max_len=8, test_max_len=12)
+    task = achilles.get_task("cot-lis", value_range=values, max_size=8, test_max_size=12)
     batch = task.generate(split, 40, seed=seed)
     base = 3
     for row, target, mask, n in zip(batch.tokens.tolist(), batch.targets.tolist(), batch.mask.tolist(),
@@ -90,7 +90,7 @@ def edit_table(a, b):
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), split=st.sampled_from(["train", "test"]), alphabet=st.integers(2, 6))
 def test_edit_distance_table_recomputes_from_the_input(seed, split, alphabet):
-    task = achilles.get_task("cot-ed", alphabet_size=alphabet, max_len=5, test_max_len=7)
+    task = achilles.get_task("cot-ed", alphabet_size=alphabet, max_size=5, test_max_size=7)
     batch = task.generate(split, 40, seed=seed)
     letters, numbers = 4, 4 + alphabet
     for row, target, mask, size, n, m in zip(batch.tokens.tolist(), batch.targets.tolist(), batch.mask.tolist(),
@@ -120,7 +120,7 @@ def test_cot_metrics_separate_chain_and_answer():
         scores = task.metrics(logits, batch)
         assert scores["answer_acc"] == 0.0 and scores["cot_acc"] == 1.0 and scores["cot_exact"] == 1.0
         assert scores["exact"] == 0.0
-        top = task.config["test_max_len"]
+        top = task.config["test_max_size"]
         assert f"answer_acc_n{top}" in scores and f"cot_acc_n{top}" in scores
         assert "answer_acc_longer" in scores and "answer_acc_trained_len" in scores
 
@@ -133,9 +133,9 @@ def test_cot_sizes_and_lengths():
 
 
 @pytest.mark.parametrize("name, kwargs, setting", [
-    ("copy", {"min_len": 0}, "min_len"), ("copy", {"max_len": 50, "test_max_len": 40}, "test_max_len"),
+    ("copy", {"min_size": 0}, "min_size"), ("copy", {"max_size": 50, "test_max_size": 40}, "test_max_size"),
     ("cot-lis", {"value_range": 1}, "value_range"), ("cot-ed", {"alphabet_size": 1}, "alphabet_size"),
-    ("cot-ed", {"min_len": 5, "max_len": 3}, "max_len"),
+    ("cot-ed", {"min_size": 5, "max_size": 3}, "max_size"),
 ])
 def test_impossible_settings_name_the_setting(name, kwargs, setting):
     with pytest.raises(achilles.ConfigError, match=f"setting {setting}:"):
@@ -146,11 +146,31 @@ def test_too_few_distinct_problems_to_split_is_reported():
     from achilles.plugins.tasks._common import hash_bucket
     import numpy as np
 
-    task = achilles.get_task("cot-lis", value_range=2, min_len=1, max_len=1, test_max_len=1)
+    task = achilles.get_task("cot-lis", value_range=2, min_size=1, max_size=1, test_max_size=1)
     problems = np.array([[x + 3, 1, 4, 2, 4] for x in range(2)])  # the only two: "x <sep> 1 <ans> 1"
     buckets = set(hash_bucket(problems, 2).tolist())
     assert buckets != {0, 1}, "premise: both problems hash to one split"
     (full,) = buckets
     assert len(task.generate(task.splits[full], 50)) == 50
-    with pytest.raises(achilles.ConfigError, match="min_len"):
+    with pytest.raises(achilles.ConfigError, match="min_size"):
         task.generate(task.splits[1 - full], 50)
+
+
+def test_run_folders_recorded_with_the_old_size_names_still_load(tmp_path):
+    """Problem sizes were ``min_len``/``max_len``/``test_max_len`` (``max_len`` now means only the
+    model's longest sequence): a run folder written with those names loads and resumes."""
+    from achilles.runs import RunFolder, load_run
+    from achilles.trainer import resume_run, start_run
+
+    sizes = {"min_size": 1, "max_size": 3, "test_max_size": 4}
+    trainer = start_run("transformer", "copy", out=tmp_path / "run", profile="quick", task_config=sizes,
+                        model_config={"n_layers": 1, "d_model": 8}, epochs=1, train_samples=32, eval_samples=8,
+                        batch_size=16, progress=False)
+    assert trainer.model.config["max_len"] == trainer.task.seq_len == 9  # 2 * 4 + 1
+    run = RunFolder(trainer.run.path)
+    run.update_config(task_config={"alphabet_size": 26, "min_len": 1, "max_len": 3, "test_max_len": 4},
+                      status="interrupted")
+    assert load_run(run.path).task.config == {"alphabet_size": 26, **sizes}
+    assert resume_run(run.path, progress=False).fit().status == "finished"
+    with pytest.raises(achilles.ConfigError, match="no such setting"):  # new runs use the new names only
+        achilles.get_task("copy", max_len=3)

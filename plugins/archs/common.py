@@ -9,8 +9,8 @@ fused into its backward), and the norms avoid materialising more than one wide t
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -28,28 +28,24 @@ def require(ok: bool, setting: str, why: str) -> None:
         raise ConfigError(setting, why)
 
 
-def check_int(value: Any, setting: str, minimum: int = 1) -> int:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    require(ok, setting, f"must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def check_choice(value: Any, setting: str, choices: tuple[str, ...]) -> str:
     require(value in choices, setting, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
 
 
-def check_common(vocab_size, n_layers, d_model, gamma, max_len, backend) -> None:
-    check_int(vocab_size, "vocab_size", 2)
-    check_int(n_layers, "n_layers", 1)
-    check_int(d_model, "d_model", 1)
-    check_int(max_len, "max_len", 1)
-    require(isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and math.isfinite(gamma),
-            "gamma", f"must be a finite number, got {gamma!r}")
+def check_backend(backend: str) -> None:
     check_choice(backend, "backend", BACKENDS)
     if backend == "fused":
         from .fused import require_fused
         require_fused()
+
+
+def presets(build: Callable[..., Any], variants: dict[str, tuple[dict, str]]) -> dict[str, tuple[Callable, str]]:
+    """name -> (factory, description): each variant is ``build`` with its settings as new defaults.
+    The package registers the ``ARCHITECTURES`` of every module of it, so a new architecture
+    module needs no list kept by hand."""
+    return {name: (partial(build, **settings) if settings else build, description)
+            for name, (settings, description) in variants.items()}
 
 
 def functorch_active() -> bool:

@@ -63,20 +63,21 @@ Compute paths of a layer (same weights, same values; the tests compare them):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from achilles import HookPoint
+from achilles import HookPoint, ModelConfig, check_int, model_factory
 
 from . import fused
 from .mamba2_fast import MixerSpec, mixer_forward
-from .common import (RMSNorm, TokenModel, causal_conv, check_choice, check_common, check_int,
-                     functorch_active, require)
+from .common import (RMSNorm, TokenModel, causal_conv, check_backend, check_choice, functorch_active, presets,
+                     require)
 from .ssd import ssd_apply_matrix, ssd_chunked, ssd_matrix
 
-__all__ = ["Mamba2Layer", "Mamba2Model", "build_mamba2", "VARIANTS"]
+__all__ = ["ARCHITECTURES", "Mamba2Config", "Mamba2Layer", "Mamba2Model", "VARIANTS", "build_mamba2"]
 
 
 class Mamba2Layer(nn.Module):
@@ -248,42 +249,56 @@ class Mamba2Model(TokenModel):
         return [layer.conv_weight.detach().clone() for layer in self.layers]
 
 
-def build_mamba2(*, vocab_size: int = 256, n_layers: int = 2, d_model: int = 32, gamma: float = 0.5,
-                 max_len: int = 512, backend: str = "auto", d_state: int = 128, expand: int = 2,
-                 n_heads: int = 1, conv_width: int = 4, conv_kernel: str = "learned", pos_enc: bool = False,
-                 ssm_input: str = "conv", dt_source: str = "linear", long_conv_width: int = 128,
-                 dt_rank: int | str = "auto", chunk_size: int = 64, ssd_form: str = "auto",
-                 quadratic_max_len: int = 256, A_init_range: tuple[float, float] | list[float] = (1.0, 16.0),
-                 dt_min: float = 0.001, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
-                 norm_eps: float = 1e-5) -> Mamba2Model:
+@dataclass
+class Mamba2Config(ModelConfig):
     """Mamba2 and variants; every setting lands in ``model.config``. See the module docstring."""
-    config = dict(locals())
-    check_common(vocab_size, n_layers, d_model, gamma, max_len, backend)
-    check_int(d_state, "d_state")
-    check_int(expand, "expand")
-    check_int(n_heads, "n_heads")
-    require(expand * d_model % n_heads == 0, "n_heads",
-            f"{n_heads} heads do not divide the inner dimension expand * d_model = {expand * d_model}")
-    check_int(conv_width, "conv_width")
-    check_choice(conv_kernel, "conv_kernel", ("learned", "ones"))
-    require(isinstance(pos_enc, bool), "pos_enc", f"must be true or false, got {pos_enc!r}")
-    check_choice(ssm_input, "ssm_input", ("conv", "residual", "gated"))
-    check_choice(dt_source, "dt_source", ("linear", "global"))
-    check_int(long_conv_width, "long_conv_width")
-    if dt_rank != "auto":
-        check_int(dt_rank, "dt_rank")
-    check_int(chunk_size, "chunk_size")
-    check_choice(ssd_form, "ssd_form", ("auto", "quadratic", "chunked"))
-    check_int(quadratic_max_len, "quadratic_max_len", 0)
-    require(isinstance(A_init_range, (tuple, list)) and len(A_init_range) == 2
-            and 0 < A_init_range[0] <= A_init_range[1], "A_init_range",
-            f"must be two numbers 0 < low <= high, got {A_init_range!r}")
-    require(0 < dt_min <= dt_max, "dt_min", f"need 0 < dt_min <= dt_max, got {dt_min!r}, {dt_max!r}")
-    require(dt_init_floor >= 0, "dt_init_floor", f"must be >= 0, got {dt_init_floor!r}")
-    require(norm_eps > 0, "norm_eps", f"must be > 0, got {norm_eps!r}")
-    config["A_init_range"] = [float(a) for a in A_init_range]
-    config["gamma"] = float(gamma)
-    return Mamba2Model(config)
+
+    d_state: int = 128
+    expand: int = 2
+    n_heads: int = 1
+    conv_width: int = 4
+    conv_kernel: str = "learned"
+    pos_enc: bool = False
+    ssm_input: str = "conv"
+    dt_source: str = "linear"
+    long_conv_width: int = 128
+    dt_rank: int | str = "auto"
+    chunk_size: int = 64
+    ssd_form: str = "auto"
+    quadratic_max_len: int = 256
+    A_init_range: tuple[float, float] | list[float] = (1.0, 16.0)
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    dt_init_floor: float = 1e-4
+    norm_eps: float = 1e-5
+
+    def validate(self) -> None:
+        super().validate()
+        check_backend(self.backend)
+        for setting in ("d_state", "expand", "n_heads", "conv_width", "long_conv_width", "chunk_size"):
+            check_int(setting, getattr(self, setting), minimum=1)
+        inner = self.expand * self.d_model
+        require(inner % self.n_heads == 0, "n_heads",
+                f"{self.n_heads} heads do not divide the inner dimension expand * d_model = {inner}")
+        check_choice(self.conv_kernel, "conv_kernel", ("learned", "ones"))
+        require(isinstance(self.pos_enc, bool), "pos_enc", f"must be true or false, got {self.pos_enc!r}")
+        check_choice(self.ssm_input, "ssm_input", ("conv", "residual", "gated"))
+        check_choice(self.dt_source, "dt_source", ("linear", "global"))
+        if self.dt_rank != "auto":
+            check_int("dt_rank", self.dt_rank, minimum=1)
+        check_choice(self.ssd_form, "ssd_form", ("auto", "quadratic", "chunked"))
+        check_int("quadratic_max_len", self.quadratic_max_len, minimum=0)
+        low_high = self.A_init_range
+        require(isinstance(low_high, (tuple, list)) and len(low_high) == 2 and 0 < low_high[0] <= low_high[1],
+                "A_init_range", f"must be two numbers 0 < low <= high, got {low_high!r}")
+        require(0 < self.dt_min <= self.dt_max, "dt_min",
+                f"need 0 < dt_min <= dt_max, got {self.dt_min!r}, {self.dt_max!r}")
+        require(self.dt_init_floor >= 0, "dt_init_floor", f"must be >= 0, got {self.dt_init_floor!r}")
+        require(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps!r}")
+        self.A_init_range = [float(a) for a in low_high]
+
+
+build_mamba2 = model_factory(Mamba2Config, Mamba2Model)
 
 
 # name -> (settings that differ from plain mamba2, one-line description)
@@ -297,3 +312,5 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "mamba2-global": ({"dt_source": "global"},
                       "Mamba2 with global selection: dt gated by a long convolution (Local Pattern Shortcuts)"),
 }
+
+ARCHITECTURES = presets(build_mamba2, VARIANTS)

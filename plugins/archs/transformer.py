@@ -28,18 +28,19 @@ Choices where the paper is silent (each a setting in ``model.config``):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from achilles import HookPoint
+from achilles import HookPoint, ModelConfig, check_int, model_factory
 
 from . import fused
-from .common import (TokenModel, causal_conv, check_choice, check_common, check_int, make_norm,
-                     require)
+from .common import TokenModel, causal_conv, check_backend, check_choice, make_norm, presets, require
 
-__all__ = ["TransformerLayer", "TransformerModel", "build_transformer", "VARIANTS"]
+__all__ = ["ARCHITECTURES", "TransformerConfig", "TransformerLayer", "TransformerModel", "VARIANTS",
+           "build_transformer"]
 
 
 class TransformerLayer(nn.Module):
@@ -119,26 +120,36 @@ class TransformerModel(TokenModel):
         return [layer.conv_weight.detach().clone() for layer in self.layers if layer.qkv_conv]
 
 
-def build_transformer(*, vocab_size: int = 256, n_layers: int = 2, d_model: int = 32, gamma: float = 0.5,
-                      max_len: int = 512, backend: str = "auto", n_heads: int = 1, v_expand: int = 2,
-                      d_ff: int | None = None, pos_enc: bool = True, norm: str = "layernorm",
-                      norm_eps: float = 1e-5, qkv_conv: bool = False, conv_width: int = 4) -> TransformerModel:
+@dataclass
+class TransformerConfig(ModelConfig):
     """Transformer / conv-Transformer; every setting lands in ``model.config``. See the module docstring."""
-    config = dict(locals())
-    check_common(vocab_size, n_layers, d_model, gamma, max_len, backend)
-    check_int(n_heads, "n_heads")
-    require(d_model % n_heads == 0, "n_heads",
-            f"{n_heads} heads do not divide the query/key dimension d_model = {d_model}")
-    check_int(v_expand, "v_expand")
-    if d_ff is not None:
-        check_int(d_ff, "d_ff")
-    require(isinstance(pos_enc, bool), "pos_enc", f"must be true or false, got {pos_enc!r}")
-    check_choice(norm, "norm", ("layernorm", "rmsnorm"))
-    require(norm_eps > 0, "norm_eps", f"must be > 0, got {norm_eps!r}")
-    require(isinstance(qkv_conv, bool), "qkv_conv", f"must be true or false, got {qkv_conv!r}")
-    check_int(conv_width, "conv_width")
-    config["gamma"] = float(gamma)
-    return TransformerModel(config)
+
+    n_heads: int = 1
+    v_expand: int = 2
+    d_ff: int | None = None
+    pos_enc: bool = True
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    qkv_conv: bool = False
+    conv_width: int = 4
+
+    def validate(self) -> None:
+        super().validate()
+        check_backend(self.backend)
+        check_int("n_heads", self.n_heads, minimum=1)
+        require(self.d_model % self.n_heads == 0, "n_heads",
+                f"{self.n_heads} heads do not divide the query/key dimension d_model = {self.d_model}")
+        check_int("v_expand", self.v_expand, minimum=1)
+        if self.d_ff is not None:
+            check_int("d_ff", self.d_ff, minimum=1)
+        require(isinstance(self.pos_enc, bool), "pos_enc", f"must be true or false, got {self.pos_enc!r}")
+        check_choice(self.norm, "norm", ("layernorm", "rmsnorm"))
+        require(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps!r}")
+        require(isinstance(self.qkv_conv, bool), "qkv_conv", f"must be true or false, got {self.qkv_conv!r}")
+        check_int("conv_width", self.conv_width, minimum=1)
+
+
+build_transformer = model_factory(TransformerConfig, TransformerModel)
 
 
 VARIANTS: dict[str, tuple[dict, str]] = {
@@ -146,3 +157,5 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "conv-transformer": ({"qkv_conv": True},
                          "Transformer with a nonlinear causal conv on Q, K, V, mirroring Mamba's (§4.3)"),
 }
+
+ARCHITECTURES = presets(build_transformer, VARIANTS)

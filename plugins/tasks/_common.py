@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from achilles import Batch, ConfigError
+from achilles import Batch, ConfigError, check_int
 
 # -- seeding and settings ------------------------------------------------------------------
 
@@ -20,18 +20,6 @@ from achilles import Batch, ConfigError
 def split_rng(seed: int, split_index: int) -> np.random.Generator:
     """The generator of one split: streams of different splits never overlap."""
     return np.random.default_rng([seed, split_index])
-
-
-def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
-    """``value`` as an int within bounds, else a ConfigError naming ``name`` (bools are refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(name, f"must be an integer, got {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ConfigError(name, f"must be at least {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(name, f"must be at most {maximum}, got {value}")
-    return value
 
 
 def check_bool(name: str, value: Any) -> bool:

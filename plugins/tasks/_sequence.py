@@ -8,13 +8,15 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from achilles import Batch, Task
+from achilles import Batch, Task, check_int
 
-from ._common import balanced, check_int, describe_sequence, fill_split, mean, resolve_n_seed, split_rng, to_batch
+from ._common import balanced, describe_sequence, fill_split, mean, resolve_n_seed, split_rng, to_batch
 
 
 class SizedSequenceTask(Task):
-    """Train sizes run over [min_len, max_len], test sizes over [min_len, test_max_len]; every
+    """Train sizes run over [min_size, max_size], test sizes over [min_size, test_max_size] (a size
+    is the problem's n, not a sequence length: ``max_len`` is the model's, the longest sequence
+    it takes, here ``seq_len``); every
     size gets an equal share of a split. A sample's split is a hash of its tokens (half the hash
     space each), so train and test never share a sample although their sizes overlap. Rows are
     padded with token 0 to ``seq_len``, the length of the largest test problem.
@@ -25,18 +27,20 @@ class SizedSequenceTask(Task):
     splits = ("train", "test")
     headline_split = "test"
     PAD: ClassVar[int] = 0
+    #: run folders written before the sizes were renamed (they were min_len, max_len, test_max_len)
+    renamed_settings = {"min_len": "min_size", "max_len": "max_size", "test_max_len": "test_max_size"}
     #: the default number of samples per split
     default_split_sizes: ClassVar[dict[str, int]] = {"train": 100_000, "test": 10_000}
 
-    def _check_lengths(self, min_len: int, max_len: int, test_max_len: int) -> tuple[int, int, int]:
-        min_len = check_int("min_len", min_len, minimum=1)
-        max_len = check_int("max_len", max_len, minimum=min_len)
-        test_max_len = check_int("test_max_len", test_max_len, minimum=max_len)
-        return min_len, max_len, test_max_len
+    def _check_sizes(self, min_size: int, max_size: int, test_max_size: int) -> tuple[int, int, int]:
+        min_size = check_int("min_size", min_size, minimum=1)
+        max_size = check_int("max_size", max_size, minimum=min_size)
+        test_max_size = check_int("test_max_size", test_max_size, minimum=max_size)
+        return min_size, max_size, test_max_size
 
     def _size_range(self, split: str) -> tuple[int, int]:
-        top = self.config["max_len"] if split == "train" else self.config["test_max_len"]
-        return self.config["min_len"], top
+        top = self.config["max_size"] if split == "train" else self.config["test_max_size"]
+        return self.config["min_size"], top
 
     def _length(self, size: int) -> int:
         raise NotImplementedError
@@ -46,7 +50,7 @@ class SizedSequenceTask(Task):
 
     @property
     def seq_len(self) -> int:
-        return self._length(self.config["test_max_len"])
+        return self._length(self.config["test_max_size"])
 
     def split_sizes(self) -> dict[str, int]:
         return dict(self.default_split_sizes)
@@ -57,9 +61,9 @@ class SizedSequenceTask(Task):
         low, high = self._size_range(split)
         sizes = low + balanced(rng, n, high - low + 1)  # equal share per size
         data = fill_split(lambda g, plan: self._layout(g, plan["size"]), rng, {"size": sizes},
-                          bucket=split_index, n_buckets=len(self.splits), setting="min_len",
+                          bucket=split_index, n_buckets=len(self.splits), setting="min_size",
                           why=f"too few distinct problems of some size in [{low}, {high}] to keep "
-                              f"train and test apart (raise min_len or the alphabet/value range)",
+                              f"train and test apart (raise min_size or the alphabet/value range)",
                           row_tokens=self.seq_len)
         tokens, targets, mask = data.pop("tokens"), data.pop("targets"), data.pop("mask")
         meta = {"size": sizes, **data, "split": np.full(n, split_index)}
@@ -69,12 +73,12 @@ class SizedSequenceTask(Task):
     def _by_size(self, out: dict[str, float], name: str, per_row: torch.Tensor, size: torch.Tensor,
                  per_size: bool = True) -> None:
         """``name``, ``name_n{size}`` for each size present, and ``name_trained_len`` /
-        ``name_longer`` (sizes within / beyond max_len) when the batch has both."""
+        ``name_longer`` (sizes within / beyond max_size) when the batch has both."""
         out[name] = mean(per_row)
         if per_size:
             for s in torch.unique(size).tolist():
                 out[f"{name}_n{s}"] = mean(per_row[size == s])
-        longer = size > self.config["max_len"]
+        longer = size > self.config["max_size"]
         if bool(longer.any()) and not bool(longer.all()):
             out[f"{name}_trained_len"] = mean(per_row[~longer])
             out[f"{name}_longer"] = mean(per_row[longer])

@@ -8,10 +8,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from achilles import Batch, ConfigError, Task
+from achilles import Batch, ConfigError, Task, check_int
 
-from ._common import (balanced, check_int, grouped_accuracy, masked_hits, mean, resolve_n_seed,
-                      split_rng, to_batch)
+from ._common import balanced, grouped_accuracy, masked_hits, mean, resolve_n_seed, split_rng, to_batch
 from ._papers import ACHILLES_HEEL
 
 SEQ_LEN = 8

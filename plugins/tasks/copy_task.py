@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from achilles import Batch
+from achilles import Batch, check_int
 
-from ._common import check_int, masked_hits, next_token_targets
+from ._common import masked_hits, next_token_targets
 from ._papers import COPY_AND_COT
 from ._sequence import SizedSequenceTask
 
@@ -27,8 +27,8 @@ class CopyTask(SizedSequenceTask):
 
     - Tokens: 0 pad, 1 separator ``|``, then ``alphabet_size`` symbols (default 26, shown as
       a..z). Symbols are uniform and independent.
-    - Lengths: train n uniform over [``min_len``, ``max_len``] = [1, 20]; test n over [1,
-      ``test_max_len`` = 40], so the test split has the trained lengths and longer ones. Each
+    - Lengths: train n uniform over [``min_size``, ``max_size``] = [1, 20]; test n over [1,
+      ``test_max_size`` = 40], so the test split has the trained lengths and longer ones. Each
       length gets an equal share of a split. Rows are padded to 2·40 + 1 = 81.
     - Scored positions: the separator and the first n-1 copied symbols, each predicting the next
       symbol (n targets); no end-of-string token is scored.
@@ -43,10 +43,12 @@ class CopyTask(SizedSequenceTask):
     paper = replace(COPY_AND_COT, section="COPY experiments (figure 3)")
     headline_metric = "exact"
 
-    def __init__(self, alphabet_size: int = 26, min_len: int = 1, max_len: int = 20, test_max_len: int = 40) -> None:
+    def __init__(self, alphabet_size: int = 26, min_size: int = 1, max_size: int = 20,
+                 test_max_size: int = 40) -> None:
         alphabet_size = check_int("alphabet_size", alphabet_size, minimum=2)
-        min_len, max_len, test_max_len = self._check_lengths(min_len, max_len, test_max_len)
-        super().__init__(alphabet_size=alphabet_size, min_len=min_len, max_len=max_len, test_max_len=test_max_len)
+        min_size, max_size, test_max_size = self._check_sizes(min_size, max_size, test_max_size)
+        super().__init__(alphabet_size=alphabet_size, min_size=min_size, max_size=max_size,
+                         test_max_size=test_max_size)
 
     @property
     def vocab_size(self) -> int:
@@ -56,7 +58,7 @@ class CopyTask(SizedSequenceTask):
         return 2 * size + 1
 
     def _layout(self, rng: np.random.Generator, sizes: np.ndarray) -> dict[str, np.ndarray]:
-        width, top = self.seq_len, self.config["test_max_len"]
+        width, top = self.seq_len, self.config["test_max_size"]
         symbols = rng.integers(0, self.config["alphabet_size"], (len(sizes), top)) + N_SPECIAL
         cols = np.arange(width)[None, :]
         n = sizes[:, None]

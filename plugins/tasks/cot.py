@@ -10,9 +10,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from achilles import Batch
+from achilles import Batch, check_int
 
-from ._common import check_int, masked_hits, next_token_targets
+from ._common import masked_hits, next_token_targets
 from ._papers import COPY_AND_COT
 from ._sequence import SizedSequenceTask
 
@@ -56,9 +56,9 @@ class LISTask(_ChainOfThoughtTask):
     - Numbers are uniform over [0, ``value_range``) (default 100), independent; "increasing"
       is strict. Numbers and DP values share one set of number tokens.
     - Tokens: 0 pad, 1 ``<sep>``, 2 ``<ans>``, then number v as 3 + v for
-      v < max(value_range, test_max_len + 1).
-    - Sizes: train n over [``min_len``, ``max_len``] = [1, 16], test over [1,
-      ``test_max_len`` = 24]; equal share per n; rows padded to 51.
+      v < max(value_range, test_max_size + 1).
+    - Sizes: train n over [``min_size``, ``max_size``] = [1, 16], test over [1,
+      ``test_max_size`` = 24]; equal share per n; rows padded to 51.
     - Scored (teacher-forced, next token): dp1..dpn, the ``<ans>`` marker and the answer.
     - Metrics: ``answer_acc`` and ``cot_acc`` (DP-value tokens), each per size (``_n12``) and
       trained vs longer sizes; ``cot_exact`` (whole chain right) and ``exact`` (chain and
@@ -69,14 +69,16 @@ class LISTask(_ChainOfThoughtTask):
     PAD, SEP, ANS = 0, 1, 2
     number_base = 3
 
-    def __init__(self, value_range: int = 100, min_len: int = 1, max_len: int = 16, test_max_len: int = 24) -> None:
+    def __init__(self, value_range: int = 100, min_size: int = 1, max_size: int = 16,
+                 test_max_size: int = 24) -> None:
         value_range = check_int("value_range", value_range, minimum=2)
-        min_len, max_len, test_max_len = self._check_lengths(min_len, max_len, test_max_len)
-        super().__init__(value_range=value_range, min_len=min_len, max_len=max_len, test_max_len=test_max_len)
+        min_size, max_size, test_max_size = self._check_sizes(min_size, max_size, test_max_size)
+        super().__init__(value_range=value_range, min_size=min_size, max_size=max_size,
+                         test_max_size=test_max_size)
 
     @property
     def vocab_size(self) -> int:
-        return self.number_base + max(self.config["value_range"], self.config["test_max_len"] + 1)
+        return self.number_base + max(self.config["value_range"], self.config["test_max_size"] + 1)
 
     def _length(self, size: int) -> int:
         return 2 * size + 3
@@ -91,7 +93,7 @@ class LISTask(_ChainOfThoughtTask):
         return dp
 
     def _layout(self, rng: np.random.Generator, sizes: np.ndarray) -> dict[str, np.ndarray]:
-        top, base = self.config["test_max_len"], self.number_base
+        top, base = self.config["test_max_size"], self.number_base
         x = rng.integers(0, self.config["value_range"], (len(sizes), top))
         dp = self.lis_table(x)  # entries past a row's n are never shown
         cols = np.arange(self.seq_len)[None, :]
@@ -125,10 +127,10 @@ class EditDistanceTask(_ChainOfThoughtTask):
     - Alphabet of ``alphabet_size`` letters (default 8, so that matches are common and the table
       is not trivial), uniform and independent.
     - Problem size = max(n, m): the size is drawn with an equal share per size, the other string's
-      length uniform in [``min_len``, size], and which string is the longer one is a fair coin.
-      Train sizes [1, ``max_len`` = 8], test [1, ``test_max_len`` = 12]; rows padded to 183.
+      length uniform in [``min_size``, size], and which string is the longer one is a fair coin.
+      Train sizes [1, ``max_size`` = 8], test [1, ``test_max_size`` = 12]; rows padded to 183.
     - Tokens: 0 pad, 1 ``<sep>``, 2 ``<nl>``, 3 ``<ans>``, letters from 4, then numbers
-      0..test_max_len.
+      0..test_max_size.
     - Scored (teacher-forced, next token): every table cell, the ``<nl>``/``<ans>`` markers and
       the answer. Metrics as for ``cot-lis`` (``answer_acc``, ``cot_acc``, per size,
       ``cot_exact``, ``exact``).
@@ -138,15 +140,17 @@ class EditDistanceTask(_ChainOfThoughtTask):
     PAD, SEP, NL, ANS = 0, 1, 2, 3
     N_SPECIAL = 4
 
-    def __init__(self, alphabet_size: int = 8, min_len: int = 1, max_len: int = 8, test_max_len: int = 12) -> None:
+    def __init__(self, alphabet_size: int = 8, min_size: int = 1, max_size: int = 8,
+                 test_max_size: int = 12) -> None:
         alphabet_size = check_int("alphabet_size", alphabet_size, minimum=2)
-        min_len, max_len, test_max_len = self._check_lengths(min_len, max_len, test_max_len)
-        super().__init__(alphabet_size=alphabet_size, min_len=min_len, max_len=max_len, test_max_len=test_max_len)
+        min_size, max_size, test_max_size = self._check_sizes(min_size, max_size, test_max_size)
+        super().__init__(alphabet_size=alphabet_size, min_size=min_size, max_size=max_size,
+                         test_max_size=test_max_size)
         self.number_base = self.N_SPECIAL + alphabet_size  # instance attribute: depends on the alphabet
 
     @property
     def vocab_size(self) -> int:
-        return self.number_base + self.config["test_max_len"] + 1
+        return self.number_base + self.config["test_max_size"] + 1
 
     def _length(self, size: int) -> int:
         return 2 * size + 3 + size * (size + 1)
@@ -167,8 +171,8 @@ class EditDistanceTask(_ChainOfThoughtTask):
         return table
 
     def _layout(self, rng: np.random.Generator, sizes: np.ndarray) -> dict[str, np.ndarray]:
-        rows, top = len(sizes), self.config["test_max_len"]
-        other = rng.integers(self.config["min_len"], sizes + 1)
+        rows, top = len(sizes), self.config["test_max_size"]
+        other = rng.integers(self.config["min_size"], sizes + 1)
         a_longer = rng.integers(0, 2, rows).astype(bool)
         n = np.where(a_longer, sizes, other)[:, None]
         m = np.where(a_longer, other, sizes)[:, None]

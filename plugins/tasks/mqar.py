@@ -9,10 +9,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from achilles import Batch, ConfigError, Task
+from achilles import Batch, ConfigError, Task, check_int
 
-from ._common import (balanced, check_bool, check_choices, check_int, distinct_ints, fill_split, grouped_accuracy,
-                      in_rows, masked_hits, mean, power_law_slots, resolve_n_seed, split_rng, to_batch)
+from ._common import (balanced, check_bool, check_choices, distinct_ints, fill_split, grouped_accuracy, in_rows,
+                      masked_hits, mean, power_law_slots, resolve_n_seed, split_rng, to_batch)
 from ._papers import LOCAL_PATTERN_SHORTCUTS
 
 PLACEMENTS = ("standard", "last", "shuffle")
