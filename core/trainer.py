@@ -113,8 +113,8 @@ class Trainer:
 
     # -- what the epoch loop calls -----------------------------------------------------------
     def event_fields(self) -> dict[str, Any]:
-        config = self.run.read_config()
-        return {"run": self.run.path, "arch": config.get("arch", ""), "task": self.task.name, "epoch": self.epoch}
+        return {"run": self.run.path, "arch": getattr(self.model, "arch_name", ""), "task": self.task.name,
+                "epoch": self.epoch}
 
     def start(self) -> None:
         self.run.update_config(status="running")

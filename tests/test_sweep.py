@@ -5,7 +5,6 @@ import json
 import os
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 import achilles
@@ -135,10 +134,11 @@ def test_interrupted_cell_resumes_and_failed_cell_is_kept(tmp_path):
     assert [r["status"] for r in result.rows] == ["finished", "failed"]
 
 
-def test_a_diverging_cell_counts_as_failed_and_is_not_retried(tmp_path):
+def test_a_diverging_cell_counts_as_failed_and_is_not_retried(tmp_path, caplog):
     grid = {"train.lr_peak": [1e-3, float("inf")]}
     result = sweep(tmp_path, grid=grid, seeds=1)
     assert (result.trained, result.failed, result.errors) == (1, 1, [])
+    assert any("lr_peakInfinity" in m and "loss became nan" in m for m in caplog.messages)
     assert [r["status"] for r in result.rows] == ["finished", "failed"]
     again = sweep(tmp_path, grid=grid, seeds=1)
     assert (again.trained, again.failed, again.skipped) == (0, 0, 2)

@@ -14,7 +14,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from ..ensemble import METHODS
-from ..errors import AchillesError, ConfigError
+from ..errors import ConfigError
 from .executors import (EXECUTORS, Interrupted, cpu_count, default_ensemble, default_workers, execute_local,
                         execute_ray, execute_serial, require_ray, sigterm_as_interrupt)
 from .lock import SweepLock
@@ -172,6 +172,8 @@ def _count(result: SweepResult, results: list[dict]) -> None:
     for r in results:
         result.trained += r["status"] == "finished"
         result.failed += r["status"] == "failed"
+        if r.get("reason") and r.get("unit_size", 1) == 1:  # an ensemble's loop already said it
+            log.warning(f"{r['path']}: {r['reason']}")
         if r.get("error"):
             result.errors.append(f"{r['path']}: {r['error']}")
             log.error(f"{r['path']}: {r['error']}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 import signal
+import sys
 import time
 import types
 from pathlib import Path
