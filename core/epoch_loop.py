@@ -223,9 +223,10 @@ def train_epochs(members: Sequence[Member], stepper: Stepper, data: tuple[Batch,
             if alive[m]:
                 results[m] = member.interrupt()
                 events.emit(RunEnded(**member.event_fields(), status="interrupted"))
-        where = "each member keeps its checkpoint" if size > 1 else "the checkpoint"
-        log.info(f"Interrupted after epoch {epoch}/{s.epochs}; {where} of epoch {epoch} is kept."
-                 + ("" if size > 1 else f" Resume with: achilles train --resume {results[0].path}"))
+        done = min(member.epoch for member in members)
+        log.info(f"Interrupted after epoch {done}/{s.epochs}; each member keeps its checkpoint of epoch {done}."
+                 if size > 1 else f"Interrupted after epoch {done}/{s.epochs}; the checkpoint of epoch {done} is "
+                 f"kept. Resume with: achilles train --resume {results[0].path}")
         return results  # type: ignore[return-value]
     bar.close()
     for m, member in enumerate(members):

@@ -117,7 +117,9 @@ class Trainer:
                 "epoch": self.epoch}
 
     def start(self) -> None:
-        self.run.update_config(status="running")
+        config = self.run.read_config()
+        config.pop("failure", None)  # a failed run resumed from its last finite checkpoint starts afresh
+        self.run.write_config({**config, "status": "running"})
 
     def end_epoch(self, loss: float, lr: float, train_seconds: float, n: int, evals: dict[str, Batch],
                   **extra: Any) -> tuple[dict, str]:

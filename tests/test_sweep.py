@@ -81,6 +81,17 @@ def test_cli_reports_a_bad_grid_in_one_line():
     assert result.exit_code == 2 and "is empty" in result.output
 
 
+@pytest.mark.parametrize("bad, setting", [
+    (dict(executor="slurm"), "--executor"), (dict(workers=-1), "--workers"), (dict(threads=0), "--threads"),
+    (dict(max_ensemble=0), "--max-ensemble"), (dict(ensemble_method="fast"), "--ensemble-method"),
+    (dict(address="auto"), "--address"), (dict(gpus_per_unit=-1.0), "--ray-gpus"),
+])
+def test_sweep_options_are_checked_when_made(bad, setting):
+    with pytest.raises(ConfigError) as refused:
+        SweepOptions(**bad)
+    assert refused.value.setting == setting
+
+
 # -- a sweep end to end (in-process) ------------------------------------------------------------
 def test_sweep_trains_aggregates_draws_and_resumes(tmp_path):
     result = sweep(tmp_path, ensemble=True)

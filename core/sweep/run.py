@@ -54,6 +54,8 @@ class SweepOptions:
     progress: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.folder is not None and not isinstance(self.folder, Path):
+            object.__setattr__(self, "folder", Path(self.folder))  # a str is fine too
         checks = [("--executor", self.executor in EXECUTORS, f"{self.executor!r} is not one of {', '.join(EXECUTORS)}"),
                   ("--workers", self.workers is None or self.workers >= 0, "must be 0 (train in this process) or more"),
                   ("--threads", self.threads is None or self.threads >= 1, "must be at least 1"),
@@ -108,7 +110,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     started = time.perf_counter()
     if options.executor == "ray":
         require_ray()
-    folder = Path(options.folder) if options.folder else sweep_folder(spec)
+    folder = options.folder or sweep_folder(spec)
     folder.mkdir(parents=True, exist_ok=True)
     with SweepLock(folder):
         prepare_folder(spec, folder)
