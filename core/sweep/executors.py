@@ -18,7 +18,7 @@ import torch
 
 from ..errors import AchillesError
 from ..trainer import resolve_device
-from .worker import prepare_worker, train_unit
+from .worker import prepare_worker, train_unit, unit_error
 
 EXECUTORS = ("local", "ray")
 OnDone = Callable[[list, list], None]
@@ -94,8 +94,7 @@ def execute_local(payloads: list, env: dict, workers: int, on_done: OnDone) -> N
                 try:
                     results = fut.result()
                 except BrokenProcessPool as exc:
-                    results = [{"path": c["path"], "status": "error", "error": f"worker died ({exc})"}
-                               for c in futures[fut]]
+                    results = unit_error(futures[fut], f"worker died ({exc})")
                 on_done(futures[fut], results)
     except KeyboardInterrupt:
         for fut in pending:
@@ -142,8 +141,7 @@ def execute_ray(payloads: list, env: dict, address: str | None, on_done: OnDone)
                 try:
                     results = ray.get(ref)
                 except Exception as exc:  # the task's worker died (OOM, node lost)
-                    results = [{"path": c["path"], "status": "error", "error": f"ray task failed ({exc})"}
-                               for c in refs[ref]]
+                    results = unit_error(refs[ref], f"ray task failed ({exc})")
                 on_done(refs[ref], results)
     except KeyboardInterrupt:
         for ref in pending:

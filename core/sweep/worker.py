@@ -74,6 +74,11 @@ def cell_payload(spec: SweepSpec, cell: Cell) -> dict:
             "resume": cell.status != "pending" and (Path(cell.path) / CHECKPOINT_STATE).is_file()}
 
 
+def unit_error(cells: list[dict], message: str) -> list[dict]:
+    """The results of cells that could not train (status "error": a re-run retries them)."""
+    return [{"path": c["path"], "status": "error", "error": message} for c in cells]
+
+
 def train_unit(cells: list[dict], env: dict) -> list[dict]:
     """Train one unit (in whatever process runs it); one result dict per cell. Never raises for a
     cell's failure: it comes back as status "failed" (non-finite) or "error" (with the message).
@@ -107,7 +112,7 @@ def _train_unit(cells: list[dict], env: dict) -> tuple[list[dict], str]:
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
         done = {r["path"] for r in results}
-        results += [{"path": c["path"], "status": "error", "error": message} for c in cells if c["path"] not in done]
+        results += unit_error([c for c in cells if c["path"] not in done], message)
         method = "error"
     seconds = time.perf_counter() - started
     for r in results:
