@@ -10,7 +10,7 @@ from .initialization import init_gamma_
 from .plugin_manager import register_plugin, reload_plugins, unregister_plugin
 from .probe import Probe, ProbeContext, ProbeOption
 from .task import Batch, Paper, Task
-from .zoo import load
+from .zoo import list_pretrained, load
 
 try:
     __version__ = _version("achilles")
@@ -21,5 +21,5 @@ __all__ = [
     "AchillesError", "Batch", "CheckpointError", "ConfigError", "DuplicateNameError", "HookPoint",
     "HookedModel", "Paper", "Probe", "ProbeContext", "ProbeOption", "Task", "UnknownNameError",
     "__version__", "create_model", "get_probe", "get_task", "hookimpl", "init_gamma_", "list_architectures",
-    "list_probes", "list_tasks", "load", "register_plugin", "reload_plugins", "unregister_plugin",
+    "list_pretrained", "list_probes", "list_tasks", "load", "register_plugin", "reload_plugins", "unregister_plugin",
 ]

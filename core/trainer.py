@@ -357,12 +357,9 @@ def resume_run(path: str | Path, device: str = "auto", log: Callable[[str], None
 def finalize_run(result: RunResult | str | Path) -> None:
     """Figures and model card of a run (called after fit, also for interrupted runs)."""
     from .plots import plot_training_curves
+    from .run_card import write_card
 
     run = RunFolder(result.path if isinstance(result, RunResult) else result)
     if run.read_metrics():
         plot_training_curves(run)
-    try:
-        from achilles.cards import write_card
-    except ImportError:  # cards are optional for a run to be usable
-        return
     write_card(run.path)

@@ -15,16 +15,20 @@ from achilles import hookimpl
 from . import mamba2, transformer
 
 
-def factories() -> dict[str, tuple[object, str]]:
-    """name -> (factory, description) for every first-party architecture."""
+#: The family each builder's architectures belong to: their tags on model cards and the Hub.
+FAMILY_TAGS = {mamba2.build_mamba2: ("state-space-model", "mamba2"), transformer.build_transformer: ("transformer",)}
+
+
+def factories() -> dict[str, tuple[object, str, tuple[str, ...]]]:
+    """name -> (factory, description, family tags) for every first-party architecture."""
     out = {}
     for module, build in ((mamba2, mamba2.build_mamba2), (transformer, transformer.build_transformer)):
         for name, (settings, description) in module.VARIANTS.items():
-            out[name] = (partial(build, **settings) if settings else build, description)
+            out[name] = (partial(build, **settings) if settings else build, description, FAMILY_TAGS[build])
     return out
 
 
 @hookimpl
 def register_architectures(register):
-    for name, (factory, description) in factories().items():
-        register(name, factory, description=description)
+    for name, (factory, description, tags) in factories().items():
+        register(name, factory, description=description, tags=tags)
