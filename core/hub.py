@@ -153,11 +153,11 @@ def publish_problems(run: RunFolder, config: dict) -> list[str]:
                         f"{config.get('epochs_completed', '?')} epochs)")
     recorded = config.get("weights_sha256")
     if not recorded:
-        problems.append(f"{CONFIG} records no sha256 for {WEIGHTS}")
+        problems.append(f"the run record holds no sha256 for {WEIGHTS}")
     elif (run.path / WEIGHTS).is_file():
         actual = file_sha256(run.path / WEIGHTS)
         if actual != recorded:
-            problems.append(f"{WEIGHTS} does not match the sha256 in {CONFIG} "
+            problems.append(f"{WEIGHTS} does not match the sha256 in the run record "
                             f"(recorded {recorded[:12]}…, file {actual[:12]}…)")
     return problems
 
