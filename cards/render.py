@@ -35,6 +35,7 @@ class Paper:
 
     title: str | None = None
     arxiv: str | None = None
+    section: str | None = None  # where the paper defines the task, e.g. "§3.3"
 
     @property
     def url(self) -> str | None:
@@ -42,9 +43,10 @@ class Paper:
 
     def markdown(self) -> str:
         link = f"[arXiv:{self.arxiv}]({self.url})" if self.arxiv else ""
+        where = f", {self.section}" if self.section else ""
         if self.title:
-            return f"*{self.title}*" + (f" ({link})" if link else "")
-        return link or "an unnamed paper"
+            return f"*{self.title}*" + (f" ({link}{where})" if link or where else "")
+        return (link + where) or "an unnamed paper"
 
 
 @dataclass

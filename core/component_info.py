@@ -1,8 +1,8 @@
 """What a registered task or architecture declares about itself, read defensively.
 
-A task class may declare ``paper`` (an arXiv id, a ``{"title", "arxiv"}`` dict, or a list of
-them) and ``variant_settings`` (the settings whose values name a variant, e.g. where MQAR's
-pairs sit); an architecture may be registered with ``tags=[...]`` (its family, e.g.
+A task class declares ``paper`` (an ``achilles.Paper``; a ``{"title", "arxiv", "section"}`` dict,
+an arXiv id or a list of them are read too) and ``variant_settings`` (the settings whose values
+name a variant, e.g. where an associative-recall task's pairs sit); an architecture may be registered with ``tags=[...]`` (its family, e.g.
 ``state-space-model``). Whatever is not declared is None or empty: nothing is guessed from a
 name, and a component whose plugin is not installed simply declares nothing.
 """
@@ -24,18 +24,16 @@ def task_class(task: str) -> Any | None:
 
 
 def task_papers(task: str) -> list[dict[str, str | None]]:
-    """The papers task ``task`` declares, as ``{"title", "arxiv"}`` dicts (empty if none)."""
+    """The papers task ``task`` declares, as ``{"title", "arxiv", "section"}`` dicts (empty if none)."""
     declared = getattr(task_class(task), "paper", None)
     if declared is None:
         return []
     papers = []
     for item in declared if isinstance(declared, (list, tuple)) else [declared]:
         if isinstance(item, str):
-            papers.append({"title": None, "arxiv": item})
-        elif isinstance(item, dict):
-            papers.append({"title": item.get("title"), "arxiv": item.get("arxiv")})
-        else:  # a small dataclass or object with the same attributes
-            papers.append({"title": getattr(item, "title", None), "arxiv": getattr(item, "arxiv", None)})
+            item = {"arxiv": item}
+        get = item.get if isinstance(item, dict) else lambda key, _item=item: getattr(_item, key, None)
+        papers.append({"title": get("title") or None, "arxiv": get("arxiv") or None, "section": get("section") or None})
     return [p for p in papers if p["title"] or p["arxiv"]]
 
 

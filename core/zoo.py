@@ -12,7 +12,7 @@ pushed a bundled entry::
      "published": "2026-02-01", "arch": "mamba2-residual", "task": "inverse", "variant": null,
      "seed": 0, "profile": "quick", "budget": {"epochs": 6, "train_samples": 80000, ...},
      "headline": {"split": "test", "metric": "acc", "value": 0.98},
-     "metrics": {"test": 0.98, "ood": 0.51}, "report": "examples/reports/....md", "added": "2026-01-31"}
+     "metrics": {"test": 0.98, "ood": 0.51}, "report": "examples/reports/inverse-comparison.md", "added": "2026-01-31"}
 
 ``load(source)`` accepts a run folder, a zoo id or ``hf-hub:ORG/NAME[@REVISION]`` and returns a
 ``LoadedRun`` (``.model`` in eval mode, ``.task``, ``.config``, ``.path``). A published entry
