@@ -66,7 +66,7 @@ def endpoint() -> str:
     return constants.ENDPOINT
 
 
-def _offline() -> bool:
+def is_offline() -> bool:
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE)
@@ -109,7 +109,7 @@ def hub_errors(action: str, ref: HubRef | str) -> Iterator[None]:
     except hf.OfflineModeIsEnabled:  # raised before any request, e.g. when pushing
         raise HubUnavailableError(f"cannot {action} {ref}: HF_HUB_OFFLINE is set, so the Hub is not contacted") from None
     except hf.LocalEntryNotFoundError:
-        if _offline():
+        if is_offline():
             raise HubUnavailableError(f"cannot {action} {ref}: it is not in the local Hugging Face cache and "
                                       "HF_HUB_OFFLINE is set; pull it once while online") from None
         raise HubUnavailableError(f"cannot {action} {ref}: the Hub at {endpoint()} cannot be reached and it is "

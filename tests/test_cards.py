@@ -11,7 +11,7 @@ import torch
 from huggingface_hub import ModelCard
 
 import achilles
-from achilles import Task, hookimpl
+from achilles import hookimpl
 from achilles.run_card import render_card, write_card
 from achilles.runs import RunFolder
 

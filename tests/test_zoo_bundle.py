@@ -143,7 +143,8 @@ def test_packaged_bundles_match_the_index_and_stay_small():
     """Every checkpoint shipped with achilles loads offline (the suite sets HF_HUB_OFFLINE), its
     bytes matching the index; together they stay well under 25 MB."""
     from achilles.registry import REGISTRY_FILE
-    from achilles.zoo import bundled_size, first_party_entries
+    from achilles.zoo import first_party_entries
+    from achilles.zoo_curation import bundled_size
 
     entries = first_party_entries(REGISTRY_FILE)
     assert bundled_size(list(entries.values())) < 25e6

@@ -131,7 +131,8 @@ def zoo_show(zoo_id: str) -> None:
 def zoo_add(run_dir: str, bundle: bool, repo_id: str | None, revision: str | None, zoo_id: str | None,
             report: str | None, with_init: bool, sha256: str | None, verify: bool) -> None:
     """Add RUN_DIR to the zoo index: bundled (--bundle) and/or published (--repo-id, --revision)."""
-    from ..zoo import add_entry, bundled_size, registry_path
+    from ..zoo import registry_path
+    from ..zoo_curation import add_entry, bundled_size
 
     entry = add_entry(run_dir, repo_id, revision, bundle=bundle, zoo_id=zoo_id, sha256=sha256, verify=verify,
                       report=report, with_init=with_init)
@@ -155,7 +156,8 @@ def zoo_publish(org: str, private: bool) -> None:
     Entries already published are skipped; the index is rewritten after each entry, so an
     interruption loses nothing and a re-run publishes the rest. Needs a token (HF_TOKEN or
     `hf auth login`)."""
-    from ..zoo import publish, registry_path
+    from ..zoo import registry_path
+    from ..zoo_curation import publish
 
     report = publish(org, private=private, log=lambda line: click.echo(line))
     if not report.published:
