@@ -16,7 +16,9 @@ Every ``HookedModel`` gets the mixin's ``save_pretrained``, ``push_to_hub`` and
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +52,6 @@ carries its task, training settings, results and probes in its card and `run.jso
 
 def _jsonable(config: Any) -> dict[str, Any]:
     """The model's settings as a plain dict (``model.config`` may be a dict or a dataclass)."""
-    from dataclasses import asdict, is_dataclass
-
     settings = asdict(config) if is_dataclass(config) else dict(config or {})
     return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
 
@@ -60,8 +60,6 @@ def _holds_a_run(folder: Path) -> bool:
     if (folder / RECORD).is_file():
         return True
     try:
-        import json
-
         return json.loads((folder / CONFIG).read_text()).get("format") == RUN_FORMAT_V1
     except (OSError, ValueError, AttributeError):
         return False
