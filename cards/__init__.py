@@ -1,9 +1,12 @@
-"""Model cards: render a run's ``README.md`` from its config, metrics and figures.
+"""Model cards: format a ``CardData`` as the Hub renders it (``achilles.cards.render``).
 
-    from achilles.cards import write_card
+This package imports nothing of achilles; ``achilles.run_card`` gathers a run's facts and
+writes the card::
+
+    from achilles.run_card import write_card
     write_card("runs/inverse-s0")          # -> runs/inverse-s0/README.md
 """
 
-from .render import render_card, write_card
+from .render import CardData, Paper, render
 
-__all__ = ["render_card", "write_card"]
+__all__ = ["CardData", "Paper", "render"]

@@ -11,7 +11,7 @@ from .plugin_manager import register_plugin, reload_plugins, unregister_plugin
 from .probe import Probe, ProbeContext, ProbeOption
 from .settings import ModelConfig, check_int, model_factory
 from .task import Batch, Paper, Task
-from .zoo import load
+from .zoo import list_pretrained, load
 
 try:
     __version__ = _version("achilles")
@@ -22,6 +22,6 @@ __all__ = [
     "AchillesError", "Batch", "CheckpointError", "ConfigError", "DuplicateNameError", "HookPoint",
     "HookedModel", "ModelConfig", "Paper", "Probe", "ProbeContext", "ProbeOption", "Task", "UnknownNameError",
     "__version__", "check_int", "create_model", "get_probe", "get_task", "hookimpl", "init_gamma_",
-    "list_architectures", "list_probes", "list_tasks", "load", "model_factory", "register_plugin", "reload_plugins",
-    "unregister_plugin",
+    "list_architectures", "list_pretrained", "list_probes", "list_tasks", "load", "model_factory", "register_plugin",
+    "reload_plugins", "unregister_plugin",
 ]

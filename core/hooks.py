@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import UnknownNameError
+from .pretrained import HubModelMixin
 
 
 class HookPoint(nn.Module):
@@ -46,11 +47,13 @@ class HookPoint(nn.Module):
         return self.site
 
 
-class HookedModel(nn.Module):
+class HookedModel(nn.Module, HubModelMixin):
     """Base for architectures: token ids (N, S) -> logits (N, S, V), with named sites.
 
     ``config`` holds every setting needed to rebuild the model with
-    ``achilles.create_model(arch, **config)``."""
+    ``achilles.create_model(arch, **config)``. huggingface_hub's mixin adds ``save_pretrained``,
+    ``push_to_hub`` and ``HookedModel.from_pretrained("ORG/NAME" or a folder, revision=...)``
+    (see ``achilles.pretrained``)."""
 
     config: dict
 

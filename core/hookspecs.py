@@ -24,9 +24,10 @@ def register_tasks(register):
 
 @hookspec
 def register_architectures(register):
-    """Register architectures: ``register(name, factory, description=None)``.
+    """Register architectures: ``register(name, factory, description=None, tags=())``.
 
-    ``factory(**config)`` returns an ``achilles.HookedModel``."""
+    ``factory(**config)`` returns an ``achilles.HookedModel``. ``tags`` name the architecture's
+    family (e.g. ``("state-space-model", "mamba2")``); model cards and the Hub show them."""
 
 
 @hookspec

@@ -15,11 +15,16 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import AchillesError, CheckpointError
-from .runs import CARD, CONFIG, INIT_WEIGHTS, METRICS, WEIGHTS, RunFolder, file_sha256
+from .runs import CARD, CONFIG, INIT_WEIGHTS, METRICS, RECORD, WEIGHTS, RunFolder, file_sha256
 
 HUB_PREFIX = "hf-hub:"
+PROBES_DIR = "probes"
 #: What a published run holds; trainer state (checkpoint/) stays local.
-RUN_FILES = (CONFIG, WEIGHTS, INIT_WEIGHTS, METRICS, CARD, "*.png")
+RUN_FILES = (CONFIG, RECORD, WEIGHTS, INIT_WEIGHTS, METRICS, CARD, "*.png", f"{PROBES_DIR}/*/*")
+
+
+class HubUnavailableError(CheckpointError):
+    """The Hub cannot be reached (offline, no network) and the files are not in the local cache."""
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -61,7 +66,7 @@ def endpoint() -> str:
     return constants.ENDPOINT
 
 
-def _offline() -> bool:
+def is_offline() -> bool:
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE)
@@ -99,16 +104,16 @@ def hub_errors(action: str, ref: HubRef | str) -> Iterator[None]:
     except hf.RemoteEntryNotFoundError as exc:
         raise CheckpointError(f"cannot {action} {ref}: the repository has no file {_missing_file(exc)!r}") from None
     except hf.IncompleteSnapshotError:
-        raise CheckpointError(f"cannot {action} {ref}: only part of it is in the local cache (an earlier "
+        raise HubUnavailableError(f"cannot {action} {ref}: only part of it is in the local cache (an earlier "
                               "download was cut off) and the Hub cannot be reached; pull it again online") from None
     except hf.OfflineModeIsEnabled:  # raised before any request, e.g. when pushing
-        raise CheckpointError(f"cannot {action} {ref}: HF_HUB_OFFLINE is set, so the Hub is not contacted") from None
+        raise HubUnavailableError(f"cannot {action} {ref}: HF_HUB_OFFLINE is set, so the Hub is not contacted") from None
     except hf.LocalEntryNotFoundError:
-        if _offline():
-            raise CheckpointError(f"cannot {action} {ref}: it is not in the local Hugging Face cache and "
-                                  "HF_HUB_OFFLINE is set; pull it once while online") from None
-        raise CheckpointError(f"cannot {action} {ref}: the Hub at {endpoint()} cannot be reached and it is "
-                              "not in the local cache") from None
+        if is_offline():
+            raise HubUnavailableError(f"cannot {action} {ref}: it is not in the local Hugging Face cache and "
+                                      "HF_HUB_OFFLINE is set; pull it once while online") from None
+        raise HubUnavailableError(f"cannot {action} {ref}: the Hub at {endpoint()} cannot be reached and it is "
+                                  "not in the local cache") from None
     except hf.HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         if status in (401, 403):
@@ -120,8 +125,8 @@ def hub_errors(action: str, ref: HubRef | str) -> Iterator[None]:
         raise CheckpointError(f"cannot {action} {ref}: the connection broke off mid-transfer ({_first_line(exc)}); "
                               "nothing partial was kept, run it again") from None
     except (httpx2.HTTPError, ConnectionError) as exc:
-        raise CheckpointError(f"cannot {action} {ref}: the Hub at {endpoint()} cannot be reached "
-                              f"({_first_line(exc)})") from None
+        raise HubUnavailableError(f"cannot {action} {ref}: the Hub at {endpoint()} cannot be reached "
+                                  f"({_first_line(exc)})") from None
     except OSError as exc:
         if "Consistency check failed" in str(exc):  # fewer bytes arrived than announced
             raise CheckpointError(f"cannot {action} {ref}: the download was cut short; nothing partial was "
@@ -148,31 +153,60 @@ def publish_problems(run: RunFolder, config: dict) -> list[str]:
                         f"{config.get('epochs_completed', '?')} epochs)")
     recorded = config.get("weights_sha256")
     if not recorded:
-        problems.append(f"{CONFIG} records no sha256 for {WEIGHTS}")
+        problems.append(f"the run record holds no sha256 for {WEIGHTS}")
     elif (run.path / WEIGHTS).is_file():
         actual = file_sha256(run.path / WEIGHTS)
         if actual != recorded:
-            problems.append(f"{WEIGHTS} does not match the sha256 in {CONFIG} "
+            problems.append(f"{WEIGHTS} does not match the sha256 in the run record "
                             f"(recorded {recorded[:12]}…, file {actual[:12]}…)")
     return problems
 
 
 def run_files(run_dir: Path) -> list[str]:
-    """The files of a run folder that get published (the card is rendered fresh)."""
-    names = [n for n in (CONFIG, WEIGHTS, INIT_WEIGHTS, METRICS) if (run_dir / n).is_file()]
-    return names + sorted(p.name for p in run_dir.glob("*.png"))
+    """The files of a run folder that get published besides its record and card: weights,
+    metrics, figures and probe outputs (``probes/NAME/*``)."""
+    names = [n for n in (WEIGHTS, INIT_WEIGHTS, METRICS) if (run_dir / n).is_file()]
+    names += sorted(p.name for p in run_dir.glob("*.png"))
+    names += sorted(p.relative_to(run_dir).as_posix() for p in run_dir.glob(f"{PROBES_DIR}/*/*")
+                    if p.is_file() and not p.name.startswith("."))
+    return names
+
+
+def run_upload(run_dir: Path, card: bytes) -> dict[str, str | bytes]:
+    """``{path in repo: local file or bytes}`` of a run: its record in the current layout
+    (config.json with the model's settings at the top, run.json), files and card."""
+    run = RunFolder(run_dir)
+    upload: dict[str, str | bytes] = dict(run.export_record())
+    upload.update({name: str(run.path / name) for name in run_files(run.path)})
+    upload[CARD] = card
+    return upload
+
+
+def commit_upload(repo_id: str, upload: dict[str, str | bytes], *, message: str, private: bool = False,
+                  revision: str | None = None, token: str | None = None) -> tuple[str, str]:
+    """One commit of ``upload`` to ``repo_id`` (created if needed) on branch ``revision``
+    (created if needed): (commit url, commit oid)."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=data) for name, data in upload.items()]
+    api = HfApi(token=token)
+    with hub_errors("push to", HubRef(repo_id, revision)):
+        api.create_repo(repo_id, private=private or None, exist_ok=True, repo_type="model")
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+        info = api.create_commit(repo_id, operations, commit_message=message, revision=revision,
+                                 repo_type="model")
+    return info.commit_url, info.oid
 
 
 def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
-             force: bool = False, commit_message: str | None = None) -> PushResult:
-    """Publish a finished run: weights, config, metrics, a freshly rendered card and figures,
-    in one commit to ``repo_id`` (created if needed) on branch ``revision`` (created if needed).
+             force: bool = False, commit_message: str | None = None, token: str | None = None) -> PushResult:
+    """Publish a finished run: record, weights, metrics, a freshly rendered card, figures and probe
+    outputs, in one commit to ``repo_id`` (created if needed) on branch ``revision`` (created if needed).
 
     Refuses an unfinished run or weights that do not match their recorded sha256 unless ``force``."""
-    from huggingface_hub import CommitOperationAdd, HfApi
-
-    from achilles.cards import render_card
-    from achilles.zoo import suggest_zoo_id
+    from .run_card import render_card
+    from .zoo import suggest_zoo_id
 
     check_repo_id(repo_id)
     run = RunFolder(run_dir)
@@ -182,34 +216,24 @@ def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, revisi
     problems = publish_problems(run, config)
     if problems and not force:
         raise CheckpointError(f"refusing to push {run.path}: {'; '.join(problems)} (--force pushes it anyway)")
-    ref = HubRef(repo_id, revision)
-    files = run_files(run.path)
     # One commit with an explicit file list (not upload_folder): checkpoint/ can never leak,
     # and the card, rendered with its Hub id, need not be written into the run folder.
-    card = render_card(run.path, repo_id=repo_id).encode()
-    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(run.path / name)) for name in files]
-    operations.append(CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=card))
+    upload = run_upload(run.path, render_card(run.path, repo_id=repo_id).encode())
     message = commit_message or (f"achilles: {suggest_zoo_id(config)} "
                                  f"({(config.get('training') or {}).get('profile', '?')} profile, "
                                  f"{config.get('status')})")
-    api = HfApi()
-    with hub_errors("push to", ref):
-        api.create_repo(repo_id, private=private or None, exist_ok=True, repo_type="model")
-        if revision and revision != "main":
-            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-        info = api.create_commit(repo_id, operations, commit_message=message, revision=revision,
-                                 repo_type="model")
-    return PushResult(repo_id, revision or "main", info.commit_url, info.oid, files + [CARD], problems)
+    url, oid = commit_upload(repo_id, upload, message=message, private=private, revision=revision, token=token)
+    return PushResult(repo_id, revision or "main", url, oid, list(upload), problems)
 
 
 # -- pull -------------------------------------------------------------------------------
-def download_run(ref: HubRef) -> Path:
+def download_run(ref: HubRef, cache_dir: str | Path | None = None, token: str | bool | None = None) -> Path:
     """The run's files in the Hugging Face cache (downloaded if needed); its snapshot folder."""
     from huggingface_hub import snapshot_download
 
     with hub_errors("download", ref):
         path = Path(snapshot_download(ref.repo_id, revision=ref.revision, repo_type="model",
-                                      allow_patterns=list(RUN_FILES)))
+                                      allow_patterns=list(RUN_FILES), cache_dir=cache_dir, token=token))
     for needed in (CONFIG, WEIGHTS):
         if not (path / needed).is_file():
             raise CheckpointError(f"cannot download {ref}: the repository has no {needed}, so it is not an "
@@ -217,9 +241,16 @@ def download_run(ref: HubRef) -> Path:
     return path
 
 
-def resolve_revision(ref: HubRef) -> str:
+def resolve_revision(ref: HubRef, token: str | bool | None = None) -> str:
     """The commit hash ``ref.revision`` (branch, tag or commit) points at now."""
     from huggingface_hub import HfApi
 
     with hub_errors("look up", ref):
-        return HfApi().repo_info(ref.repo_id, revision=ref.revision, repo_type="model").sha
+        return HfApi(token=token).repo_info(ref.repo_id, revision=ref.revision, repo_type="model").sha
+
+
+def has_token(token: str | None = None) -> bool:
+    """Whether a Hub token is at hand (``token``, HF_TOKEN or `hf auth login`)."""
+    from huggingface_hub import get_token
+
+    return bool(token or get_token())

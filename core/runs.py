@@ -2,8 +2,11 @@
 
 A run folder holds::
 
-    config.json         everything to rebuild model and task, plus status and result
-    model.safetensors   final (or latest) weights; sha256 recorded in config.json
+    config.json         the model: ``format``, ``arch`` and the model's settings at the top level
+                        (what huggingface_hub's ModelHubMixin and a reader expect)
+    run.json            the run record: task and its settings, training settings, seed, status,
+                        final metrics, the weights' sha256
+    model.safetensors   final (or latest) weights; sha256 recorded in run.json
     init.safetensors    the weights at initialisation (for conv-kernel similarity)
     metrics.jsonl       one JSON record per epoch
     README.md           the model card
@@ -11,6 +14,12 @@ A run folder holds::
     *.png               figures
 
 Nothing is ever unpickled: tensors go through safetensors, everything else is JSON.
+
+Code reads and writes the record through ``RunFolder.read_config()`` / ``update_config()``,
+which present both files as one dict (``arch`` and ``model`` included). Run folders of the
+first format (``achilles-run/1``: everything nested in config.json, no run.json) still read,
+resume and probe; they keep their layout when updated, and are exported in the current layout
+(``RunFolder.export_record()``) when pushed or bundled.
 """
 
 from __future__ import annotations
@@ -36,8 +45,10 @@ def _file_mode() -> int:
     os.umask(umask)
     return 0o666 & ~umask
 
-RUN_FORMAT = "achilles-run/1"
+RUN_FORMAT = "achilles-run/2"
+RUN_FORMAT_V1 = "achilles-run/1"  # everything nested in config.json
 CONFIG = "config.json"
+RECORD = "run.json"
 WEIGHTS = "model.safetensors"
 INIT_WEIGHTS = "init.safetensors"
 METRICS = "metrics.jsonl"
@@ -67,8 +78,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8")
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def file_sha256(path: str | Path) -> str:
@@ -118,6 +133,78 @@ def load_tensors(path: str | Path, expected_sha256: str | None = None,
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
 
 
+# -- the on-disk layout of the record (format 2: config.json = the model, run.json = the run) --
+#: Keys of config.json that are not model settings.
+MODEL_CONFIG_KEYS = ("format", "arch")
+
+
+def read_json_object(file: Path, missing: str) -> dict[str, Any]:
+    """A JSON object from ``file``; ``missing`` is the message when the file does not exist."""
+    if not file.is_file():
+        raise CheckpointError(f"{missing} (no {file.name})")
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{file} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{file} is not a JSON object")
+    return data
+
+
+def read_json_or_none(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def check_model_config(model_config: dict[str, Any], file: Path) -> None:
+    """Refuse a config.json that is not an achilles model's, saying what it is instead."""
+    found = model_config.get("format")
+    if found == RUN_FORMAT and isinstance(model_config.get("arch"), str):
+        return
+    if found is None and "model_type" in model_config:
+        what = f"a transformers config (model_type {model_config['model_type']!r})"
+    elif found is None:
+        keys = ", ".join(list(model_config)[:6]) or "nothing"
+        what = f"a config.json without a format (keys: {keys})"
+    else:
+        what = f"format {found!r}"
+    raise CheckpointError(f"{file} is not an achilles model config ({RUN_FORMAT!r} with an 'arch' expected); "
+                          f"found {what}")
+
+
+def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config.json, run.json) of a merged record: the model's settings at the top of the first."""
+    model = dict(config.get("model") or {})
+    clash = [k for k in MODEL_CONFIG_KEYS if k in model]
+    if clash:
+        raise CheckpointError(f"model setting {clash[0]!r} clashes with a reserved key of {CONFIG}")
+    model_config = {"format": RUN_FORMAT, "arch": config.get("arch"), **model}
+    record = {"format": RUN_FORMAT, **{k: v for k, v in config.items() if k not in ("format", "arch", "model")}}
+    return model_config, record
+
+
+def merge_config(model_config: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """The merged record (what ``read_config`` returns) of a config.json and a run.json."""
+    model = {k: v for k, v in model_config.items() if k not in MODEL_CONFIG_KEYS}
+    return {"format": RUN_FORMAT, "arch": model_config["arch"], "model": model,
+            **{k: v for k, v in record.items() if k != "format"}}
+
+
+def model_settings(folder: str | Path) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """(arch, model settings, run record or None) of a run folder (either layout) or of a model
+    folder written by ``save_pretrained`` (config.json alone, no run record)."""
+    folder = Path(folder)
+    model_config = read_json_object(folder / CONFIG, f"{folder} is not an achilles model folder")
+    if model_config.get("format") == RUN_FORMAT_V1:
+        config = RunFolder(folder).read_config()
+        return config["arch"], dict(config.get("model") or {}), config
+    check_model_config(model_config, folder / CONFIG)
+    record = RunFolder(folder).read_config() if (folder / RECORD).is_file() else None
+    return model_config["arch"], {k: v for k, v in model_config.items() if k not in MODEL_CONFIG_KEYS}, record
+
+
 # -- the run folder ---------------------------------------------------------------------
 class RunFolder:
     """Read and write the files of one run."""
@@ -128,20 +215,41 @@ class RunFolder:
     def exists(self) -> bool:
         return (self.path / CONFIG).is_file()
 
+    def layout(self) -> str:
+        """The folder's format: ``achilles-run/2`` (also for a new folder) or ``achilles-run/1``."""
+        existing = read_json_or_none(self.path / CONFIG)
+        if isinstance(existing, dict) and existing.get("format") == RUN_FORMAT_V1:
+            return RUN_FORMAT_V1
+        return RUN_FORMAT
+
+    def export_record(self) -> dict[str, bytes]:
+        """config.json and run.json in the current layout (what a push or a bundle carries)."""
+        model_config, record = split_config(self.read_config())
+        return {CONFIG: json_bytes(model_config), RECORD: json_bytes(record)}
+
     def read_config(self) -> dict[str, Any]:
-        file = self.path / CONFIG
-        if not file.is_file():
-            raise CheckpointError(f"{self.path} is not a run folder (no {CONFIG})")
-        try:
-            config = json.loads(file.read_text())
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{file} is not valid JSON ({exc})") from None
-        if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
-            raise CheckpointError(f"{file} is not an achilles run config (format {RUN_FORMAT!r} expected)")
-        return config
+        """The run record with ``arch`` and ``model``, whatever the folder's layout."""
+        model_config = read_json_object(self.path / CONFIG, f"{self.path} is not a run folder")
+        if model_config.get("format") == RUN_FORMAT_V1:
+            return model_config
+        check_model_config(model_config, self.path / CONFIG)
+        record = read_json_object(self.path / RECORD, f"{self.path} holds a model ({CONFIG}) but no run record, "
+                                  "so it is not a run folder (load the model with HookedModel.from_pretrained)")
+        if record.get("format") != RUN_FORMAT:
+            raise CheckpointError(f"{self.path / RECORD} is not an achilles run record (format {RUN_FORMAT!r} "
+                                  f"expected, found {record.get('format')!r})")
+        return merge_config(model_config, record)
 
     def write_config(self, config: dict[str, Any]) -> None:
-        atomic_write_json(self.path / CONFIG, {"format": RUN_FORMAT, **config})
+        if self.layout() == RUN_FORMAT_V1:  # an old folder keeps its layout
+            atomic_write_json(self.path / CONFIG, {**config, "format": RUN_FORMAT_V1})
+            return
+        model_config, record = split_config(config)
+        # The record first: config.json present means the folder is complete. The model part is
+        # rewritten only when it changes, so a status update is one atomic file write.
+        atomic_write_json(self.path / RECORD, record)
+        if read_json_or_none(self.path / CONFIG) != model_config:
+            atomic_write_json(self.path / CONFIG, model_config)
 
     def update_config(self, **changes: Any) -> dict[str, Any]:
         config = self.read_config()

@@ -219,9 +219,8 @@ def resume_run(path: str | Path, device: str = "auto", progress: bool | None = N
 def finalize_run(result: RunResult | str | Path) -> None:
     """Figures and model card of a run (after fit, also for interrupted and failed runs). Never
     raises: a figure or card failing must not lose the trained weights."""
-    from achilles.cards import write_card  # lazy, like matplotlib: only once training is over
-
-    from .plots import plot_training_curves
+    from .plots import plot_training_curves  # lazy, like the card: only once training is over
+    from .run_card import write_card
 
     run = RunFolder(result.path if isinstance(result, RunResult) else result)
     try:

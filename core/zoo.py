@@ -1,40 +1,51 @@
-"""The zoo: published checkpoints, findable by id, loadable and verified (timm-style).
+"""The zoo: checkpoints findable by id, loadable offline and verified (timm-style).
 
-The index is ``registry/zoo.json`` (see ``achilles.registry``) plus whatever plugins
-contribute through the ``register_zoo_entries`` hook. An entry pins a Hub repo, a commit
-and the sha256 of the weights::
+The index is ``registry/zoo.json`` (see ``achilles.registry``) plus whatever plugins contribute
+through the ``register_zoo_entries`` hook. An entry pins the sha256 of its weights and says
+where they are: bundled inside the package (``bundled``: a run folder beside the index), on the
+Hub (``repo_id`` + the 40-hex commit ``revision``), or both once ``achilles zoo publish`` has
+pushed a bundled entry::
 
-    {"id": "mamba2-residual.inverse-l2-g0.5-s0", "repo_id": "org/name",
-     "revision": "<40-hex commit>", "sha256": "<64-hex>", "arch": ..., "task": ...,
-     "profile": "paper", "headline": {"split": "test", "metric": "acc", "value": 0.98},
-     "metrics": {"train": 1.0, "test": 0.98}, "added": "2026-01-31"}
+    {"id": "mamba2-residual.inverse-l2-g0.5-s0-quick", "sha256": "<64 hex>",
+     "bundled": "bundled/mamba2-residual.inverse-l2-g0.5-s0-quick",
+     "repo_id": "ORG/mamba2-residual.inverse-l2-g0.5-s0-quick", "revision": "<40 hex>",
+     "published": "2026-02-01", "arch": "mamba2-residual", "task": "inverse", "variant": null,
+     "seed": 0, "profile": "quick", "budget": {"epochs": 6, "train_samples": 80000, ...},
+     "headline": {"split": "test", "metric": "acc", "value": 0.98},
+     "metrics": {"test": 0.98, "ood": 0.51}, "report": "examples/reports/inverse-comparison.md", "added": "2026-01-31"}
 
-``load(source)`` accepts a run folder, a zoo id or ``hf-hub:ORG/NAME[@REVISION]`` and returns
-a ``LoadedRun`` (``.model`` in eval mode, ``.task``, ``.config``, ``.path``). Zoo ids follow the
-trainer's run names, ``ARCH.TASK-lLAYERS-gGAMMA-sSEED[-PROFILE]``, e.g.
-``mamba2-residual.inverse-l2-g0.5-s0`` (a ``-quick`` suffix marks a non-paper profile).
+Adding entries and publishing them is ``achilles.zoo_curation`` (``achilles zoo add|publish``).
+
+``load(source)`` accepts a run folder, a zoo id or ``hf-hub:ORG/NAME[@REVISION]`` and returns a
+``LoadedRun`` (``.model`` in eval mode, ``.task``, ``.config``, ``.path``). A published entry
+loads from its pinned Hub commit (through the Hugging Face cache) and falls back to its bundled
+copy when the Hub cannot be reached; either way the weights' sha256 is checked against the
+index before anything is built. Zoo ids follow the trainer's run names,
+``ARCH.TASK-lLAYERS-gGAMMA-sSEED[-PROFILE]`` (a ``-quick`` suffix marks a non-paper profile).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import fnmatch
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError, UnknownNameError
-from .runs import CONFIG, WEIGHTS, LoadedRun, RunFolder, atomic_write_json, file_sha256, load_run
+from .runs import WEIGHTS, LoadedRun, RunFolder, atomic_write_json, file_sha256, load_run
 
-REGISTRY_FORMAT = "achilles-zoo/1"
+REGISTRY_FORMAT = "achilles-zoo/2"
+REGISTRY_FORMAT_V1 = "achilles-zoo/1"  # every entry on the Hub; still read
 FIRST_PARTY = "achilles"
+BUNDLE_DIR = "bundled"
 ZOO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_REQUIRED = ("id", "repo_id", "revision", "sha256")
+#: Hub repository names are at most 96 characters.
+MAX_REPO_NAME = 96
 
 
 # -- ids --------------------------------------------------------------------------------
@@ -48,33 +59,57 @@ def suggest_zoo_id(config: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
+def check_zoo_id(zoo_id: str) -> str:
+    if not ZOO_ID_PATTERN.match(zoo_id or ""):
+        raise CheckpointError(f"invalid zoo id {zoo_id!r}: use letters, digits, '.', '-' and '_'")
+    return zoo_id
+
+
 # -- entries ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ZooEntry:
     id: str
-    repo_id: str
-    revision: str
     sha256: str
+    repo_id: str | None = None
+    revision: str | None = None
+    bundled: str | None = None  # the bundled run folder, relative to the index file's folder
     arch: str | None = None
     task: str | None = None
     variant: str | None = None
     seed: int | None = None
     profile: str | None = None
+    budget: dict[str, Any] | None = None
     headline: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
+    report: str | None = None
     added: str | None = None
+    published: str | None = None
     source: str = FIRST_PARTY  # "achilles" for registry/zoo.json, else the plugin's name
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = FIRST_PARTY) -> "ZooEntry":
-        missing = [k for k in _REQUIRED if not isinstance(data.get(k), str) or not data.get(k)]
+        missing = [k for k in ("id", "sha256") if not isinstance(data.get(k), str) or not data.get(k)]
         if missing:
             raise ValueError(f"missing {', '.join(missing)}")
         if not ZOO_ID_PATTERN.match(data["id"]):
             raise ValueError(f"invalid id {data['id']!r}")
         if not _SHA256.match(data["sha256"]):
             raise ValueError("sha256 is not 64 lowercase hex digits")
+        hub = [k for k in ("repo_id", "revision") if data.get(k)]
+        if len(hub) == 1:
+            raise ValueError(f"{hub[0]} without {({'repo_id', 'revision'} - set(hub)).pop()} "
+                             "(a published entry pins both)")
+        if not hub and not data.get("bundled"):
+            raise ValueError("missing repo_id, revision or bundled (where are the weights?)")
+        if data.get("revision") and not COMMIT.match(str(data["revision"])):
+            raise ValueError("revision is not a 40-hex commit")
+        bundled = data.get("bundled")
+        if bundled is not None:
+            if not isinstance(bundled, str) or ".." in Path(bundled).parts:
+                raise ValueError(f"invalid bundled folder {bundled!r}")
+            if source != FIRST_PARTY and not Path(bundled).is_absolute():
+                raise ValueError("a plugin's bundled folder must be an absolute path")
         known = {f for f in cls.__dataclass_fields__ if f not in ("source", "extra")}
         data = {k: v for k, v in data.items() if k != "plugin"}
         return cls(**{k: v for k, v in data.items() if k in known}, source=source,
@@ -85,10 +120,28 @@ class ZooEntry:
         return {**{k: v for k, v in out.items() if v is not None}, **self.extra}
 
     @property
+    def is_published(self) -> bool:
+        return bool(self.repo_id and self.revision)
+
+    @property
     def hub_ref(self):
         from .hub import HubRef
 
         return HubRef(self.repo_id, self.revision)
+
+    def bundle_path(self) -> Path | None:
+        """The bundled run folder, or None."""
+        if not self.bundled:
+            return None
+        path = Path(self.bundled)
+        return path if path.is_absolute() else registry_path().parent / path
+
+    def where(self) -> str:
+        """Where the weights are: the pinned Hub commit and/or the bundled copy."""
+        parts = [f"hf-hub:{self.repo_id}@{self.revision[:7]}"] if self.is_published else []
+        if self.bundled:
+            parts.append("bundled" if parts else "bundled (unpublished)")
+        return " + ".join(parts)
 
     def headline_text(self) -> str:
         h = self.headline or {}
@@ -113,10 +166,21 @@ def read_registry(path: str | Path | None = None) -> dict[str, Any]:
         raise CheckpointError(f"zoo index {path} does not exist") from None
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"zoo index {path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != REGISTRY_FORMAT or not isinstance(data.get("entries"), list):
+    if (not isinstance(data, dict) or data.get("format") not in (REGISTRY_FORMAT, REGISTRY_FORMAT_V1)
+            or not isinstance(data.get("entries"), list)):
         raise CheckpointError(f"zoo index {path} is not an achilles zoo index (format {REGISTRY_FORMAT!r} with "
                               "an 'entries' list expected)")
     return data
+
+
+def write_entry(entry: ZooEntry, path: str | Path | None = None) -> None:
+    """Add ``entry`` to the index file, or replace the entry with its id; one atomic write."""
+    path = Path(path) if path is not None else registry_path()
+    data = read_registry(path)
+    entries = [e for e in data["entries"] if e.get("id") != entry.id] + [entry.to_dict()]
+    data["format"] = REGISTRY_FORMAT
+    data["entries"] = sorted(entries, key=lambda e: e.get("id", ""))
+    atomic_write_json(path, data)
 
 
 @dataclass
@@ -125,11 +189,9 @@ class ZooIndex:
     problems: list[str]  # plugin entries skipped, and why
 
 
-def zoo_index() -> ZooIndex:
-    """First-party entries from the index file, then plugin entries (an id is never shadowed)."""
-    from .plugin_manager import get_state
-
-    path = registry_path()
+def first_party_entries(path: Path | None = None) -> dict[str, ZooEntry]:
+    """The entries of the index file, validated."""
+    path = path or registry_path()
     entries: dict[str, ZooEntry] = {}
     for i, raw in enumerate(read_registry(path)["entries"]):
         try:
@@ -139,6 +201,14 @@ def zoo_index() -> ZooIndex:
         if entry.id in entries:
             raise CheckpointError(f"zoo index {path}: id {entry.id!r} is listed twice")
         entries[entry.id] = entry
+    return entries
+
+
+def zoo_index() -> ZooIndex:
+    """First-party entries from the index file, then plugin entries (an id is never shadowed)."""
+    from .plugin_manager import get_state
+
+    entries = first_party_entries()
     problems = []
     for raw in get_state().zoo_entries:
         plugin = raw.get("plugin", "?") if isinstance(raw, dict) else "?"
@@ -164,6 +234,11 @@ def list_zoo(pattern: str = "") -> list[ZooEntry]:
     return [entries[k] for k in sorted(entries) if not pattern or fnmatch.fnmatchcase(k, pattern)]
 
 
+def list_pretrained(filter: str = "") -> list[str]:
+    """Zoo ids (timm's ``list_pretrained``): ``list_pretrained("mamba2*")``."""
+    return [entry.id for entry in list_zoo(filter)]
+
+
 def unknown_zoo_id(zoo_id: str, known: list[str]) -> UnknownNameError:
     error = UnknownNameError("zoo id", zoo_id, known)
     if not known:  # the generic hint blames a missing plugin; here the index is simply empty
@@ -178,63 +253,6 @@ def get_entry(zoo_id: str) -> ZooEntry:
     return entries[zoo_id]
 
 
-def entry_from_run(run_dir: str | Path, repo_id: str, revision: str, zoo_id: str | None = None) -> ZooEntry:
-    """The index entry describing a local run published at ``repo_id@revision``."""
-    run = RunFolder(run_dir)
-    config = run.read_config()
-    if not (run.path / WEIGHTS).is_file():
-        raise CheckpointError(f"{run.path} has no {WEIGHTS}")
-    sha = file_sha256(run.path / WEIGHTS)
-    if sha != config.get("weights_sha256"):
-        raise CheckpointError(f"{run.path}/{WEIGHTS} does not match the sha256 recorded in its {CONFIG}; "
-                              "an entry must describe the weights as published")
-    headline = config.get("headline") or None
-    metric = (headline or {}).get("metric")
-    metrics = {split: values[metric] for split, values in (config.get("final_metrics") or {}).items()
-               if isinstance(values, dict) and isinstance(values.get(metric), (int, float))}
-    from achilles.cards.render import task_variant
-
-    return ZooEntry(id=zoo_id or suggest_zoo_id(config), repo_id=repo_id, revision=revision, sha256=sha,
-                    arch=config.get("arch"), task=config.get("task"), variant=task_variant(config),
-                    seed=config.get("seed"), profile=(config.get("training") or {}).get("profile"),
-                    headline=headline, metrics=metrics or None, added=_dt.date.today().isoformat())
-
-
-def add_entry(run_dir: str | Path, repo_id: str, revision: str, *, zoo_id: str | None = None,
-              sha256: str | None = None, verify: bool = True) -> ZooEntry:
-    """Append the entry of a published run to the index file and return it.
-
-    ``revision`` may be a branch or tag: it is pinned to the commit it points at now.
-    ``verify`` downloads the published weights and checks they are the local ones;
-    ``sha256``, if given, must equal the weights' hash (a guard against the wrong run)."""
-    from .hub import HubRef, check_repo_id, download_run, resolve_revision
-
-    check_repo_id(repo_id)
-    if zoo_id is not None and not ZOO_ID_PATTERN.match(zoo_id):
-        raise CheckpointError(f"invalid zoo id {zoo_id!r}: use letters, digits, '.', '-' and '_'")
-    if not _COMMIT.match(revision):
-        if not verify:
-            raise CheckpointError(f"revision {revision!r} is not a commit hash; pass the 40-hex commit "
-                                  "(it is printed by `achilles push`) or let achilles resolve it (drop --no-verify)")
-        revision = resolve_revision(HubRef(repo_id, revision))
-    entry = entry_from_run(run_dir, repo_id, revision, zoo_id)
-    if sha256 is not None and sha256.lower() != entry.sha256:
-        raise CheckpointError(f"--sha256 {sha256[:12]}… is not the sha256 of {run_dir}/{WEIGHTS} "
-                              f"({entry.sha256[:12]}…)")
-    path = registry_path()
-    if entry.id in zoo_index().entries:
-        raise CheckpointError(f"zoo id {entry.id!r} is already listed; choose another with --id or edit {path}")
-    if verify:
-        published = file_sha256(download_run(entry.hub_ref) / WEIGHTS)
-        if published != entry.sha256:
-            raise CheckpointError(f"the weights at {entry.hub_ref} (sha256 {published[:12]}…) are not the ones in "
-                                  f"{run_dir} ({entry.sha256[:12]}…); push the run first or pick its commit")
-    data = read_registry(path)
-    data["entries"] = sorted(data["entries"] + [entry.to_dict()], key=lambda e: e.get("id", ""))
-    atomic_write_json(path, data)
-    return entry
-
-
 # -- pull and load ----------------------------------------------------------------------
 @dataclass
 class PulledRun:
@@ -242,7 +260,7 @@ class PulledRun:
 
     path: Path
     config: dict[str, Any]
-    origin: str  # "run folder", "zoo id X -> hf-hub:...@...", "hf-hub:..."
+    origin: str  # "run folder", "zoo id X -> hf-hub:...@...", "zoo id X (bundled)", "hf-hub:..."
     entry: ZooEntry | None = None
 
 
@@ -250,64 +268,116 @@ def _looks_like_path(text: str) -> bool:
     return os.sep in text or "/" in text or text.startswith((".", "~"))
 
 
-def pull(source: str | Path) -> PulledRun:
+def pull(source: str | Path, *, revision: str | None = None, cache_dir: str | Path | None = None,
+         token: str | bool | None = None) -> PulledRun:
     """Make ``source`` (a run folder, a zoo id or ``hf-hub:ORG/NAME[@REV]``) available locally,
-    its weights checked against every recorded sha256; nothing is unpickled or built."""
+    its weights checked against every recorded sha256; nothing is unpickled or built.
+
+    ``revision``, ``cache_dir`` and ``token`` are those of huggingface_hub (for Hub ids)."""
     from .hub import download_run, is_hub_ref, parse_hub_ref
 
     text = str(source)
     if not isinstance(source, Path) and is_hub_ref(text):
         ref = parse_hub_ref(text)
-        path = download_run(ref)
+        if revision is not None:
+            if ref.revision not in (None, revision):
+                raise CheckpointError(f"{text} names revision {ref.revision!r} but revision={revision!r} was "
+                                      "passed too; give one")
+            ref = replace(ref, revision=revision)
+        path = download_run(ref, cache_dir=cache_dir, token=token)
         config = _verified_config(path, expected=None, what=str(ref))
         return PulledRun(path, config, str(ref))
     path = Path(text).expanduser()
     if isinstance(source, Path) or path.is_dir():
         if not path.is_dir():
             raise CheckpointError(f"no run folder at {path}")
+        if revision is not None:
+            raise CheckpointError(f"revision={revision!r} applies to Hub ids, not to the run folder {path}")
         return PulledRun(path, _verified_config(path, None, str(path)), "run folder")
     index = zoo_index().entries
     if text in index:
-        entry = index[text]
-        path = download_run(entry.hub_ref)
-        config = _verified_config(path, expected=entry.sha256, what=f"zoo id {entry.id!r} ({entry.hub_ref})")
-        return PulledRun(path, config, f"zoo id {entry.id} -> {entry.hub_ref}", entry)
+        return pull_entry(index[text], revision=revision, cache_dir=cache_dir, token=token)
     if _looks_like_path(text):
         hint = f" (for a Hub repository write hf-hub:{text})" if text.count("/") == 1 else ""
         raise CheckpointError(f"no run folder at {text}{hint}")
     raise unknown_zoo_id(text, list(index))
 
 
+def pull_entry(entry: ZooEntry, *, revision: str | None = None, cache_dir: str | Path | None = None,
+               token: str | bool | None = None) -> PulledRun:
+    """A zoo entry's verified run folder: from its pinned Hub commit when published, else (or
+    when the Hub cannot be reached) its bundled copy."""
+    from .hub import HubUnavailableError, download_run
+
+    if revision is not None and revision != entry.revision:
+        pinned = f"pinned to {entry.revision}" if entry.is_published else "not published"
+        raise CheckpointError(f"zoo id {entry.id!r} is {pinned}; for another revision load "
+                              f"hf-hub:ORG/NAME@{revision} instead")
+    what = f"zoo id {entry.id!r}"
+    if entry.is_published:
+        try:
+            path = download_run(entry.hub_ref, cache_dir=cache_dir, token=token)
+        except HubUnavailableError:
+            if not entry.bundled:
+                raise
+        else:
+            config = _verified_config(path, expected=entry.sha256, what=f"{what} ({entry.hub_ref})")
+            return PulledRun(path, config, f"zoo id {entry.id} -> {entry.hub_ref}", entry)
+    path = verified_bundle(entry)
+    origin = f"zoo id {entry.id} (bundled copy" + ("; the Hub is unavailable)" if entry.is_published else ")")
+    return PulledRun(path, _verified_config(path, expected=entry.sha256, what=f"{what} (bundled)"), origin, entry)
+
+
+def verified_bundle(entry: ZooEntry) -> Path:
+    """The bundled folder of ``entry`` once its weights' bytes match the index's sha256."""
+    folder = entry.bundle_path()
+    if folder is None:
+        raise CheckpointError(f"zoo id {entry.id!r} has no bundled copy")
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"zoo id {entry.id!r}: its bundled weights {weights} are missing "
+                              "(an incomplete install or checkout)")
+    actual = file_sha256(weights)
+    if actual != entry.sha256:
+        raise CheckpointError(f"zoo id {entry.id!r}: the bundled weights {weights} have sha256 {actual} but the "
+                              f"zoo index records {entry.sha256}; refusing to load them")
+    return folder
+
+
 def _verified_config(path: Path, expected: str | None, what: str) -> dict[str, Any]:
     """The run config at ``path`` once its weights match the config's sha256 (and ``expected``)."""
-    config = RunFolder(path).read_config()
-    recorded = config.get("weights_sha256")
-    if not recorded:
-        raise CheckpointError(f"{what}: {CONFIG} records no sha256 for {WEIGHTS}; refusing unverified weights")
     if not (path / WEIGHTS).is_file():
         raise CheckpointError(f"{what}: {WEIGHTS} is missing")
     actual = file_sha256(path / WEIGHTS)
     if expected is not None and actual != expected:
         raise CheckpointError(f"{what}: the weights have sha256 {actual[:12]}… but the zoo index pins "
                               f"{expected[:12]}…; refusing to load them (the Hub copy changed or the entry is wrong)")
+    config = RunFolder(path).read_config()
+    recorded = config.get("weights_sha256")
+    if not recorded:
+        raise CheckpointError(f"{what}: the run record holds no sha256 for {WEIGHTS}; refusing unverified weights")
     if expected is not None and recorded != expected:
-        raise CheckpointError(f"{what}: {CONFIG} records sha256 {recorded[:12]}… but the zoo index pins "
+        raise CheckpointError(f"{what}: the run record holds sha256 {recorded[:12]}… but the zoo index pins "
                               f"{expected[:12]}…; refusing to load it")
     if actual != recorded:
-        raise CheckpointError(f"{what}: {WEIGHTS} does not match the sha256 in its {CONFIG} (recorded "
+        raise CheckpointError(f"{what}: {WEIGHTS} does not match the sha256 in its run record (recorded "
                               f"{recorded[:12]}…, file {actual[:12]}…): corrupt or modified; refusing to load it")
     return config
 
 
-def load(source: str | Path, device: str = "cpu") -> LoadedRun:
+def load(source: str | Path, device: str = "cpu", *, revision: str | None = None,
+         cache_dir: str | Path | None = None, token: str | bool | None = None) -> LoadedRun:
     """Load a model and its task from a run folder, a zoo id or ``hf-hub:ORG/NAME[@REVISION]``.
 
-    Hub downloads go through the Hugging Face cache and work offline once cached. The weights
-    are checked against the sha256 in the run's ``config.json`` and, for a zoo id, the one the
-    index pins. Returns ``LoadedRun(model, task, config, path)``; the model is in eval mode::
+    Hub downloads go through the Hugging Face cache (``cache_dir``, default HF_HUB_CACHE) and work
+    offline once cached; ``revision`` pins a branch, tag or commit of a Hub id; ``token`` reads a
+    private repository. A zoo id loads its pinned Hub commit, or its bundled copy when
+    unpublished or offline. The weights are checked against the sha256 in the run record and, for
+    a zoo id, the one the index pins, before anything is built. Returns
+    ``LoadedRun(model, task, config, path)``; the model is in eval mode::
 
         run = achilles.load("mamba2-residual.inverse-l2-g0.5-s0")
         batch = run.task.generate("test", n=8)
         logits = run.model(batch.tokens)
     """
-    return load_run(pull(source).path, device=device)
+    return load_run(pull(source, revision=revision, cache_dir=cache_dir, token=token).path, device=device)

@@ -1,7 +1,9 @@
-"""The zoo index: one reviewed file listing published checkpoints (``zoo.json`` here).
+"""The zoo index: one reviewed file listing the zoo's checkpoints (``zoo.json`` here), and the
+checkpoints bundled with the package (``bundled/<zoo id>/``, each a run folder).
 
 ``ACHILLES_ZOO_REGISTRY=/path/to/zoo.json`` points achilles at another index file (a fork's,
-or a scratch copy in tests); ``achilles zoo add`` writes to the same file it reads.
+or a scratch copy in tests); its bundled folders are then looked up beside that file.
+``achilles zoo add`` and ``achilles zoo publish`` write to the same file they read.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ LFS or Xet is needed) and download them (repo info, tree listing, HEAD/GET ``res
 Errors carry the ``X-Error-Code`` header the client maps to its exceptions
 (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``). Writes need a bearer token.
 Fault injection: ``server.hub.interrupt`` names files whose download is cut off midway
-(the connection is closed after half the bytes); ``server.hub.requests`` logs every call.
+(the connection is closed after half the bytes); ``server.hub.broken_repos`` names repositories
+whose creation answers HTTP 500; ``server.hub.requests`` logs every call.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class HubState:
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
         self.interrupt: set[str] = set()  # file paths whose GET is cut off halfway
+        self.broken_repos: set[str] = set()  # repo ids whose creation fails (a Hub outage mid-way)
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self._counter = itertools.count()
@@ -204,6 +206,8 @@ class HubHandler(BaseHTTPRequestHandler):
         if not self.authorized:
             raise HubError(401, "Invalid credentials in Authorization header")
         repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+        if repo_id in self.hub.broken_repos:
+            raise HubError(500, "Internal Error - We're working hard to fix this as soon as possible!")
         base = f"http://{self.headers['Host']}"
         if repo_id in self.hub.repos:  # the Hub's 409 still carries the url; exist_ok relies on it
             return self._send(409, json.dumps({"error": "You already created this model repo",

@@ -1,66 +1,142 @@
-"""Model cards render from a run folder and parse as Hugging Face model cards."""
+"""Model cards as the Hub renders them: evaluation-only model-index, true tags, declared papers,
+no sentence that contradicts another, probes listed."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
+import pytest
 import torch
 from huggingface_hub import ModelCard
 
-from achilles.cards import render_card, write_card
+import achilles
+from achilles import hookimpl
+from achilles.run_card import render_card, write_card
 from achilles.runs import RunFolder
 
+import toy_plugin
 
-def make_run(path, profile="quick", status="finished", figures=()):
+
+class PaperTask(toy_plugin.CountTask):
+    """The toy task with the declarations a first-party task makes."""
+
+    paper = {"title": "A Paper About Counting", "arxiv": "2401.00001"}
+    variant_settings = ("length",)
+
+
+class CardPlugin:
+    @hookimpl
+    def register_tasks(self, register):
+        register("counting", PaperTask)
+        register("plain-count", toy_plugin.CountTask)
+
+    @hookimpl
+    def register_architectures(self, register):
+        register("ssm-ish", toy_plugin.TwoLayerToy, tags=["state-space-model"])
+        register("gru-ish", toy_plugin.TwoLayerToy)  # a plugin arch that declares no family
+
+
+@pytest.fixture(autouse=True)
+def card_plugin():
+    achilles.register_plugin(CardPlugin(), name="card-test")
+
+
+def make_run(path, profile="quick", status="finished", figures=(), arch="ssm-ish", task="counting", probes=None):
     run = RunFolder(path)
     sha = run.save_weights({"w": torch.ones(4, 4), "b": torch.zeros(4)})
     run.write_config({
-        "achilles_version": "0.1.0", "arch": "mamba2-residual",
-        "model": {"n_layers": 2, "d_model": 16, "gamma": 0.5},
-        "task": "mqar", "task_config": {"placements": ["last"], "ngrams": ["K2V1"], "length": 64},
-        "training": {"profile": profile, "lr": 1e-3, "epochs": 3}, "seed": 0, "status": status,
-        "epochs_completed": 3, "weights_sha256": sha,
-        "final_metrics": {"train": {"acc": 0.9, "loss": 0.3}, "test": {"acc": 0.5, "by_n": {"8": 0.25}}},
-        "headline": {"split": "test", "metric": "acc", "value": 0.5},
+        "achilles_version": "0.1.0", "arch": arch, "model": {"n_layers": 2, "d_model": 16, "gamma": 0.5},
+        "task": task, "task_config": {"vocab": 4, "length": 6},
+        "training": {"profile": profile, "epochs": 6, "train_samples": 80000, "batch_size": 1024,
+                     "lr_peak": 1e-3},
+        "seed": 0, "status": status, "epochs_completed": 3, "weights_sha256": sha,
+        "final_metrics": {"train": {"acc": 0.9, "loss": 0.3},
+                          "test": {"acc": 0.123456789, "loss": 1.5, "by_n": {"8": 0.25}},
+                          "ood": {"acc": 0.0512345, "loss": 2.5},
+                          "test_shuffle": {"acc": 0.75}},
+        "headline": {"split": "test", "metric": "acc", "value": 0.123456789},
     })
     run.append_metrics({"epoch": 1, "loss": 1.0})
     for name in figures:
         (run.path / name).write_bytes(b"\x89PNG\r\n\x1a\n")
+    for probe, files in (probes or {}).items():
+        for name in files:
+            (run.path / "probes" / probe).mkdir(parents=True, exist_ok=True)
+            (run.path / "probes" / probe / name).write_bytes(b"{}")
     return run.path
 
 
-def test_card_parses_with_model_index(tmp_path):
+def test_model_index_lists_evaluation_splits_once_rounded_without_loss(tmp_path):
     path = write_card(make_run(tmp_path / "run", figures=["loss.png"]), repo_id="org/name")
-    assert path == tmp_path / "run" / "README.md"
     card = ModelCard.load(path)
-    assert card.data.library_name == "achilles"
-    assert "mamba2-residual" in card.data.tags
-    assert card.data.model_name == "mamba2-residual.mqar-l2-g0.5-s0-quick"
-    results = {(r.dataset_split, r.metric_type): r for r in card.data.eval_results}
-    assert results["test", "acc"].metric_value == 0.5
-    assert results["test", "by_n/8"].metric_value == 0.25
-    assert results["train", "loss"].metric_value == 0.3
-    assert results["train", "acc"].dataset_name == "mqar-last-K2V1"
-    assert results["train", "acc"].task_type == "mqar"
+    assert card.data.library_name == "achilles" and card.data.license == "mit"
+    assert card.data.model_name == "ssm-ish.counting-l2-g0.5-s0-quick"
+    rows = [(r.dataset_split, r.metric_type, r.metric_value) for r in card.data.eval_results]
+    assert sorted(rows) == sorted([("test", "acc", 0.1235), ("test", "by_n/8", 0.25), ("ood", "acc", 0.0512),
+                                   ("test_shuffle", "acc", 0.75)])
+    assert {r.dataset_name for r in card.data.eval_results} == {"counting-6"}  # the declared variant
     text = card.text
+    assert "| loss | 0.3 | 1.5 | 2.5 |  |" in text  # the table keeps what the metadata leaves out
     assert "![loss](loss.png)" in text
-    assert 'achilles.load("hf-hub:org/name")' in text
-    assert "2410.15678" in text  # the paper mqar reproduces
+    assert 'achilles.load("hf-hub:org/name")' in text and 'HookedModel.from_pretrained("org/name")' in text
 
 
-def test_quick_profile_is_never_presented_as_the_paper_result(tmp_path):
+def test_tags_are_what_the_architecture_declares(tmp_path):
+    ssm = ModelCard(render_card(make_run(tmp_path / "ssm", arch="ssm-ish")))
+    gru = ModelCard(render_card(make_run(tmp_path / "gru", arch="gru-ish")))
+    assert "state-space-model" in ssm.data.tags
+    assert "state-space-model" not in gru.data.tags and "gru-ish" in gru.data.tags
+    first_party = ModelCard(render_card(make_run(tmp_path / "m", arch="mamba2-residual")))
+    assert {"state-space-model", "mamba2", "mamba2-residual"} <= set(first_party.data.tags)
+    assert "state-space-model" not in ModelCard(render_card(make_run(tmp_path / "t", arch="transformer"))).data.tags
+
+
+def test_papers_come_from_the_task_declaration(tmp_path):
+    declared = render_card(make_run(tmp_path / "declared", task="counting", profile="paper"))
+    assert "arxiv:2401.00001" in ModelCard(declared).data.tags
+    assert "[arXiv:2401.00001](https://arxiv.org/abs/2401.00001)" in declared
+    assert "follow *A Paper About Counting*" in declared
+    undeclared = render_card(make_run(tmp_path / "plain", task="plain-count"))
+    assert "arxiv" not in undeclared.lower() and "does not declare a paper" in undeclared
+
+
+def test_quick_profile_never_claims_a_reproduction(tmp_path):
     quick = render_card(make_run(tmp_path / "quick", profile="quick"))
     paper = render_card(make_run(tmp_path / "paper", profile="paper"))
     assert "Not the paper's result" in quick and "not-a-paper-result" in quick
+    assert "reproduc" not in quick.lower()
+    assert "6 epochs, 80,000 training samples, batch 1024, peak lr 0.001" in quick  # the budget
     assert "Not the paper's result" not in paper and "not-a-paper-result" not in paper
+
+
+def test_probe_outputs_are_listed(tmp_path):
+    run = make_run(tmp_path / "run", probes={"blocking": ["blocking.json", "blocking.png"]})
+    card = render_card(run)
+    assert "[`blocking.json`](probes/blocking/blocking.json)" in card
+    assert "[`blocking.png`](probes/blocking/blocking.png)" in card
+    assert "No probe was run" in render_card(make_run(tmp_path / "bare"))
 
 
 def test_non_finite_metrics_stay_out_of_the_metadata(tmp_path):
     run = RunFolder(make_run(tmp_path / "run"))
-    run.update_config(final_metrics={"test": {"acc": 0.5, "loss": float("nan")}})
+    run.update_config(final_metrics={"test": {"acc": 0.5, "exact": float("nan")}})
     card = ModelCard(render_card(run.path))
     assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("acc", 0.5)]
-    assert "| loss | nan |" in card.text
+    assert "| exact | nan |" in card.text
 
 
 def test_unfinished_run_says_so(tmp_path):
     card = render_card(make_run(tmp_path / "run", status="interrupted"))
     assert "Unfinished run" in card and "`interrupted`" in card
+
+
+def test_cards_package_imports_nothing_of_achilles():
+    """core -> cards only: the formatter never reaches back into core (no import cycle)."""
+    import achilles.cards
+
+    for source in Path(achilles.cards.__file__).parent.glob("*.py"):
+        tree = ast.parse(source.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level]
+        assert not [n for n in names if n.split(".")[0] == "achilles"], source.name

@@ -261,6 +261,7 @@ def test_local_process_pool_forwards_in_process_plugins(tmp_path):
         assert a["test.acc"] == b["test.acc"] and a["test.loss"] == pytest.approx(b["test.loss"], abs=1e-6)
 
 
+@pytest.mark.ray
 def test_ray_executor_on_a_local_two_cpu_instance(tmp_path):
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install \"achilles[ray]\")")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the sweep forwards env and plugins

@@ -66,8 +66,10 @@ def test_push_pull_load_gives_bit_identical_outputs(hub, zoo_registry, toys, tmp
     commit = hub.hub.repos[REPO].branches["main"]
     assert result.stdout.strip() == f"{hub.endpoint}/{REPO}/commit/{commit}"
     published = hub.hub.repos[REPO].commits[commit]
-    assert set(published) == {".gitattributes", "config.json", "model.safetensors", "init.safetensors",
+    assert set(published) == {".gitattributes", "config.json", "run.json", "model.safetensors", "init.safetensors",
                               "metrics.jsonl", "README.md", "loss.png"}  # never checkpoint/
+    model_config = json.loads(published["config.json"])  # the model's settings at the top level
+    assert model_config["arch"] == toys[0] and model_config["d_model"] == original.model.config["d_model"]
     card = ModelCard(published["README.md"].decode())
     assert card.data.library_name == "achilles" and card.data.eval_results
     assert f'achilles.load("hf-hub:{REPO}")' in card.text
@@ -150,7 +152,7 @@ def test_packaged_registry_is_a_valid_index():
     from achilles.zoo import ZooEntry, read_registry
 
     data = read_registry(REGISTRY_FILE)
-    assert data["format"] == "achilles-zoo/1" and "sha256" in data["about"]
+    assert data["format"] == "achilles-zoo/2" and "sha256" in data["about"]
     ids = [ZooEntry.from_dict(e).id for e in data["entries"]]
     assert len(ids) == len(set(ids))
 
@@ -177,7 +179,7 @@ def test_plugin_zoo_entries_show_beside_first_party_ones(zoo_registry):
     assert set(rows) == {"ours.inverse-l2-g0.5-s0", "their-arch.copy-l2-g1-s0"}
     assert rows["their-arch.copy-l2-g1-s0"].rstrip().endswith("their-zoo")
     assert "test exact 0.97" in rows["their-arch.copy-l2-g1-s0"]
-    assert "broken-entry" in result.stderr and "missing revision, sha256" in result.stderr
+    assert "broken-entry" in result.stderr and "missing sha256" in result.stderr
     assert [e.source for e in list_zoo("their*")] == ["their-zoo"]
     assert "them/copy-model" in achilles_cli("zoo", "show", "their-arch.copy-l2-g1-s0").stdout
 
@@ -296,7 +298,8 @@ def test_interrupted_download_keeps_nothing_partial(hub, zoo_registry, toys, tmp
     assert not [p for p in cache_files(hub_cache) if "incomplete" in p.name]
     assert not list(hub_cache.rglob("snapshots/*/model.safetensors"))
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["checkpoint", "config.json", "init.safetensors", "loss.png", "metrics.jsonl", "model.safetensors"])
+        ["checkpoint", "config.json", "init.safetensors", "loss.png", "metrics.jsonl", "model.safetensors",
+         "run.json"])
 
     hub.hub.interrupt = set()  # the connection is back: the same command completes the snapshot
     assert torch.equal(outputs(achilles.load(f"hf-hub:{REPO}").model), outputs(achilles.load(run_dir).model))

@@ -1,4 +1,4 @@
-"""``achilles push``, ``achilles pull`` and ``achilles zoo list|show|add``."""
+"""``achilles push``, ``achilles pull`` and ``achilles zoo list|show|add|publish``."""
 
 from __future__ import annotations
 
@@ -44,13 +44,17 @@ def push_command(run_dir: str, repo_id: str, private: bool, revision: str | None
 
 @click.command("pull")
 @click.argument("source", metavar="ID")
-def pull_command(source: str) -> None:
+@click.option("--revision", default=None, metavar="REV", help="Hub branch, tag or commit (for hf-hub:ORG/NAME).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Hugging Face cache folder (default: HF_HUB_CACHE).")
+def pull_command(source: str, revision: str | None, cache_dir: str | None) -> None:
     """Fetch a zoo id or hf-hub:ORG/NAME[@REVISION] into the Hugging Face cache and verify it.
 
-    Prints the local run folder, then a one-line summary. A run folder is only verified."""
+    Prints the local run folder, then a one-line summary. A run folder is only verified; a zoo
+    entry that is not published (or with the Hub out of reach) gives its bundled copy."""
     from ..zoo import pull
 
-    pulled = pull(source)
+    pulled = pull(source, revision=revision, cache_dir=cache_dir)
     click.echo(str(pulled.path))
     sha = pulled.config.get("weights_sha256", "")
     click.echo(f"{_summary(pulled.config)}; weights sha256 {sha[:12]}… verified ({pulled.origin})", err=True)
@@ -58,7 +62,7 @@ def pull_command(source: str) -> None:
 
 @click.group("zoo")
 def zoo_group() -> None:
-    """Published checkpoints: the reviewed index in registry/ plus plugin zoos."""
+    """The zoo: checkpoints bundled with achilles or published on the Hub, by id (registry/ plus plugin zoos)."""
 
 
 def _warn(problems: list[str]) -> None:
@@ -76,9 +80,8 @@ def zoo_list(pattern: str) -> None:
     if not entries:
         click.echo("no zoo entries" + (f" matching {pattern!r}" if pattern else ""))
     else:
-        rows = [(e.id, e.profile or "?", e.headline_text(), f"{e.repo_id}@{e.revision[:7]}", e.source)
-                for e in entries]
-        click.echo(format_table(rows, ["id", "profile", "headline", "hub", "source"], 60))
+        rows = [(e.id, e.profile or "?", e.headline_text(), e.where(), e.source) for e in entries]
+        click.echo(format_table(rows, ["id", "profile", "headline", "where", "source"], 60))
     _warn(zoo_index().problems)
 
 
@@ -90,10 +93,16 @@ def zoo_show(zoo_id: str) -> None:
     from ..zoo import get_entry
 
     entry = get_entry(zoo_id)
-    rows = [("id", entry.id), ("source", entry.source), ("hub", f"hf-hub:{entry.repo_id}@{entry.revision}"),
-            ("url", f"{endpoint()}/{entry.repo_id}/tree/{entry.revision}"), ("sha256", entry.sha256)]
-    rows += [(k, getattr(entry, k)) for k in ("arch", "task", "variant", "seed", "profile", "added")
-             if getattr(entry, k) is not None]
+    rows = [("id", entry.id), ("source", entry.source), ("sha256", entry.sha256)]
+    if entry.is_published:
+        rows += [("hub", f"hf-hub:{entry.repo_id}@{entry.revision}"),
+                 ("url", f"{endpoint()}/{entry.repo_id}/tree/{entry.revision}")]
+    else:
+        rows.append(("hub", "not published yet"))
+    if entry.bundled:
+        rows.append(("bundled", str(entry.bundle_path())))
+    rows += [(k, getattr(entry, k)) for k in ("arch", "task", "variant", "seed", "profile", "budget", "report",
+                                              "added", "published") if getattr(entry, k) is not None]
     if entry.headline_text():
         rows.append(("headline", entry.headline_text()))
     for split, value in (entry.metrics or {}).items():
@@ -109,23 +118,53 @@ def zoo_show(zoo_id: str) -> None:
 
 @zoo_group.command("add")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
-@click.option("--repo-id", required=True, metavar="ORG/NAME", help="Hub repository the run was pushed to.")
-@click.option("--revision", required=True, help="Commit the push printed (a branch or tag is pinned to its commit).")
+@click.option("--bundle", is_flag=True,
+              help="Ship the finished run inside achilles (registry/bundled/ID/); `zoo publish` pushes it later.")
+@click.option("--repo-id", default=None, metavar="ORG/NAME", help="Hub repository the run was pushed to.")
+@click.option("--revision", default=None, help="Commit the push printed (a branch or tag is pinned to its commit).")
 @click.option("--id", "zoo_id", default=None, help="Zoo id (default: the run name, ARCH.TASK-lL-gGAMMA-sSEED[-PROFILE]).")
+@click.option("--report", default=None, metavar="PATH|URL", help="The reproduction report this checkpoint backs.")
+@click.option("--with-init", is_flag=True, help="Bundle init.safetensors too (conv-similarity's 'at init' rows).")
 @click.option("--sha256", default=None, help="Expected sha256 of the weights (checked; default: computed).")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Download the published weights and check they are this run's.")
-def zoo_add(run_dir: str, repo_id: str, revision: str, zoo_id: str | None, sha256: str | None,
-            verify: bool) -> None:
-    """Append the entry for RUN_DIR, published at --repo-id/--revision, to the zoo index."""
-    from ..zoo import add_entry, registry_path
+def zoo_add(run_dir: str, bundle: bool, repo_id: str | None, revision: str | None, zoo_id: str | None,
+            report: str | None, with_init: bool, sha256: str | None, verify: bool) -> None:
+    """Add RUN_DIR to the zoo index: bundled (--bundle) and/or published (--repo-id, --revision)."""
+    from ..zoo import registry_path
+    from ..zoo_curation import add_entry, bundled_size
 
-    entry = add_entry(run_dir, repo_id, revision, zoo_id=zoo_id, sha256=sha256, verify=verify)
-    click.echo(f"Added {entry.id} -> hf-hub:{entry.repo_id}@{entry.revision[:12]} "
-               f"(sha256 {entry.sha256[:12]}…) to {registry_path()}")
+    entry = add_entry(run_dir, repo_id, revision, bundle=bundle, zoo_id=zoo_id, sha256=sha256, verify=verify,
+                      report=report, with_init=with_init)
+    click.echo(f"Added {entry.id} ({entry.where()}, sha256 {entry.sha256[:12]}…) to {registry_path()}")
+    if entry.bundled:
+        folder = entry.bundle_path()
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        click.echo(f"bundled in {folder}: {size / 1e6:.2f} MB; all bundled entries: {bundled_size() / 1e6:.2f} MB",
+                   err=True)
     if entry.profile != "paper":
         click.echo(f"note: {entry.id} was trained with the {entry.profile or 'unknown'} profile; "
                    "its metrics are not the paper's", err=True)
+
+
+@zoo_group.command("publish")
+@click.option("--org", required=True, metavar="ORG", help="Hub user or organisation: entries go to ORG/<zoo id>.")
+@click.option("--private", is_flag=True, help="Create the repositories private.")
+def zoo_publish(org: str, private: bool) -> None:
+    """Push every bundled, unpublished zoo entry to the Hub and pin its commit in the index.
+
+    Entries already published are skipped; the index is rewritten after each entry, so an
+    interruption loses nothing and a re-run publishes the rest. Needs a token (HF_TOKEN or
+    `hf auth login`)."""
+    from ..zoo import registry_path
+    from ..zoo_curation import publish
+
+    report = publish(org, private=private, log=lambda line: click.echo(line))
+    if not report.published:
+        click.echo(f"nothing to publish: {len(report.skipped)} entries already published, none bundled-only")
+        return
+    click.echo(f"Published {len(report.published)} entries (skipped {len(report.skipped)} already published); "
+               f"pinned in {registry_path()}", err=True)
 
 
 def register(cli: click.Group) -> None:

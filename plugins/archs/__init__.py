@@ -16,17 +16,20 @@ import pkgutil
 from achilles import hookimpl
 
 
-def factories() -> dict[str, tuple[object, str]]:
-    """name -> (factory, description) for every first-party architecture: the ``ARCHITECTURES``
-    of each module of this package (a new module registers itself; no list to keep)."""
+def factories() -> dict[str, tuple[object, str, tuple[str, ...]]]:
+    """name -> (factory, description, family tags) for every first-party architecture: the
+    ``ARCHITECTURES`` of each module of this package (a new module registers itself; no list to
+    keep), tagged with the module's ``FAMILY_TAGS`` (its tags on model cards and the Hub)."""
     out = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{info.name}")
-        out.update(getattr(module, "ARCHITECTURES", {}))
+        tags = tuple(getattr(module, "FAMILY_TAGS", ()))
+        out.update({name: (factory, description, tags)
+                    for name, (factory, description) in getattr(module, "ARCHITECTURES", {}).items()})
     return out
 
 
 @hookimpl
 def register_architectures(register):
-    for name, (factory, description) in factories().items():
-        register(name, factory, description=description)
+    for name, (factory, description, tags) in factories().items():
+        register(name, factory, description=description, tags=tags)

@@ -313,4 +313,6 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                       "Mamba2 with global selection: dt gated by a long convolution (Local Pattern Shortcuts)"),
 }
 
+#: tags of these architectures on model cards and the Hub
+FAMILY_TAGS = ("state-space-model", "mamba2")
 ARCHITECTURES = presets(build_mamba2, VARIANTS)

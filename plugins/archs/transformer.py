@@ -158,4 +158,6 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                          "Transformer with a nonlinear causal conv on Q, K, V, mirroring Mamba's (§4.3)"),
 }
 
+#: tags of these architectures on model cards and the Hub
+FAMILY_TAGS = ("transformer",)
 ARCHITECTURES = presets(build_transformer, VARIANTS)

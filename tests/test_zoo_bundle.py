@@ -1,0 +1,233 @@
+"""The zoo's own checkpoints: bundled inside the package from a finished run (`zoo add --bundle`),
+loadable offline and sha256-verified, then published in one step (`zoo publish`) through the
+real huggingface_hub client against the local Hub; every failure is one line and leaves the
+index consistent."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from huggingface_hub import ModelCard, constants
+
+import achilles
+from achilles.cli import cli
+from achilles.runs import RunFolder
+from achilles.trainer import finalize_run, start_run
+from achilles.zoo import get_entry, list_zoo
+from hub_fixtures import *  # noqa: F401,F403  (fixtures: hub, zoo_registry, toys)
+
+TINY = dict(n_layers=1, d_model=16, d_state=8)
+
+
+def achilles_cli(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *needles: str) -> str:
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny mamba2 really trained on inverse (one short epoch), with a probe's output."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    torch.set_num_threads(1)
+    trainer = start_run("mamba2", "inverse", profile="quick", out=out, device="cpu", model_config=TINY, epochs=1,
+                        batch_size=32, train_samples=64, eval_samples=32, progress=False)
+    finalize_run(trainer.fit())
+    result = achilles_cli("probe", out, "--probe", "conv-similarity", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def run_dir(trained_run, tmp_path) -> Path:
+    return Path(shutil.copytree(trained_run, tmp_path / "run"))
+
+
+def outputs(model) -> torch.Tensor:
+    tokens = achilles.get_task("inverse", n_layers=1).generate("test", n=8, seed=3).tokens
+    with torch.no_grad():
+        return model(tokens)
+
+
+def bundle(run_dir: Path, zoo_id: str, *extra) -> dict:
+    result = achilles_cli("zoo", "add", run_dir, "--bundle", "--id", zoo_id, *extra)
+    assert result.exit_code == 0, result.output
+    return {e["id"]: e for e in json.loads(Path(achilles.zoo.registry_path()).read_text())["entries"]}[zoo_id]
+
+
+# -- bundling --------------------------------------------------------------------------------
+def test_zoo_add_bundle_ships_a_finished_run(zoo_registry, run_dir, tmp_path):
+    report = Path(__file__).resolve().parent.parent / "examples" / "reports" / "inverse-comparison.md"
+    entry = bundle(run_dir, "tiny-inverse", "--report", report)
+    record = RunFolder(run_dir).read_config()
+    assert entry["sha256"] == record["weights_sha256"] and entry["bundled"] == "bundled/tiny-inverse"
+    assert "repo_id" not in entry and "revision" not in entry
+    assert entry["profile"] == "quick" and entry["budget"] == {"epochs": 1, "train_samples": 64, "batch_size": 32,
+                                                               "lr_peak": 1e-3}
+    assert entry["report"].endswith("examples/reports/inverse-comparison.md") and "train" not in entry["metrics"]
+
+    folder = zoo_registry.parent / "bundled" / "tiny-inverse"
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        "README.md", "config.json", "metrics.jsonl", "model.safetensors",
+        "probes/conv-similarity/conv-similarity.json", "probes/conv-similarity/conv-similarity.png",
+        "run.json", "training_curves.png"]  # no checkpoint/, no init weights unless --with-init
+    assert json.loads((folder / "config.json").read_text())["d_model"] == 16
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.model_name == "tiny-inverse" and "inverse-comparison" in card.text and "conv-similarity" in card.text
+
+    listed = achilles_cli("zoo", "list")
+    assert "tiny-inverse" in listed.stdout and "bundled (unpublished)" in listed.stdout
+    assert "not published yet" in achilles_cli("zoo", "show", "tiny-inverse").stdout
+
+    loaded = achilles.load("tiny-inverse")  # offline (the suite sets HF_HUB_OFFLINE): the bundled copy
+    assert loaded.path == folder and torch.equal(outputs(loaded.model), outputs(achilles.load(run_dir).model))
+    evaluated = achilles_cli("eval", "tiny-inverse", "--device", "cpu", "--samples", "16", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "acc" in json.loads(evaluated.stdout)["metrics"]["test"]
+    probed = achilles_cli("probe", "tiny-inverse", "--probe", "conv-similarity", "--device", "cpu",
+                          "--out", tmp_path / "probe")
+    assert probed.exit_code == 0 and (tmp_path / "probe" / "conv-similarity.json").is_file(), probed.output
+
+    assert achilles.list_pretrained("tiny*") == ["tiny-inverse"] and achilles.list_pretrained("mamba2*") == []
+    assert torch.equal(outputs(achilles.create_model("tiny-inverse", pretrained=True)), outputs(loaded.model))
+    with pytest.raises(achilles.CheckpointError, match="no checkpoint named 'mamba2'"):
+        achilles.create_model("mamba2", pretrained=True)
+
+
+def test_bundle_with_init_weights_serves_conv_similarity_at_init(zoo_registry, run_dir, tmp_path):
+    bundle(run_dir, "with-init", "--with-init")
+    assert (zoo_registry.parent / "bundled" / "with-init" / "init.safetensors").is_file()
+    probed = achilles_cli("probe", "with-init", "--probe", "conv-similarity", "--device", "cpu", "--json",
+                          "--out", tmp_path / "probe")
+    assert probed.exit_code == 0, probed.output
+    result = json.loads(probed.stdout)
+    assert result["init_weights"].endswith("with-init/init.safetensors") and "init" in result["layers"][0]
+
+
+def test_only_finished_runs_are_bundled(zoo_registry, run_dir):
+    RunFolder(run_dir).update_config(status="interrupted")
+    before = zoo_registry.read_bytes()
+    result = achilles_cli("zoo", "add", run_dir, "--bundle")
+    assert_one_line_error(result, "refusing to bundle", "never finished")
+    assert zoo_registry.read_bytes() == before and not (zoo_registry.parent / "bundled").exists()
+    assert_one_line_error(achilles_cli("zoo", "add", run_dir), "--bundle", "--repo-id")
+
+
+def test_a_tampered_bundle_is_refused_with_the_id_and_both_hashes(zoo_registry, run_dir):
+    entry = bundle(run_dir, "tiny-inverse")
+    weights = zoo_registry.parent / entry["bundled"] / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    actual = __import__("hashlib").sha256(bytes(data)).hexdigest()
+    for command in (("pull", "tiny-inverse"), ("eval", "tiny-inverse", "--device", "cpu")):
+        assert_one_line_error(achilles_cli(*command), "'tiny-inverse'", entry["sha256"], actual, "refusing")
+    with pytest.raises(achilles.CheckpointError, match=actual):
+        achilles.load("tiny-inverse")
+
+
+def test_packaged_bundles_match_the_index_and_stay_small():
+    """Every checkpoint shipped with achilles loads offline (the suite sets HF_HUB_OFFLINE), its
+    bytes matching the index; together they stay well under 25 MB."""
+    from achilles.registry import REGISTRY_FILE
+    from achilles.zoo import first_party_entries
+    from achilles.zoo_curation import bundled_size
+
+    entries = first_party_entries(REGISTRY_FILE)
+    assert bundled_size(list(entries.values())) < 25e6
+    for entry in entries.values():
+        if entry.bundled:
+            assert entry.bundle_path().resolve().parent == (REGISTRY_FILE.parent / "bundled").resolve()
+            assert achilles.load(entry.id).config["weights_sha256"] == entry.sha256
+
+
+# -- publishing --------------------------------------------------------------------------------
+def two_bundles(run_dir: Path) -> None:
+    bundle(run_dir, "zoo-a")
+    RunFolder(run_dir).update_config(seed=1)  # the same weights under a second id
+    bundle(run_dir, "zoo-b")
+
+
+def commits(hub) -> list:
+    return [r for r in hub.hub.requests if r[0] == "POST" and "/commit/" in r[1]]
+
+
+def test_publish_pushes_unpublished_entries_and_pins_them(hub, zoo_registry, run_dir, monkeypatch):
+    two_bundles(run_dir)
+    result = achilles_cli("zoo", "publish", "--org", "test-org")
+    assert result.exit_code == 0, result.output
+    for zoo_id in ("zoo-a", "zoo-b"):
+        entry = get_entry(zoo_id)
+        repo = hub.hub.repos[f"test-org/{zoo_id}"]
+        assert entry.repo_id == f"test-org/{zoo_id}" and entry.revision == repo.branches["main"]
+        files = repo.commits[entry.revision]
+        assert {"config.json", "run.json", "model.safetensors", "README.md",
+                "probes/conv-similarity/conv-similarity.json"} <= set(files)
+        assert __import__("hashlib").sha256(files["model.safetensors"]).hexdigest() == entry.sha256
+        card = ModelCard(files["README.md"].decode())
+        assert f'achilles.load("hf-hub:test-org/{zoo_id}")' in card.text and card.data.model_name == zoo_id
+    assert "hf-hub:test-org/zoo-a@" in achilles_cli("zoo", "list").stdout
+
+    hub.hub.requests.clear()  # a re-run skips what is published
+    again = achilles_cli("zoo", "publish", "--org", "test-org")
+    assert again.exit_code == 0 and "nothing to publish" in again.stdout and commits(hub) == []
+
+    # published: loads the pinned Hub commit (into the HF cache), not the bundled copy
+    pinned = achilles.load("zoo-a")
+    assert pinned.path.name == get_entry("zoo-a").revision
+    # offline with nothing cached: the bundled copy; offline with the cache: the Hub copy, no request
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub.hub.requests.clear()
+    assert achilles.load("zoo-a").path == pinned.path
+    fallback = achilles_cli("pull", "zoo-b")
+    assert fallback.exit_code == 0 and "bundled copy; the Hub is unavailable" in fallback.stderr
+    assert Path(fallback.stdout.strip()) == zoo_registry.parent / "bundled" / "zoo-b"
+    assert hub.hub.requests == []
+
+
+def test_publish_failing_half_way_leaves_the_index_consistent(hub, zoo_registry, run_dir):
+    two_bundles(run_dir)
+    hub.hub.broken_repos = {"test-org/zoo-b"}
+    result = achilles_cli("zoo", "publish", "--org", "test-org")
+    assert_one_line_error(result, "publishing zoo-b failed", "HTTP 500", "1 of 2 published and pinned", "zoo-a",
+                          "run it again")
+    assert get_entry("zoo-a").is_published and not get_entry("zoo-b").is_published
+    a_commit = get_entry("zoo-a").revision
+
+    hub.hub.broken_repos = set()
+    assert achilles_cli("zoo", "publish", "--org", "test-org").exit_code == 0
+    assert get_entry("zoo-a").revision == a_commit and get_entry("zoo-b").is_published
+    assert [e.id for e in list_zoo() if e.is_published] == ["zoo-a", "zoo-b"]
+
+
+def test_publish_without_a_token_or_a_hub_changes_nothing(hub, zoo_registry, run_dir, monkeypatch):
+    two_bundles(run_dir)
+    before = zoo_registry.read_bytes()
+    hub.hub.requests.clear()
+
+    monkeypatch.delenv("HF_TOKEN")
+    assert_one_line_error(achilles_cli("zoo", "publish", "--org", "test-org"), "without a Hub token",
+                          "nothing changed")
+    monkeypatch.setenv("HF_TOKEN", "hf_local_test_token")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert_one_line_error(achilles_cli("zoo", "publish", "--org", "test-org"), "HF_HUB_OFFLINE", "nothing changed")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert hub.hub.requests == []
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    assert_one_line_error(achilles_cli("zoo", "publish", "--org", "test-org"), "cannot be reached",
+                          "nothing changed")
+    assert zoo_registry.read_bytes() == before
