@@ -91,11 +91,12 @@ def test_fast_path_matches_modular_path_values_and_gradients(name, heads, length
     model = tiny(name, n_heads=heads)
     tokens = torch.randint(0, 37, (5, length))
     results = []
-    for fast in (True, False):
+    for path in ("fast", "modular"):
         for layer in model.layers:
-            layer.fast = fast
+            layer.force_path = path if path == "modular" else None
         model.zero_grad()
         logits = model(tokens)
+        assert [layer.path for layer in model.layers] == [path, path]
         (logits.sin() * torch.arange(37, dtype=torch.float64)).sum().backward()
         results.append((logits.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}))
     (fast_out, fast_grads), (ref_out, ref_grads) = results
