@@ -275,3 +275,25 @@ def test_parameter_count_is_sane():
     layer = 32 * (2 * 64 + 2 * 128 + 1) + (64 + 256) * 5 + 3 + 64 + 64 * 32 + 32
     assert n == 2 * layer + 2 * 256 * 32 + 32
     assert math.isfinite(n)
+
+
+# -- which compute path, and why ----------------------------------------------------------------
+def test_each_layer_says_which_path_it_took_and_why():
+    from torch.func import functional_call, vmap
+
+    model = tiny("mamba2", quadratic_max_len=10)
+    model(torch.randint(0, 37, (2, 7)))
+    assert [layer.path for layer in model.layers] == ["fast", "fast"]
+    assert "cpu input" in model.layers[0].path_reason
+    with model.hooks(read=["layers.1.ssm.B"]):
+        model(torch.randint(0, 37, (2, 7)))
+    assert [layer.path for layer in model.layers] == ["fast", "modular"]
+    assert "hook point" in model.layers[1].path_reason
+    model(torch.randint(0, 37, (2, 12)))          # longer than quadratic_max_len: chunked SSD
+    assert model.layers[0].path == "modular" and "chunked" in model.layers[0].path_reason
+    params = dict(model.named_parameters())
+    vmap(lambda t: functional_call(model, params, (t,)))(torch.randint(0, 37, (3, 2, 7)))
+    assert model.layers[0].path == "modular" and "torch.func" in model.layers[0].path_reason
+    glob = tiny("mamba2-global")
+    glob(torch.randint(0, 37, (2, 7)))
+    assert glob.layers[0].path == "modular" and "global" in glob.layers[0].path_reason

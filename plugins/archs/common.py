@@ -80,12 +80,19 @@ class TokenModel(HookedModel):
             h = h + self.pos_embed.weight[:length]
         return self.hook_embed(h)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, logits_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (N, S, V); with ``logits_mask`` (N, S) bool, only the rows at its true
+        positions, (K, V) in row-major order (the final norm and unembedding skip the rest)."""
         h = self.embed_tokens(tokens)
         for layer in self.layers:
             h = layer(h)
+        if logits_mask is not None:
+            if logits_mask.shape != tokens.shape or logits_mask.dtype != torch.bool:
+                raise ValueError(f"logits_mask must be a bool tensor shaped like tokens {tuple(tokens.shape)}, "
+                                 f"got {logits_mask.dtype} {tuple(logits_mask.shape)}")
+            h = h[logits_mask]
         return self.unembed_residual(h)
 
     def unembed_residual(self, resid: torch.Tensor) -> torch.Tensor:
-        """Final norm + unembedding of a residual-stream tensor (N, S, d_model) -> logits (logit lens)."""
+        """Final norm + unembedding of a residual-stream tensor (..., d_model) -> logits (logit lens)."""
         return self.unembed(self.final_norm(resid))
