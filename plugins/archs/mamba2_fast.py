@@ -40,7 +40,7 @@ from .ssd import decay_mask, mixing_matrix
 
 __all__ = ["mamba2_layer_forward", "TILE_TOKENS"]
 
-TILE_TOKENS = 8192  # tokens per batch tile on CPU (2-8 MB per wide intermediate at the paper shapes)
+TILE_TOKENS = 4096  # tokens per batch tile on CPU (1-4 MB per wide intermediate at the paper shapes)
 
 
 @dataclass(frozen=True)
