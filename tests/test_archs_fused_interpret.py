@@ -96,3 +96,12 @@ def test_the_plain_block_goes_through_the_one_call_kernel(on_cpu, monkeypatch):
         fused.mamba2_layer_forward(_layer("mamba2"), h)
         fused.mamba2_layer_forward(_layer("mamba2-residual"), h)
     assert calls == ["mamba_split_conv1d_scan_combined", "mamba_chunk_scan_combined"]
+
+
+def test_without_causal_conv1d_the_block_runs_the_torch_convolution_and_the_ssd_kernel(on_cpu, monkeypatch):
+    monkeypatch.setattr(on_cpu, "causal_conv1d_fn", None)
+    monkeypatch.setattr(on_cpu, "mamba_split_conv1d_scan_combined", None)  # must not be reached
+    layer = _layer("mamba2", n_heads=2)
+    h = torch.randn(3, 21, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(fused.mamba2_layer_forward(layer, h), layer.forward_modular(h), rtol=1e-4, atol=1e-5)

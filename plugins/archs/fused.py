@@ -23,7 +23,8 @@ GPU by ``tests/test_archs_fused.py``:
 
 * in_proj's output keeps mamba_ssm's row order [z, x, B, C, dt], so the plain block hands it to
   ``mamba_split_conv1d_scan_combined`` whole (conv + SSD + gated RMSNorm + out_proj in one call);
-* the variants (residual / gated SSM input, global dt) run the pieces: causal-conv1d on the
+* the variants (residual / gated SSM input, global dt), and every block when causal-conv1d is
+  not installed (the torch convolution then), run the pieces: causal-conv1d on the
   (N, C, S) view of the channel-last (N, S, C) tensor, ``mamba_chunk_scan_combined`` with x as
   (N, S, H, P), B and C as one group (N, S, 1, Nst), the raw dt with ``dt_bias`` and the softplus
   inside the kernel (``dt_softplus=True``), D per head, no z (the gate is applied by the norm);
@@ -58,10 +59,12 @@ def unavailable_reason() -> str:
 
 
 def _load() -> tuple[SimpleNamespace | None, str]:
+    """mamba-ssm's Triton kernels are required; causal-conv1d (a CUDA extension) and flash-attn
+    are optional: without causal-conv1d the convolution runs in torch and the plain block uses
+    the separate kernels instead of the one-call one."""
     if not torch.cuda.is_available():
         return None, "CUDA is not available on this machine"
     try:
-        from causal_conv1d import causal_conv1d_fn
         from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
         from mamba_ssm.ops.triton.ssd_combined import (mamba_chunk_scan_combined,
                                                        mamba_split_conv1d_scan_combined)
@@ -69,6 +72,10 @@ def _load() -> tuple[SimpleNamespace | None, str]:
         return None, (f"the cuda extra (mamba-ssm, causal-conv1d) does not import "
                       f"({type(exc).__name__}: {exc}); install it with "
                       f"pip install --no-build-isolation -e '.[cuda]'")
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except Exception:
+        causal_conv1d_fn = None
     try:
         from flash_attn import flash_attn_func
     except Exception:
@@ -112,8 +119,8 @@ def use_fused(backend: str, x: torch.Tensor, hooked: bool, in_transform: bool) -
 # -- wrappers ----------------------------------------------------------------------------------
 def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu: bool = True):
     """causal-conv1d on the (N, S, C) layout (channel-last strides, as mamba_ssm passes it).
-    The kernel supports widths 2 to 4; other widths use the torch function."""
-    if not 2 <= weight.shape[1] <= 4:
+    The kernel supports widths 2 to 4; other widths, or no causal-conv1d, use the torch function."""
+    if not 2 <= weight.shape[1] <= 4 or kernels().causal_conv1d_fn is None:
         return torch_causal_conv(x, weight, bias, silu)
     out = kernels().causal_conv1d_fn(x.transpose(1, 2), weight, bias, activation="silu" if silu else None)
     return out.transpose(1, 2)
@@ -147,7 +154,8 @@ def mamba2_layer_forward(layer, h: torch.Tensor) -> torch.Tensor:
     zxbcdt = layer.in_proj(layer.norm(h))
     A = -torch.exp(layer.A_log.float())
     width = layer.conv_weight.shape[1]
-    if layer.ssm_input == "conv" and layer.dt_source == "linear" and 2 <= width <= 4:
+    one_call = kernels().causal_conv1d_fn is not None  # the one-call kernel runs causal-conv1d inside
+    if one_call and layer.ssm_input == "conv" and layer.dt_source == "linear" and 2 <= width <= 4:
         return h + mamba2_split_scan(zxbcdt, layer.conv_weight, layer.conv_bias, layer.dt_bias, A, layer.D,
                                      layer.chunk_size, layer.gate_norm.weight, layer.gate_norm.eps,
                                      layer.out_proj.weight, dims.head_dim)
