@@ -87,7 +87,7 @@ def _unembed_rows(model):
 def test_training_and_evaluation_unembed_only_the_scored_positions(tmp_path):
     trainer = start_run("mamba2", "mqar", out=tmp_path / "run", model_config=dict(d_model=8, d_state=4),
                         profile="quick", epochs=1, train_samples=64, eval_samples=32, batch_size=32,
-                        progress=False, log=lambda *_: None)
+                        progress=False)
     rows = _unembed_rows(trainer.model)
     trainer.fit()
     train, evals = training_data(trainer.task, trainer.settings, trainer.device)
