@@ -43,6 +43,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .epoch_loop import LoopStepper, RunResult, train_epochs, training_data
 from .errors import AchillesError, ConfigError
+from .logits import accepts_logits_mask, reads_selected_logits, task_loss
 from .task import Batch
 from .trainer import Trainer
 
@@ -58,15 +59,34 @@ def shape_signature(model: torch.nn.Module) -> tuple:
 
 
 def stacked_forward(models: Sequence[torch.nn.Module]):
-    """(stacked parameters, stacked buffers, a base module, forward(params, buffers, tokens))
-    computing every model's forward in one vmapped call (tokens: one batch per model)."""
+    """(stacked parameters, stacked buffers, a base module, forward(params, buffers, tokens,
+    logits_mask=None)) computing every model's forward in one vmapped call (tokens: one batch per
+    model; ``logits_mask``, one (N, S) mask shared by all models, as vmap needs)."""
     params, buffers = stack_module_state(list(models))
     base = copy.deepcopy(models[0])
 
-    def forward_one(p, b, tokens):
-        return functional_call(base, (p, b), (tokens,))
+    def forward_one(p, b, tokens, logits_mask):
+        return functional_call(base, (p, b), (tokens,), {} if logits_mask is None else {"logits_mask": logits_mask})
 
-    return params, buffers, base, vmap(forward_one, in_dims=(0, 0, 0))
+    batched = vmap(forward_one, in_dims=(0, 0, 0, None))
+
+    def forward(p, b, tokens, logits_mask=None):
+        return batched(p, b, tokens, logits_mask)
+
+    return params, buffers, base, forward
+
+
+def stacked_losses(task, model, forward, params, buffers, batches: Sequence[Batch]) -> torch.Tensor:
+    """Each member's loss on its own batch from one vmapped forward. The members unembed the
+    positions any of them scores (one mask for all), then each member's loss reads its own
+    positions among those (``achilles.logits``); full logits where the task or model needs them."""
+    tokens = torch.stack([b.tokens for b in batches])
+    if not (reads_selected_logits(task) and accepts_logits_mask(model)):
+        logits = forward(params, buffers, tokens)
+        return torch.stack([task.loss(logits[m], b) for m, b in enumerate(batches)])
+    union = torch.stack([b.mask for b in batches]).any(0)
+    logits = forward(params, buffers, tokens, union)                              # (members, K, V)
+    return torch.stack([task.masked_loss(logits[m][b.mask[union]], b) for m, b in enumerate(batches)])
 
 
 class EnsembleTrainer:
@@ -129,16 +149,14 @@ class EnsembleTrainer:
         batch = train[: min(len(train), self.settings.batch_size)]
         params, buffers, base, forward = stacked_forward([t.model for t in self.trainers])
         base.train()
-        tokens = batch.tokens.unsqueeze(0).expand(self.size, *batch.tokens.shape)
 
         def batched():
-            logits = forward(params, buffers, tokens)
-            torch.stack([self.task.loss(logits[m], batch) for m in range(self.size)]).sum().backward()
+            stacked_losses(self.task, base, forward, params, buffers, [batch] * self.size).sum().backward()
 
         def looped():
             for t in self.trainers:
                 t.model.train()
-                self.task.loss(t.model(batch.tokens), batch).backward()
+                task_loss(self.task, t.model, batch).backward()
 
         times = {}
         for name, step in (("vmap", batched), ("loop", looped)):
@@ -204,8 +222,7 @@ class VmapStepper:
         self.lr = lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        logits = self.forward(self.params, self.buffers, torch.stack([b.tokens for b in batches]))
-        losses = torch.stack([task.loss(logits[m], batches[m]) for m in range(size)])
+        losses = stacked_losses(task, self.base, self.forward, self.params, self.buffers, batches)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         clip_grad_norm_per_member_(self.flat, self.members[0].settings.grad_clip, size)

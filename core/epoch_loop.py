@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .errors import AchillesError
 from .events import CheckpointSaved, EpochEnded, EventEmitter, RunEnded, RunFailed, RunStarted
+from .logits import task_loss
 from .profiles import TrainSettings
 from .task import Batch, Task
 
@@ -93,7 +94,7 @@ class LoopStepper:
                 continue
             for group in member.optimizer.param_groups:
                 group["lr"] = lr
-            loss = member.task.loss(member.model(batches[m].tokens), batches[m])
+            loss = task_loss(member.task, member.model, batches[m])  # unembeds the scored positions only
             member.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if torch.isfinite(loss).item():  # no step on a non-finite loss: the member fails instead

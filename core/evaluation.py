@@ -6,29 +6,44 @@ from typing import Iterable
 
 import torch
 
+from .logits import logits_at
 from .task import Batch, Task
 
 
-def supervised_columns(batch: Batch) -> Batch:
-    """The batch restricted to positions some sample is scored at (for `composite` and
-    `inverse`, just the last one), so metrics never need the full (N, S, V) logits."""
-    cols = batch.mask.any(0)
-    return Batch(batch.tokens[:, cols], batch.targets[:, cols], batch.mask[:, cols], batch.meta)
+def scored_positions(batch: Batch) -> Batch:
+    """The batch with each sample's scored positions moved to the front, in their order: tokens,
+    targets and mask become (N, K) for the K positions the busiest sample scores, so metrics never
+    need the full (N, S, V) logits. ``mask`` selects the same tokens and targets, in the same
+    row-major order, as the original mask did (``composite`` and ``inverse``: just the last one)."""
+    counts = batch.mask.sum(1)
+    width = int(counts.max()) if len(batch) else 0
+    mask = torch.arange(width, device=batch.mask.device) < counts[:, None]
+    tokens = batch.tokens.new_zeros(len(batch), width)
+    targets = batch.targets.new_zeros(len(batch), width)
+    tokens[mask] = batch.tokens[batch.mask]
+    targets[mask] = batch.targets[batch.mask]
+    return Batch(tokens, targets, mask, batch.meta)
 
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, batch: Batch, chunk_size: int = 1024) -> tuple[torch.Tensor, Batch]:
-    """Logits at the supervised columns of ``batch`` (on CPU) and the matching column-restricted batch."""
-    cols = batch.mask.any(0)
+    """Logits at the scored positions of ``batch`` (on CPU), (N, K, V), and the matching
+    ``scored_positions`` batch. Only the scored positions are unembedded (``achilles.logits``)."""
+    compact = scored_positions(batch)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    out = torch.zeros(len(batch), compact.mask.shape[1], 0)
     try:
-        outs = [model(batch.tokens[i: i + chunk_size].to(device))[:, cols.to(device)].float().cpu()
-                for i in range(0, len(batch), chunk_size)]
+        for i in range(0, len(batch), chunk_size):
+            rows = slice(i, i + chunk_size)
+            chunk = logits_at(model, batch.tokens[rows].to(device), batch.mask[rows].to(device)).float().cpu()
+            if i == 0:
+                out = chunk.new_zeros(len(batch), compact.mask.shape[1], chunk.shape[-1])
+            out[rows][compact.mask[rows]] = chunk
     finally:
         model.train(was_training)
-    return torch.cat(outs), supervised_columns(batch)
+    return out, compact
 
 
 def evaluate(model: torch.nn.Module, task: Task, splits: Iterable[str], samples: int | None = None,

@@ -50,10 +50,22 @@ class HookPoint(nn.Module):
 class HookedModel(nn.Module, HubModelMixin):
     """Base for architectures: token ids (N, S) -> logits (N, S, V), with named sites.
 
-    ``config`` holds every setting needed to rebuild the model with
-    ``achilles.create_model(arch, **config)``. huggingface_hub's mixin adds ``save_pretrained``,
-    ``push_to_hub`` and ``HookedModel.from_pretrained("ORG/NAME" or a folder, revision=...)``
-    (see ``achilles.pretrained``)."""
+    The architecture contract:
+
+    * ``forward(tokens)`` maps a (N, S) LongTensor to logits (N, S, V);
+    * ``forward(tokens, logits_mask=mask)``, with a bool ``mask`` (N, S), returns only the logits
+      at ``mask.nonzero()``: shape (K, V), rows in row-major order, equal to
+      ``forward(tokens)[mask]``. Training and evaluation pass the task's loss mask, so only the
+      scored positions are unembedded. The parameter is optional: a model without it gets
+      full logits selected for it (``achilles.logits``);
+    * ``config`` holds every setting needed to rebuild the model with
+      ``achilles.create_model(arch, **config)``;
+    * intermediate values pass through ``HookPoint`` modules (below); the hooks see the same
+      values whatever ``logits_mask`` is.
+
+    huggingface_hub's mixin adds ``save_pretrained``, ``push_to_hub`` and
+    ``HookedModel.from_pretrained("ORG/NAME" or a folder, revision=...)`` (see ``achilles.pretrained``).
+    """
 
     config: dict
 

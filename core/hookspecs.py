@@ -26,8 +26,10 @@ def register_tasks(register):
 def register_architectures(register):
     """Register architectures: ``register(name, factory, description=None, tags=())``.
 
-    ``factory(**config)`` returns an ``achilles.HookedModel``. ``tags`` name the architecture's
-    family (e.g. ``("state-space-model", "mamba2")``); model cards and the Hub show them."""
+    ``factory(**config)`` returns an ``achilles.HookedModel`` (its docstring is the contract:
+    ``model(tokens)`` -> logits, ``model(tokens, logits_mask=mask)`` -> the masked rows only).
+    ``tags`` name the architecture's family (e.g. ``("state-space-model", "mamba2")``); model
+    cards and the Hub show them."""
 
 
 @hookspec

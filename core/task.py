@@ -124,8 +124,15 @@ class Task:
         raise NotImplementedError
 
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Mean cross-entropy over the masked positions."""
-        return torch.nn.functional.cross_entropy(logits[batch.mask].float(), batch.targets[batch.mask])
+        """The loss of full ``logits`` (N, S, V): ``masked_loss`` of the scored positions' rows."""
+        return self.masked_loss(logits[batch.mask], batch)
+
+    def masked_loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The loss from the logits at the scored positions only: ``logits`` (K, V) are the rows
+        of ``batch.mask.nonzero()`` in row-major order (what ``model(tokens, logits_mask=batch.mask)``
+        returns). Default: mean cross-entropy. The trainer calls this one; a task that overrides
+        ``loss`` alone is given full logits instead (``achilles.logits.reads_selected_logits``)."""
+        return torch.nn.functional.cross_entropy(logits.float(), batch.targets[batch.mask])
 
     def token_str(self, token: int) -> str:
         return str(int(token))

@@ -15,11 +15,15 @@ import achilles  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
+    opted_in = (os.environ.get("ACHILLES_TRITON_INTERPRET") == "1"
+                or "triton_interpret" in (config.getoption("markexpr") or ""))
+    skip_interpret = pytest.mark.skip(reason="opt-in (triton + the kernels' sources): ACHILLES_TRITON_INTERPRET=1 "
+                                             "or pytest -m triton_interpret; see benchmarks/README.md")
     skip_gpu = pytest.mark.skip(reason="needs CUDA (run on a GPU machine: pytest -m gpu)")
     for item in items:
-        if "gpu" in item.keywords:
+        if "triton_interpret" in item.keywords and not opted_in:
+            item.add_marker(skip_interpret)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
 
 

@@ -91,11 +91,12 @@ def test_fast_path_matches_modular_path_values_and_gradients(name, heads, length
     model = tiny(name, n_heads=heads)
     tokens = torch.randint(0, 37, (5, length))
     results = []
-    for fast in (True, False):
+    for path in ("fast", "modular"):
         for layer in model.layers:
-            layer.fast = fast
+            layer.force_path = path if path == "modular" else None
         model.zero_grad()
         logits = model(tokens)
+        assert [layer.path for layer in model.layers] == [path, path]
         (logits.sin() * torch.arange(37, dtype=torch.float64)).sum().backward()
         results.append((logits.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}))
     (fast_out, fast_grads), (ref_out, ref_grads) = results
@@ -274,3 +275,25 @@ def test_parameter_count_is_sane():
     layer = 32 * (2 * 64 + 2 * 128 + 1) + (64 + 256) * 5 + 3 + 64 + 64 * 32 + 32
     assert n == 2 * layer + 2 * 256 * 32 + 32
     assert math.isfinite(n)
+
+
+# -- which compute path, and why ----------------------------------------------------------------
+def test_each_layer_says_which_path_it_took_and_why():
+    from torch.func import functional_call, vmap
+
+    model = tiny("mamba2", quadratic_max_len=10)
+    model(torch.randint(0, 37, (2, 7)))
+    assert [layer.path for layer in model.layers] == ["fast", "fast"]
+    assert "cpu input" in model.layers[0].path_reason
+    with model.hooks(read=["layers.1.ssm.B"]):
+        model(torch.randint(0, 37, (2, 7)))
+    assert [layer.path for layer in model.layers] == ["fast", "modular"]
+    assert "hook point" in model.layers[1].path_reason
+    model(torch.randint(0, 37, (2, 12)))          # longer than quadratic_max_len: chunked SSD
+    assert model.layers[0].path == "modular" and "chunked" in model.layers[0].path_reason
+    params = dict(model.named_parameters())
+    vmap(lambda t: functional_call(model, params, (t,)))(torch.randint(0, 37, (3, 2, 7)))
+    assert model.layers[0].path == "modular" and "torch.func" in model.layers[0].path_reason
+    glob = tiny("mamba2-global")
+    glob(torch.randint(0, 37, (2, 7)))
+    assert glob.layers[0].path == "modular" and "global" in glob.layers[0].path_reason

@@ -2,9 +2,24 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.func import vmap
 
-from achilles.plugins.archs.common import causal_conv, causal_conv_plain, causal_conv_reference
+from achilles.plugins.archs.ops import causal_conv
 from achilles.plugins.archs.ssd import decay_mask, ssd_chunked, ssd_matrix, ssd_quadratic
+
+
+def causal_conv_reference(x, weight, bias, silu=True):
+    """The same convolution through ``F.conv1d`` on the transposed input, truncated to S outputs."""
+    width = weight.shape[1]
+    y = F.conv1d(x.transpose(1, 2), weight.unsqueeze(1), bias, padding=width - 1,
+                 groups=weight.shape[0])[..., : x.shape[1]].transpose(1, 2)
+    return F.silu(y) if silu else y
+
+
+def causal_conv_under_vmap(x, weight, bias, silu=True):
+    """``causal_conv`` inside a torch.func transform (a batch of one), where it runs plain autograd."""
+    return vmap(lambda xi: causal_conv(xi, weight, bias, silu))(x.unsqueeze(0)).squeeze(0)
 
 
 def recurrence(x, dt, A, B, C, D):
@@ -77,7 +92,7 @@ def test_causal_conv_matches_conv1d(width, length):
     w = torch.randn(10, width, dtype=torch.float64, generator=g, requires_grad=True)
     b = torch.randn(10, dtype=torch.float64, generator=g, requires_grad=True)
     for silu in (True, False):
-        outs = [f(x, w, b, silu) for f in (causal_conv, causal_conv_plain, causal_conv_reference)]
+        outs = [f(x, w, b, silu) for f in (causal_conv, causal_conv_under_vmap, causal_conv_reference)]
         grads = [torch.autograd.grad(o.sin().sum(), (x, w, b)) for o in outs]
         for o, g_ in zip(outs[1:], grads[1:]):
             torch.testing.assert_close(outs[0], o)

@@ -13,7 +13,23 @@ Backend rule (the ``backend`` setting of every architecture):
   run (no CUDA, or the ``cuda`` extra missing), and an ``AchillesError`` for a CPU input.
 
 A layer whose hook points are being read or edited always runs the torch path for that call:
-the S matrix and the other internals only exist there (probes need them).
+the S matrix and the other internals only exist there (probes need them). Each layer's own
+dispatcher applies that rule (``Mamba2Layer.choose_path``); this module says whether the backend
+and the input allow the kernels (``kernels_allowed``), and maps a block onto them.
+
+How the Mamba2 block maps onto mamba_ssm's kernels (``mamba2_layer_forward``), checked against
+the torch path on CPU by ``tests/test_archs_fused_interpret.py`` (Triton's interpreter) and on a
+GPU by ``tests/test_archs_fused.py``:
+
+* in_proj's output keeps mamba_ssm's row order [z, x, B, C, dt], so the plain block hands it to
+  ``mamba_split_conv1d_scan_combined`` whole (conv + SSD + gated RMSNorm + out_proj in one call);
+* the variants (residual / gated SSM input, global dt), and every block when causal-conv1d is
+  not installed (the torch convolution then), run the pieces: causal-conv1d on the
+  (N, C, S) view of the channel-last (N, S, C) tensor, ``mamba_chunk_scan_combined`` with x as
+  (N, S, H, P), B and C as one group (N, S, 1, Nst), the raw dt with ``dt_bias`` and the softplus
+  inside the kernel (``dt_softplus=True``), D per head, no z (the gate is applied by the norm);
+  then the gated RMSNorm kernel with ``norm_before_gate=False`` over the whole inner dimension;
+* A = -exp(A_log) in float32, as mamba_ssm's Mamba2 passes it.
 """
 
 from __future__ import annotations
@@ -25,7 +41,7 @@ import torch.nn.functional as F
 
 from achilles import AchillesError, ConfigError
 
-from .common import functorch_active
+from .ops import causal_conv as torch_causal_conv, ssm_input
 
 _cache: dict[str, object] = {}
 
@@ -43,10 +59,12 @@ def unavailable_reason() -> str:
 
 
 def _load() -> tuple[SimpleNamespace | None, str]:
+    """mamba-ssm's Triton kernels are required; causal-conv1d (a CUDA extension) and flash-attn
+    are optional: without causal-conv1d the convolution runs in torch and the plain block uses
+    the separate kernels instead of the one-call one."""
     if not torch.cuda.is_available():
         return None, "CUDA is not available on this machine"
     try:
-        from causal_conv1d import causal_conv1d_fn
         from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
         from mamba_ssm.ops.triton.ssd_combined import (mamba_chunk_scan_combined,
                                                        mamba_split_conv1d_scan_combined)
@@ -54,6 +72,10 @@ def _load() -> tuple[SimpleNamespace | None, str]:
         return None, (f"the cuda extra (mamba-ssm, causal-conv1d) does not import "
                       f"({type(exc).__name__}: {exc}); install it with "
                       f"pip install --no-build-isolation -e '.[cuda]'")
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except Exception:
+        causal_conv1d_fn = None
     try:
         from flash_attn import flash_attn_func
     except Exception:
@@ -71,24 +93,34 @@ def require_fused() -> None:
                                      "use backend='torch' or 'auto'")
 
 
-def use_fused(backend: str, x: torch.Tensor, hooked: bool) -> bool:
-    """Whether this call of a layer runs the fused kernels."""
-    if backend == "torch" or hooked or functorch_active():
-        return False  # (the kernels' autograd Functions do not support torch.func transforms)
+def kernels_allowed(backend: str, x: torch.Tensor) -> tuple[bool, str]:
+    """Whether ``backend`` and the input ``x`` let a layer run the kernels, and why (the layer
+    still runs the torch path while its hook points are active or under ``torch.func``)."""
+    if backend == "torch":
+        return False, "backend='torch'"
     if backend == "fused":
         if not x.is_cuda:
             raise AchillesError(f"backend='fused' needs the model and its input on a CUDA device, "
                                 f"got a {x.device.type} tensor; move the model with .cuda() or use backend='auto'")
-        return True
-    return x.is_cuda and kernels() is not None
+        return True, "backend='fused'"
+    if not x.is_cuda:
+        return False, f"backend='auto' with a {x.device.type} input"
+    if kernels() is None:
+        return False, f"backend='auto', but {unavailable_reason()}"
+    return True, "backend='auto' with a CUDA input and the cuda extra installed"
+
+
+def use_fused(backend: str, x: torch.Tensor, hooked: bool, in_transform: bool) -> bool:
+    """Whether this call of a layer runs the fused kernels (never while hooked or under
+    ``torch.func``: the kernels' autograd Functions do not support those transforms)."""
+    return not hooked and not in_transform and kernels_allowed(backend, x)[0]
 
 
 # -- wrappers ----------------------------------------------------------------------------------
 def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu: bool = True):
     """causal-conv1d on the (N, S, C) layout (channel-last strides, as mamba_ssm passes it).
-    The kernel supports widths 2 to 4; other widths use the torch function."""
-    if not 2 <= weight.shape[1] <= 4:
-        from .common import causal_conv as torch_causal_conv
+    The kernel supports widths 2 to 4; other widths, or no causal-conv1d, use the torch function."""
+    if not 2 <= weight.shape[1] <= 4 or kernels().causal_conv1d_fn is None:
         return torch_causal_conv(x, weight, bias, silu)
     out = kernels().causal_conv1d_fn(x.transpose(1, 2), weight, bias, activation="silu" if silu else None)
     return out.transpose(1, 2)
@@ -113,6 +145,30 @@ def chunk_scan(x, dt_raw, A, B, C, D, dt_bias, chunk_size):
 def gated_rmsnorm(y, z, weight, eps):
     """RMSNorm(y * SiLU(z)) * weight (mamba_ssm's norm_before_gate=False)."""
     return kernels().rmsnorm_fn(y, weight, None, z=z, eps=eps, group_size=None, norm_before_gate=False)
+
+
+def mamba2_layer_forward(layer, h: torch.Tensor) -> torch.Tensor:
+    """``h + block(RMSNorm(h))`` of a ``Mamba2Layer`` on the kernels, with the layer's weights
+    (the mapping is described in the module docstring; no hook point is active here)."""
+    dims = layer.dims
+    zxbcdt = layer.in_proj(layer.norm(h))
+    A = -torch.exp(layer.A_log.float())
+    width = layer.conv_weight.shape[1]
+    one_call = kernels().causal_conv1d_fn is not None  # the one-call kernel runs causal-conv1d inside
+    if one_call and layer.ssm_input == "conv" and layer.dt_source == "linear" and 2 <= width <= 4:
+        return h + mamba2_split_scan(zxbcdt, layer.conv_weight, layer.conv_bias, layer.dt_bias, A, layer.D,
+                                     layer.chunk_size, layer.gate_norm.weight, layer.gate_norm.eps,
+                                     layer.out_proj.weight, dims.head_dim)
+    n, length, _ = h.shape
+    z, xBC, dt_raw = dims.split_in_proj(zxbcdt)
+    conv = causal_conv(xBC, layer.conv_weight, layer.conv_bias, silu=True)
+    x, B, C = dims.split_conv(ssm_input(layer.ssm_input, conv, xBC))
+    if dt_raw is None:
+        dt_raw = layer.global_dt(xBC, conv)
+    y = chunk_scan(x.reshape(n, length, dims.n_heads, dims.head_dim), dt_raw, A, B, C, layer.D,
+                   layer.dt_bias, layer.chunk_size)
+    y = gated_rmsnorm(y.reshape(n, length, dims.d_inner), z, layer.gate_norm.weight, layer.gate_norm.eps)
+    return h + layer.out_proj(y)
 
 
 def attention(q, k, v, scale):

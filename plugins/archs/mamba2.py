@@ -1,5 +1,11 @@
 """Mamba2 (appendix B of the Achilles' Heel paper) and its variants, as token -> logits models.
 
+This file is the block as the paper writes it: ``Mamba2Layer.forward_modular`` reads top to
+bottom as appendix B, one line per equation, with the hook points the probes read. The two
+faster paths compute the same function with the same weights and are optimisations of it:
+``mamba2_fast.py`` (CPU, and GPU without the kernels) and ``fused.py`` (mamba-ssm's kernels).
+``Mamba2Layer.choose_path`` picks one per call and says why (``layer.path_reason``).
+
 One layer, for the residual stream h (N, S, d_model), with D_in = expand * d_model::
 
     u              = RMSNorm(h)                                   (pre-norm, as mamba_ssm's Block)
@@ -28,7 +34,7 @@ Variants (the registered names set these settings; any of them can be combined b
   No positional encoding by default (the paper does not say; set ``pos_enc=True`` to add it).
 * ``mamba2-global``   ``dt_source="global"``: the global selection of the Local Pattern
   Shortcuts paper, ``dt = W2 . SiLU(W1 . Conv_short(X)) * sigmoid(Conv_long(X))``, adapted to
-  Mamba2 (see ``Mamba2Layer._global_dt``).
+  Mamba2 (see ``Mamba2Layer.global_dt``).
 
 Choices where the papers are silent (each a setting, recorded in ``model.config``):
 
@@ -48,20 +54,22 @@ Choices where the papers are silent (each a setting, recorded in ``model.config`
   Whenever ``layers.{i}.ssm.matrix`` is hooked the layer uses the quadratic form, so reading
   or editing S is exact.
 
-Compute paths of a layer (same weights, same values; the tests compare them):
+Compute paths of a layer (same weights, same function; the tests compare them, values and
+gradients, with an independent recurrence written in the tests):
 
-* fused (CUDA with the ``cuda`` extra, ``backend`` "auto" or "fused", no hook active): the
-  mamba-ssm / causal-conv1d kernels (``fused.py``);
-* fast (the default on CPU, and on GPU without the kernels): one autograd Function with a
-  hand-written backward over batch tiles (``mamba2_fast.py``), when no hook of the layer is
-  active, dt comes from the in-projection and the quadratic form applies;
-* modular (everything else: hooked layers, ``mamba2-global``, chunked long sequences, and
-  ``torch.func`` transforms such as a vmapped ensemble): plain autograd through the hook points,
-  so every site can be read or replaced.
+* fused (CUDA with the ``cuda`` extra, ``backend`` "auto" or "fused"): the mamba-ssm /
+  causal-conv1d kernels (``fused.py``);
+* fast (the default on CPU, and on GPU without the kernels): one autograd Function per layer
+  with a hand-written backward over batch tiles (``mamba2_fast.py``), when dt comes from the
+  in-projection and the quadratic form applies;
+* modular (everything else): ``forward_modular`` below, plain autograd through the hook points.
+  Every call with an active hook point of the layer runs it (probes need the sites), and so do
+  ``mamba2-global``, chunked long sequences and ``torch.func`` transforms (a vmapped ensemble).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -71,60 +79,110 @@ from torch import nn
 
 from achilles import HookPoint, ModelConfig, check_int, model_factory
 
-from . import fused
-from .mamba2_fast import MixerSpec, mixer_forward
-from .common import (RMSNorm, TokenModel, causal_conv, check_backend, check_choice, functorch_active, presets,
-                     require)
+from . import fused, mamba2_fast
+from .common import TokenModel, check_backend, check_choice, presets, require
+from .ops import GatedRMSNorm, RMSNorm, causal_conv, functorch_active, ssm_input
 from .ssd import ssd_apply_matrix, ssd_chunked, ssd_matrix
 
-__all__ = ["ARCHITECTURES", "Mamba2Config", "Mamba2Layer", "Mamba2Model", "VARIANTS", "build_mamba2"]
+__all__ = ["ARCHITECTURES", "Mamba2Config", "Mamba2Dims", "Mamba2Layer", "Mamba2Model", "VARIANTS", "build_mamba2"]
+
+log = logging.getLogger(__name__)
+
+PATHS = ("fused", "fast", "modular")
+
+
+@dataclass(frozen=True)
+class Mamba2Dims:
+    """The widths of one layer and the split of its in-projection, in mamba_ssm's order
+    ``[z, x, B, C, dt]`` (every compute path splits the same way)."""
+
+    d_inner: int
+    d_state: int
+    n_heads: int
+    n_dt: int  # n_heads when dt comes from the in-projection, 0 for the global selection
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_inner // self.n_heads
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the convolution: x, B and C."""
+        return self.d_inner + 2 * self.d_state
+
+    def in_proj_rows(self) -> dict[str, slice]:
+        """Rows of the in-projection's weight (= channels of its output) per part."""
+        sizes = {"z": self.d_inner, "x": self.d_inner, "B": self.d_state, "C": self.d_state, "dt": self.n_dt}
+        rows, start = {}, 0
+        for part, size in sizes.items():
+            rows[part], start = slice(start, start + size), start + size
+        return rows
+
+    def conv_channels(self) -> dict[str, slice]:
+        """Channels of the convolution's input and output per part: [x, B, C]."""
+        rows = self.in_proj_rows()
+        offset = rows["x"].start
+        return {p: slice(rows[p].start - offset, rows[p].stop - offset) for p in ("x", "B", "C")}
+
+    def split_in_proj(self, zxbcdt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(z, xBC, dt) views of the in-projection's output; dt is None without an in-projected dt."""
+        if self.n_dt:
+            return tuple(torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.n_dt], dim=-1))  # type: ignore
+        z, xBC = torch.split(zxbcdt, [self.d_inner, self.conv_dim], dim=-1)
+        return z, xBC, None
+
+    def split_conv(self, xBC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x, B, C) views of a (.., conv_dim) tensor."""
+        return tuple(torch.split(xBC, [self.d_inner, self.d_state, self.d_state], dim=-1))  # type: ignore
 
 
 class Mamba2Layer(nn.Module):
     """One Mamba2 block with its pre-norm and residual add. Sites (relative to ``layers.{i}``):
-    conv.out, ssm.x, ssm.B, ssm.C, ssm.dt, ssm.matrix, ssm.y, out; and ``resid.{i}``."""
+    conv.out, ssm.x, ssm.B, ssm.C, ssm.dt, ssm.matrix, ssm.y, out; and ``resid.{i}``.
+
+    ``path`` and ``path_reason`` say which compute path the last call took and why;
+    ``force_path = "modular"`` pins the modular path (tests and benchmarks compare the paths).
+    """
 
     def __init__(self, config: dict, index: int):
         super().__init__()
         c = config
-        d, self.d_inner = c["d_model"], c["expand"] * c["d_model"]
-        self.n_heads, self.d_state = c["n_heads"], c["d_state"]
-        self.head_dim = self.d_inner // self.n_heads
-        self.conv_dim = self.d_inner + 2 * self.d_state
+        d = c["d_model"]
+        self.index = index
         self.ssm_input, self.dt_source = c["ssm_input"], c["dt_source"]
+        self.dims = Mamba2Dims(c["expand"] * d, c["d_state"], c["n_heads"],
+                               c["n_heads"] if self.dt_source == "linear" else 0)
         self.backend, self.chunk_size = c["backend"], c["chunk_size"]
         self.ssd_form, self.quadratic_max_len = c["ssd_form"], c["quadratic_max_len"]
-        self.norm_eps = c["norm_eps"]
-        width = c["conv_width"]
+        dims, width = self.dims, c["conv_width"]
 
         self.norm = RMSNorm(d, c["norm_eps"])
-        n_dt = self.n_heads if self.dt_source == "linear" else 0
-        self.in_proj = nn.Linear(d, 2 * self.d_inner + 2 * self.d_state + n_dt, bias=False)
-        if c["conv_kernel"] == "learned":
-            self.conv_weight = nn.Parameter(torch.empty(self.conv_dim, width))  # gamma init, fan-in K
+        self.in_proj = nn.Linear(d, 2 * dims.d_inner + 2 * dims.d_state + dims.n_dt, bias=False)   # eq. 1
+        if c["conv_kernel"] == "learned":                                                            # eq. 2
+            self.conv_weight = nn.Parameter(torch.empty(dims.conv_dim, width))  # gamma init, fan-in K
         else:
-            self.register_buffer("conv_weight", torch.ones(self.conv_dim, width))
+            self.register_buffer("conv_weight", torch.ones(dims.conv_dim, width))
         bound = 1 / math.sqrt(width)  # nn.Conv1d's default bias init for a depthwise conv
-        self.conv_bias = nn.Parameter(torch.empty(self.conv_dim).uniform_(-bound, bound))
+        self.conv_bias = nn.Parameter(torch.empty(dims.conv_dim).uniform_(-bound, bound))
 
-        # Mamba2 defaults (mamba_ssm/modules/mamba2.py) for dt_bias, A_log and D.
-        dt = torch.exp(torch.rand(self.n_heads) * (math.log(c["dt_max"]) - math.log(c["dt_min"]))
+        # Mamba2 defaults (mamba_ssm/modules/mamba2.py) for dt_bias, A_log and D (eq. 3-6).
+        dt = torch.exp(torch.rand(dims.n_heads) * (math.log(c["dt_max"]) - math.log(c["dt_min"]))
                        + math.log(c["dt_min"])).clamp(min=c["dt_init_floor"])
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
-        self.A_log = nn.Parameter(torch.log(torch.empty(self.n_heads).uniform_(*c["A_init_range"])))
-        self.D = nn.Parameter(torch.ones(self.n_heads))
+        self.A_log = nn.Parameter(torch.log(torch.empty(dims.n_heads).uniform_(*c["A_init_range"])))
+        self.D = nn.Parameter(torch.ones(dims.n_heads))
         for p in (self.dt_bias, self.A_log, self.D):
             p._no_weight_decay = True
 
         if self.dt_source == "global":
             rank = math.ceil(d / 16) if c["dt_rank"] == "auto" else c["dt_rank"]
-            self.dt_in = nn.Linear(self.d_inner, rank, bias=False)         # W1
-            self.dt_out = nn.Linear(rank, self.n_heads, bias=False)        # W2
+            self.dt_in = nn.Linear(dims.d_inner, rank, bias=False)         # W1
+            self.dt_out = nn.Linear(rank, dims.n_heads, bias=False)        # W2
             # Conv_long: causal, grouped by head (each head's channels -> that head's gate).
-            self.long_conv_weight = nn.Parameter(torch.empty(self.n_heads, self.head_dim, c["long_conv_width"]))
+            self.long_conv_weight = nn.Parameter(torch.empty(dims.n_heads, dims.head_dim, c["long_conv_width"]))
 
-        self.gate_norm = RMSNorm(self.d_inner, c["norm_eps"])
-        self.out_proj = nn.Linear(self.d_inner, d, bias=False)
+        self.gate_norm = GatedRMSNorm(dims.d_inner, c["norm_eps"])                                   # eq. 7
+        self.out_proj = nn.Linear(dims.d_inner, d, bias=False)                                       # eq. 8
 
         self.hook_conv = HookPoint("conv.out")
         self.hook_x = HookPoint("ssm.x")
@@ -137,57 +195,43 @@ class Mamba2Layer(nn.Module):
         self.hook_resid = HookPoint(f"resid.{index}", absolute=True)
         self._hook_list = [self.hook_conv, self.hook_x, self.hook_B, self.hook_C, self.hook_dt,
                            self.hook_matrix, self.hook_y, self.hook_out, self.hook_resid]
-        self.spec = MixerSpec(self.d_inner, self.d_state, self.n_heads, self.ssm_input, self.norm_eps)
-        self.fast = True  # the one-Function path when no hook is active (tests switch it off)
+        self.force_path: str | None = None
+        self.path: str | None = None
+        self.path_reason = "not called yet"
 
-    # -- forward ----------------------------------------------------------------------------
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        hooked = any(hp.active for hp in self._hook_list)
-        if fused.use_fused(self.backend, h, hooked):
-            return self._forward_fused(h)
+    # -- the block of appendix B ------------------------------------------------------------
+    def forward_modular(self, h: torch.Tensor) -> torch.Tensor:
+        """The block, equation by equation, through every hook point."""
         n, length, _ = h.shape
-        if (self.fast and not hooked and self.dt_source == "linear" and self._quadratic(length)
-                and not functorch_active()):
-            return mixer_forward(h, self.norm.weight, self.in_proj.weight, self.conv_weight, self.conv_bias,
-                                 self.dt_bias, self.A_log, self.D, self.gate_norm.weight,
-                                 self.out_proj.weight, self.spec)
-        zxbcdt = self.in_proj(self.norm(h))
-        if self.dt_source == "linear":
-            z, xBC, dt_raw = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.n_heads], dim=-1)
-        else:
-            z, xBC = torch.split(zxbcdt, [self.d_inner, self.conv_dim], dim=-1)
-        conv = self.hook_conv(causal_conv(xBC, self.conv_weight, self.conv_bias, silu=True))
-        x, B, C = torch.split(self._ssm_input(conv, xBC), [self.d_inner, self.d_state, self.d_state], dim=-1)
+        dims = self.dims
+        z, xBC, dt_raw = dims.split_in_proj(self.in_proj(self.norm(h)))                      # eq. 1
+        conv = self.hook_conv(causal_conv(xBC, self.conv_weight, self.conv_bias, silu=True))   # eq. 2
+        x, B, C = dims.split_conv(ssm_input(self.ssm_input, conv, xBC))
         x, B, C = self.hook_x(x), self.hook_B(B), self.hook_C(C)
-        if self.dt_source == "global":
-            dt_raw = self._global_dt(xBC[..., : self.d_inner], conv[..., : self.d_inner])
+        if dt_raw is None:
+            dt_raw = self.global_dt(xBC, conv)
         dt = self.hook_dt(F.softplus(dt_raw + self.dt_bias))
         A = -torch.exp(self.A_log)
-        xh = x.reshape(n, length, self.n_heads, self.head_dim)
-        if self._quadratic(length):
-            S = self.hook_matrix(ssd_matrix(dt, A, B, C))
-            y = ssd_apply_matrix(S, xh, dt, self.D)
-        else:
+        xh = x.reshape(n, length, dims.n_heads, dims.head_dim)
+        if self.uses_quadratic_form(length):
+            S = self.hook_matrix(ssd_matrix(dt, A, B, C))                                      # eq. 3-5
+            y = ssd_apply_matrix(S, xh, dt, self.D)                                             # eq. 6
+        else:  # the same y, linear in the length (S is never materialised)
             y = ssd_chunked(xh, dt, A, B, C, self.D, self.chunk_size)
-        y = self.hook_y(y.reshape(n, length, self.d_inner))
-        out = self.out_proj(self.gate_norm(y * F.silu(z)))
+        y = self.hook_y(y.reshape(n, length, dims.d_inner))
+        out = self.out_proj(self.gate_norm(y, z))                                               # eq. 7-8
         return self.hook_resid(h + self.hook_out(out))
 
-    def _ssm_input(self, conv: torch.Tensor, xBC: torch.Tensor) -> torch.Tensor:
-        if self.ssm_input == "residual":
-            return conv + xBC
-        if self.ssm_input == "gated":
-            return conv * xBC
-        return conv
-
-    def _quadratic(self, length: int) -> bool:
+    def uses_quadratic_form(self, length: int) -> bool:
+        """Whether the SSD materialises S (always while ``ssm.matrix`` is hooked)."""
         if self.hook_matrix.active or self.ssd_form == "quadratic":
             return True
         return self.ssd_form == "auto" and length <= self.quadratic_max_len
 
-    def _global_dt(self, x_pre: torch.Tensor, x_conv: torch.Tensor) -> torch.Tensor:
+    def global_dt(self, xBC: torch.Tensor, conv: torch.Tensor) -> torch.Tensor:
         """Global selection (Local Pattern Shortcuts, §4.2), before softplus and dt_bias:
-        ``dt = W2 . SiLU(W1 . Conv_short(X)) * sigmoid(Conv_long(X))``.
+        ``dt = W2 . SiLU(W1 . Conv_short(X)) * sigmoid(Conv_long(X))``, from the convolution's
+        input ``xBC`` and output ``conv``.
 
         Choices for Mamba2 (the paper modifies Mamba1, whose dt is per channel): X is the x part
         of the convolution's input; ``Conv_short(X)`` is the block's own nonlinear short
@@ -198,11 +242,13 @@ class Mamba2Layer(nn.Module):
         which keeps the parameter count of a depthwise long conv (D_in x width). Only the last
         S taps can reach a sequence of length S, so only those are computed.
         """
+        dims = self.dims
+        x_pre, x_conv = xBC[..., : dims.d_inner], conv[..., : dims.d_inner]
         local = self.dt_out(F.silu(self.dt_in(x_conv)))                    # (N, S, H)
         n, length, _ = x_pre.shape
         taps = min(self.long_conv_weight.shape[-1], length)
         w = self.long_conv_weight[..., -taps:]                              # (H, P, taps)
-        xh = x_pre.reshape(n, length, self.n_heads, self.head_dim)
+        xh = x_pre.reshape(n, length, dims.n_heads, dims.head_dim)
         proj = torch.einsum("nshp,hpk->nshk", xh, w)                        # tap k of each position
         # out[t] = sum_k proj[t - (taps-1) + k, k]: a diagonal sum over (time, tap)
         proj = F.pad(proj, (0, 0, 0, 0, taps - 1, 0))
@@ -210,29 +256,34 @@ class Mamba2Layer(nn.Module):
         long = torch.diagonal(windows, dim1=-2, dim2=-1).sum(-1)             # (N, S, H)
         return local * torch.sigmoid(long)
 
-    def _forward_fused(self, h: torch.Tensor) -> torch.Tensor:
-        """mamba-ssm / causal-conv1d kernels with the same weights (no hook is active here)."""
-        n, length, _ = h.shape
-        zxbcdt = self.in_proj(self.norm(h))
-        A = -torch.exp(self.A_log.float())
-        width = self.conv_weight.shape[1]
-        if self.ssm_input == "conv" and self.dt_source == "linear" and 2 <= width <= 4:
-            out = fused.mamba2_split_scan(zxbcdt, self.conv_weight, self.conv_bias, self.dt_bias, A, self.D,
-                                          self.chunk_size, self.gate_norm.weight, self.norm_eps,
-                                          self.out_proj.weight, self.head_dim)
-            return h + out
-        if self.dt_source == "linear":
-            z, xBC, dt_raw = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.n_heads], dim=-1)
-        else:
-            z, xBC = torch.split(zxbcdt, [self.d_inner, self.conv_dim], dim=-1)
-        conv = fused.causal_conv(xBC, self.conv_weight, self.conv_bias, silu=True)
-        x, B, C = torch.split(self._ssm_input(conv, xBC), [self.d_inner, self.d_state, self.d_state], dim=-1)
-        if self.dt_source == "global":
-            dt_raw = self._global_dt(xBC[..., : self.d_inner], conv[..., : self.d_inner])
-        y = fused.chunk_scan(x.reshape(n, length, self.n_heads, self.head_dim), dt_raw, A, B, C, self.D,
-                             self.dt_bias, self.chunk_size)
-        y = fused.gated_rmsnorm(y.reshape(n, length, self.d_inner), z, self.gate_norm.weight, self.norm_eps)
-        return h + self.out_proj(y)
+    # -- which path computes it ---------------------------------------------------------------
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        path, reason = self.choose_path(h)
+        if path != self.path or reason != self.path_reason:
+            log.debug("layers.%d of %s: %s path (%s)", self.index, type(self).__name__, path, reason)
+            self.path, self.path_reason = path, reason
+        if path == "fused":
+            return fused.mamba2_layer_forward(self, h)
+        if path == "fast":
+            return mamba2_fast.mamba2_layer_forward(self, h)
+        return self.forward_modular(h)
+
+    def choose_path(self, h: torch.Tensor) -> tuple[str, str]:
+        """(path, why) for this call: "fused", "fast" or "modular" (see the module docstring)."""
+        if any(hp.active for hp in self._hook_list):
+            return "modular", "a hook point of this layer is active (only this path has the sites)"
+        if functorch_active():
+            return "modular", "inside a torch.func transform (the other paths' Functions do not support them)"
+        if self.force_path == "modular":
+            return "modular", "forced (layer.force_path)"
+        kernels, why = fused.kernels_allowed(self.backend, h)
+        if kernels:
+            return "fused", why
+        if self.dt_source != "linear":
+            return "modular", f"{why}; the fast path has no global selection (dt_source={self.dt_source!r})"
+        if not self.uses_quadratic_form(h.shape[1]):
+            return "modular", f"{why}; the chunked SSD for {h.shape[1]} tokens (ssd_form={self.ssd_form!r})"
+        return "fast", f"{why}; quadratic SSD for {h.shape[1]} tokens, dt from in_proj, no hook active"
 
 
 class Mamba2Model(TokenModel):

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["decay_mask", "ssd_matrix", "ssd_apply_matrix", "ssd_quadratic", "ssd_chunked"]
+__all__ = ["decay_mask", "ssd_matrix", "mixing_matrix", "ssd_apply_matrix", "ssd_quadratic", "ssd_chunked"]
 
 
 def decay_mask(log_a: torch.Tensor) -> torch.Tensor:
@@ -60,15 +60,21 @@ def ssd_matrix(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tens
     return L * CB                                         # CB is shared by all heads (one group)
 
 
+def mixing_matrix(S: torch.Tensor, dt: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """M = S * dt_j + D I, shape (N, H, S, S), so that ``S @ (x * dt) + D x == M @ x``."""
+    heads, length = S.shape[1], S.shape[-1]
+    M = S * dt.transpose(1, 2).unsqueeze(2)               # scale column j by dt_j
+    eye = torch.eye(length, dtype=M.dtype, device=M.device)
+    return M + D.view(1, heads, 1, 1) * eye
+
+
 def ssd_apply_matrix(S: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
     """``y = S @ (x * dt) + D x`` for S (N, H, S, S), x (N, S, H, P), dt (N, S, H) -> (N, S, H, P).
 
     Computed as ``(S * dt_j + D I) @ x``: the scaling and the skip touch only the small matrix.
     """
     n, length, heads, p = x.shape
-    M = S * dt.transpose(1, 2).unsqueeze(2)               # scale column j by dt_j
-    eye = torch.eye(length, dtype=M.dtype, device=M.device)
-    M = M + D.view(1, heads, 1, 1) * eye
+    M = mixing_matrix(S, dt, D)
     if heads == 1:  # no head transpose needed: (N, S, S) @ (N, S, P)
         return torch.matmul(M.squeeze(1), x.reshape(n, length, p).contiguous()).view(n, length, 1, p)
     y = torch.matmul(M, x.transpose(1, 2))                # (N, H, S, P)

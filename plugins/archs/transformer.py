@@ -37,7 +37,8 @@ from torch import nn
 from achilles import HookPoint, ModelConfig, check_int, model_factory
 
 from . import fused
-from .common import TokenModel, causal_conv, check_backend, check_choice, make_norm, presets, require
+from .common import TokenModel, check_backend, check_choice, presets, require
+from .ops import causal_conv, functorch_active, make_norm
 
 __all__ = ["ARCHITECTURES", "TransformerConfig", "TransformerLayer", "TransformerModel", "VARIANTS",
            "build_transformer"]
@@ -81,7 +82,7 @@ class TransformerLayer(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         n, length, _ = h.shape
         hooked = any(hp.active for hp in self._hook_list)
-        use_fused = fused.use_fused(self.backend, h, hooked)
+        use_fused = fused.use_fused(self.backend, h, hooked, functorch_active())
         qkv = self.qkv_proj(self.norm1(h))
         if self.qkv_conv:
             conv_fn = fused.causal_conv if use_fused else causal_conv
