@@ -53,3 +53,10 @@ def on_trainer_event(event):
     metrics), CheckpointSaved, RunEnded (finished or interrupted) and RunFailed, each with the run
     folder, architecture, task and epoch. An exception here is reported once and never stops
     training. The first-party TensorBoard writer (``achilles train --log tensorboard``) is one."""
+
+
+@hookspec
+def register_recipes(register):
+    """Register recipes: ``register(name, recipe, description=None)`` where ``recipe`` is an
+    ``achilles.recipes.Recipe`` (or a callable returning one): a one-command reproduction of a
+    paper's finding with its runs, probes, figures and claims."""

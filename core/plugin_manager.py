@@ -31,6 +31,7 @@ _KINDS = {  # hook name -> registry kind
     "register_tasks": "task",
     "register_architectures": "architecture",
     "register_probes": "probe",
+    "register_recipes": "recipe",
 }
 
 

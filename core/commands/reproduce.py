@@ -1,0 +1,163 @@
+"""``achilles reproduce``: run a recipe (a paper finding) and write its claims-vs-measured report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import AchillesError
+from ..table import format_table
+from .train import parse_settings
+
+
+def _cores() -> int:
+    from ..sweep import cpu_count
+
+    return cpu_count()
+
+
+def _default_profile(device: str) -> str:
+    from ..trainer import default_profile, resolve_device
+
+    return "paper" if default_profile(resolve_device(device)) == "paper" else "quick"
+
+
+def _list(echo) -> None:
+    from ..recipes import get_recipe, list_recipes
+    from ..recipes.cost import estimate_plan, how_estimated
+
+    rows = []
+    for name in list_recipes():
+        recipe = get_recipe(name)
+        cells = [name, f"{recipe.paper.key} {recipe.source}", len(recipe.claims)]
+        for profile in ("quick", "paper"):
+            if profile not in recipe.plans:
+                cells += ["-", "-"]
+                continue
+            plan = recipe.plan(profile)
+            cells += [estimate_plan(plan, "cpu", workers=_cores()).text(), estimate_plan(plan, "cuda").text()]
+        rows.append(cells)
+    if not rows:
+        echo("No recipes are registered (is the achilles package installed with its plugins?).")
+        return
+    echo(format_table(rows, ["recipe", "reproduces", "claims", "quick: this CPU", "quick: GPU",
+                             "paper: this CPU", "paper: GPU"], max_width=48))
+    echo(f"\nEstimated from measured training throughput (achilles/recipes/throughput.json), "
+         f"{_cores()} run(s) at once on this CPU, one at a time on a GPU; '~' = scaled from a measured "
+         f"shape by layers x width² x length.\n  {how_estimated('cpu')}\n  {how_estimated('cuda')}")
+
+
+def _dry_run(recipe, options, echo) -> None:
+    from ..recipes import runner
+    from ..recipes.cost import estimate_plan
+    from ..recipes.report import group_budget
+    from ..recipes import sweeps
+
+    plan = runner.resolve_plan(recipe, options)
+    out = Path(options.out) if options.out else runner.default_out(recipe.name, options.profile)
+    runner.check_out_folder(out, recipe, options.profile)
+    rows, pending = [], {}
+    runs_dir = Path(options.runs) if options.runs else runner.default_runs(options.out)
+    for group in plan.runs:
+        spec = sweeps.spec_for(group, plan, options.device)
+        cells = sweeps.cells(spec, runner.group_folder(runs_dir, spec))
+        todo = sum(not c.done for c in cells)
+        pending[group.name] = todo
+        b = group_budget(group, plan)
+        rows.append([group.name, group.arch, group.task, b["grid"] or "-", group.seeds, len(cells), todo,
+                     f"{b['train_samples']} x {b['epochs']}"])
+    kind = "cuda" if options.device != "cpu" and _default_profile(options.device) == "paper" else "cpu"
+    workers = 1 if kind == "cuda" else (options.workers or _cores())
+    echo(f"Recipe {recipe.name} ({recipe.paper.key} {recipe.source}), profile {options.profile}, into {out}")
+    echo(format_table(rows, ["group", "arch", "task", "grid", "seeds", "runs", "to train", "samples x epochs"],
+                      max_width=50))
+    for step in plan.probes:
+        where = ", ".join(f"{k}={v}" for k, v in step.where.items())
+        echo(f"probe {step.probe} on {step.on}" + (f" ({where})" if where else ""))
+    echo(f"{len(recipe.claims)} claim(s): " + "; ".join(c.id for c in recipe.claims))
+    remaining = estimate_plan(plan, kind, workers=workers, pending_only=pending)
+    echo(f"Estimated training time left on this machine ({kind}, {workers} run(s) at once): {remaining.text()}")
+
+
+@click.command("reproduce")
+@click.argument("name", required=False)
+@click.option("--profile", type=click.Choice(["quick", "paper"]), default=None,
+              help="quick: designed to show the finding on a CPU in minutes per run; paper: the paper's "
+                   "settings (a GPU). Default: paper on a GPU, quick on a CPU.")
+@click.option("--seeds", type=int, default=None, help="Seeds per run group (default: the recipe's, usually 3).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Training setting for every run, e.g. --set epochs=2 (epochs, train_samples, eval_samples, "
+                   "lr_peak, batch_size, ...).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: a process pool on this machine; ray: a Ray cluster.")
+@click.option("--workers", type=int, default=None, help="Local worker processes (default: one per core on a CPU).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default reproductions/NAME-PROFILE; with --all, one sub-folder per recipe).")
+@click.option("--runs", "runs_dir", type=click.Path(file_okay=False), default=None,
+              help="The run store, shared by recipes that need the same runs (default reproductions/runs; "
+                   "OUT/runs with --out).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and the estimated time, train nothing.")
+@click.option("--list", "list_", is_flag=True, help="List the recipes with their claims and estimated cost.")
+@click.option("--all", "all_", is_flag=True, help="Run every registered recipe, one after another.")
+@click.option("--summary", "summary", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Only (re)write FOLDER/README.md: one row per claim of every FOLDER/*/report.json.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on in a terminal).")
+def reproduce_command(name, profile, seeds, overrides, executor, workers, out, runs_dir, device, dry_run, list_, all_,
+                      summary, progress):
+    """Reproduce a finding of the papers with one command: train the recipe's runs (resumably),
+    probe them, and write report.md / report.json with each claim of the paper next to what this
+    run measured and a computed verdict (held, not held, inconclusive).
+
+    \b
+    Example:  achilles reproduce --list
+              achilles reproduce achilles-fig9 --dry-run
+              achilles reproduce achilles-fig9               # quick profile on a CPU
+              achilles reproduce --all --profile quick --out examples/reports
+    """
+    from ..recipes import get_recipe, list_recipes
+    from ..recipes.report import write_summary
+    from ..recipes.runner import ReproduceOptions, reproduce
+    from ..sweep import SweepInterrupted
+
+    if list_:
+        _list(click.echo)
+        return
+    if summary:
+        click.echo(f"Wrote {write_summary(Path(summary))}")
+        return
+    if all_ and name:
+        raise click.UsageError("give a recipe NAME or --all, not both")
+    if not all_ and not name:
+        raise click.UsageError("give a recipe NAME (see `achilles reproduce --list`) or --all")
+    names = list_recipes() if all_ else [name]
+    recipes = [get_recipe(n) for n in names]  # an unknown name fails here with close matches
+    profile = profile or _default_profile(device)
+    train_overrides = parse_settings(overrides, "--set")
+    for recipe in recipes:
+        folder = (Path(out) / recipe.name if out else None) if all_ else (Path(out) if out else None)
+        store = Path(runs_dir) if runs_dir else (Path(out) / "runs" if out else None)
+        options = ReproduceOptions(profile=profile, out=folder, runs=store, seeds=seeds, train_overrides=train_overrides,
+                                   executor=executor, workers=workers, device=device, progress=progress)
+        if dry_run:
+            _dry_run(recipe, options, click.echo)
+            continue
+        click.echo(f"== {recipe.name}: {recipe.title} (profile {profile})")
+        try:
+            result = reproduce(recipe, options, echo=click.echo)
+        except SweepInterrupted:
+            click.echo("Interrupted: finished runs are kept. Run the same command again to resume.", err=True)
+            raise SystemExit(130)
+        rows = [[c["id"], c["measured"], c["rule"], c["verdict"]] for c in result.claims]
+        click.echo("\n" + format_table(rows, ["claim", "measured [95%]", "rule", "verdict"], max_width=50))
+        missing = result.results.missing
+        if missing:
+            click.echo(f"{len(missing)} run(s) not finished: " + ", ".join(r.label for r in missing[:5]), err=True)
+        click.echo(f"Report: {result.report}")
+    if all_ and out and not dry_run:
+        click.echo(f"Summary: {write_summary(Path(out))}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(reproduce_command)

@@ -1,0 +1,17 @@
+"""Recipes: one-command reproductions of the papers' findings, with claims judged from the runs.
+
+A plugin registers recipes through the ``register_recipes`` hook; ``achilles reproduce NAME``
+runs one (see ``achilles.recipes.runner``). Declaring a recipe needs only this module::
+
+    from achilles.recipes import Claim, Paper, Plan, Recipe, RunGroup, Source, at_most, rate
+"""
+
+from .measure import (HELD, INCONCLUSIVE, NOT_HELD, Measurement, Rule, at_least, at_most, mean_of, minus,
+                      probe_value, rate, share_of_cells)
+from .registry import get_recipe, list_recipes
+from .results import RecipeResults, RunRecord
+from .spec import Claim, Evaluation, Figure, Paper, Plan, Precondition, ProbeStep, Recipe, RunGroup, Source
+
+__all__ = ["Claim", "Evaluation", "Figure", "HELD", "INCONCLUSIVE", "Measurement", "NOT_HELD", "Paper", "Plan", "Precondition",
+           "ProbeStep", "Recipe", "RecipeResults", "Rule", "RunGroup", "RunRecord", "Source", "at_least",
+           "at_most", "get_recipe", "list_recipes", "mean_of", "minus", "probe_value", "rate", "share_of_cells"]

@@ -1,0 +1,143 @@
+"""How long a recipe takes, estimated from measured training throughput (never guessed).
+
+``throughput.json`` beside this module holds samples/s measured per (architecture, task, depth,
+width, sequence length) on a device kind (``cpu``: one thread per run with as many runs at once
+as cores, the way ``achilles reproduce`` trains on a CPU; ``cuda``: one run on one GPU). It is
+written by ``benchmarks/recipe_throughput.py`` from the epochs of finished runs (their
+metrics.jsonl records samples/s), so every number in it was timed on a real machine, which
+the file names.
+
+A run's time is ``train_samples x epochs / samples_per_s`` plus its per-epoch evaluation
+(forward passes only, counted at a third of a training step per sample). A shape that was not
+measured is scaled from the nearest measured shape of the same architecture and task by
+layers x width² x length, and marked as scaled; with no measurement of the task at all the
+estimate is "not measured".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .spec import Plan, RunGroup
+
+THROUGHPUT_FILE = Path(__file__).with_name("throughput.json")
+DEVICE_KINDS = ("cpu", "cuda")
+EVAL_COST = 1 / 3  # a forward pass, relative to a training step, per sample
+
+
+@lru_cache(maxsize=1)
+def throughput_table(path: str | None = None) -> dict[str, Any]:
+    file = Path(path) if path else THROUGHPUT_FILE
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+@dataclass(frozen=True)
+class Shape:
+    arch: str
+    task: str
+    n_layers: int
+    d_model: int
+    seq_len: int
+
+    def work(self) -> float:
+        return max(1, self.n_layers) * max(1, self.d_model) ** 2 * max(1, self.seq_len)
+
+
+@dataclass
+class Estimate:
+    seconds: float | None      # wall seconds on the device kind (runs in parallel where they would be)
+    scaled: bool = False       # some run's throughput was scaled from another shape
+    unmeasured: int = 0        # runs with no measurement to go on
+
+    def text(self) -> str:
+        if self.seconds is None:
+            return "not measured"
+        s = self.seconds
+        body = f"{s / 3600:.1f} h" if s >= 5400 else (f"{s / 60:.0f} min" if s >= 90 else f"{s:.0f} s")
+        return ("~" if self.scaled else "") + body + (" (+ unmeasured runs)" if self.unmeasured else "")
+
+
+def _entries(kind: str) -> list[dict[str, Any]]:
+    return list((throughput_table().get(kind) or {}).get("entries") or [])
+
+
+def samples_per_second(shape: Shape, kind: str) -> tuple[float | None, bool]:
+    """(samples/s, scaled?) for ``shape`` on device ``kind``."""
+    entries = _entries(kind)
+    same = [e for e in entries if e["arch"] == shape.arch and e["task"] == shape.task]
+    for e in same:
+        if (e["n_layers"], e["d_model"], e["seq_len"]) == (shape.n_layers, shape.d_model, shape.seq_len):
+            return float(e["samples_per_s"]), False
+    pool = same or [e for e in entries if e["task"] == shape.task]
+    if not pool:
+        return None, False
+
+    def distance(e):
+        return abs(Shape(e["arch"], e["task"], e["n_layers"], e["d_model"], e["seq_len"]).work() - shape.work())
+
+    near = min(pool, key=distance)
+    measured = Shape(near["arch"], near["task"], near["n_layers"], near["d_model"], near["seq_len"])
+    return float(near["samples_per_s"]) * measured.work() / shape.work(), True
+
+
+def group_shapes(group: RunGroup) -> list[tuple[Shape, int]]:
+    """(shape, number of runs) for each distinct shape of a group's grid."""
+    import itertools
+
+    from ..api import _registry, get_task
+
+    task_cls = _registry("task").get(group.task).factory
+    base = {**getattr(task_cls, "model_defaults", {}), **dict(group.model)}
+    axes = list(group.grid)
+    out: dict[Shape, int] = {}
+    for combo in itertools.product(*(group.grid[a] for a in axes)) if axes else [()]:
+        values = dict(zip(axes, combo))
+        model = {**base, **{k: v for k, v in values.items() if "." not in k}}
+        task_settings = {**dict(group.task_settings), **{k[5:]: v for k, v in values.items() if k.startswith("task.")}}
+        n_layers = int(model.get("n_layers", 2))
+        for setting in getattr(task_cls, "model_settings", ()):
+            task_settings.setdefault(setting, model.get(setting, n_layers if setting == "n_layers" else None))
+        try:
+            seq_len = get_task(group.task, **task_settings).seq_len
+        except Exception:  # a setting only the model resolves: size by the defaults
+            seq_len = get_task(group.task).seq_len
+        shape = Shape(group.arch, group.task, n_layers, int(model.get("d_model", 32)), int(seq_len))
+        out[shape] = out.get(shape, 0) + group.seeds
+    return list(out.items())
+
+
+def estimate_plan(plan: Plan, kind: str, workers: int = 1, pending_only: dict[str, int] | None = None) -> Estimate:
+    """Wall time of ``plan`` on device ``kind`` with ``workers`` runs at once."""
+    from .report import group_budget
+
+    total, scaled, unmeasured = 0.0, False, 0
+    for group in plan.runs:
+        budget = group_budget(group, plan)
+        samples = budget["train_samples"] or 0
+        evals = (budget["eval_samples"] or 2000) * 2  # two evaluated splits at least
+        for shape, runs in group_shapes(group):
+            if pending_only is not None:
+                runs = min(runs, pending_only.get(group.name, runs))
+            sps, was_scaled = samples_per_second(shape, kind)
+            if sps is None:
+                unmeasured += runs
+                continue
+            scaled |= was_scaled
+            total += runs * budget["epochs"] * (samples + EVAL_COST * evals) / sps
+    if unmeasured and total == 0:
+        return Estimate(None, scaled, unmeasured)
+    return Estimate(total / max(1, workers), scaled, unmeasured)
+
+
+def how_estimated(kind: str) -> str:
+    table = throughput_table().get(kind) or {}
+    if not table.get("entries"):
+        return f"{kind}: no throughput measured yet"
+    return f"{kind}: {table.get('machine', '?')}; {table.get('how', '')}".strip("; ")

@@ -1,0 +1,26 @@
+"""Looking up registered recipes (``register_recipes`` hook)."""
+
+from __future__ import annotations
+
+from ..errors import AchillesError
+from ..plugin_manager import get_state
+from .spec import Recipe
+
+
+def list_recipes(filter: str | list[str] = "", exclude: str | list[str] = "") -> list[str]:
+    """Registered recipe names, optionally filtered by wildcards: ``list_recipes('achilles-*')``."""
+    return get_state().registries["recipe"].names(filter, exclude)
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe registered as ``name`` (an unknown name lists the close matches)."""
+    component = get_state().registries["recipe"].get(name)
+    recipe = component.factory() if callable(component.factory) and not isinstance(component.factory, Recipe) \
+        else component.factory
+    if not isinstance(recipe, Recipe):
+        raise AchillesError(f"plugin {component.plugin!r} registered recipe {name!r} as "
+                            f"{type(recipe).__name__}, not an achilles.recipes.Recipe")
+    try:
+        return recipe.check()
+    except ValueError as exc:
+        raise AchillesError(f"recipe {name!r} of plugin {component.plugin!r} is malformed: {exc}") from None

@@ -1,0 +1,179 @@
+"""The results of a recipe's runs, read back from their run folders: what claims and figures see.
+
+A recipe's output folder holds one sweep folder per run group (``runs/<group>/``), each cell an
+ordinary run folder with ``evals/<name>.json`` (extra evaluations) and ``probes/<probe>/`` (probe
+outputs) beside its weights. ``RecipeResults`` reads them all once and answers questions such as
+"the final test accuracy of every finished ``mamba2`` run at gamma 1.0", saying which runs are
+missing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..runs import RunFolder
+from .spec import Plan, Recipe
+
+EVALS_DIR = "evals"
+PROBES_DIR = "probes"
+
+
+@dataclass
+class RunRecord:
+    """One run of a recipe: its group, grid values, seed, status and everything measured on it."""
+
+    group: str
+    values: dict[str, Any]
+    seed: int
+    path: Path
+    status: str
+    config: dict[str, Any] = field(default_factory=dict)
+    evals: dict[str, dict] = field(default_factory=dict)    # name -> {"samples": n, "metrics": {split: {...}}}
+    probes: dict[str, dict] = field(default_factory=dict)   # probe -> its result JSON
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def label(self) -> str:
+        cell = ",".join(f"{k}={v}" for k, v in self.values.items())
+        return f"{self.group}[{cell + ',' if cell else ''}seed={self.seed}]"
+
+    def matches(self, where: Mapping[str, Any]) -> bool:
+        return all(_same(self.values.get(k, self.setting(k)), v) for k, v in where.items())
+
+    def setting(self, name: str) -> Any:
+        """A model setting (``gamma``), task setting (``task.X``) or training setting (``train.X``)."""
+        if name.startswith("task."):
+            return (self.config.get("task_config") or {}).get(name[5:])
+        if name.startswith("train."):
+            return (self.config.get("training") or {}).get(name[6:])
+        return (self.config.get("model") or {}).get(name)
+
+    def eval_samples(self, split: str) -> int:
+        """How many samples the final metrics of ``split`` were computed on."""
+        training = self.config.get("training") or {}
+        if training.get("eval_samples"):
+            return int(training["eval_samples"])
+        from ..api import get_task
+
+        sizes = get_task(self.config["task"], **(self.config.get("task_config") or {})).split_sizes()
+        if split == "train":
+            return min(int(training.get("train_samples") or sizes["train"]), 10_000)
+        return int(sizes.get(split, 0))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return abs(float(a) - float(b)) < 1e-9
+    return a == b
+
+
+def _lookup(data: Any, path: str) -> Any:
+    """``data["a"]["b"]`` for the dotted ``path`` "a.b" (keys may themselves hold no dots)."""
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+class RecipeResults:
+    """Every run of a recipe's plan, read from ``folder``."""
+
+    def __init__(self, recipe: Recipe, profile: str, plan: Plan, folder: Path, runs: list[RunRecord]):
+        self.recipe, self.profile, self.plan, self.folder, self.runs = recipe, profile, plan, Path(folder), runs
+
+    # -- selection -------------------------------------------------------------------------------
+    def group(self, name: str, where: Mapping[str, Any] | None = None) -> list[RunRecord]:
+        if name not in {g.name for g in self.plan.runs}:
+            raise KeyError(f"recipe {self.recipe.name!r} has no run group {name!r}")
+        return [r for r in self.runs if r.group == name and r.matches(where or {})]
+
+    @property
+    def missing(self) -> list[RunRecord]:
+        return [r for r in self.runs if not r.finished]
+
+    # -- numbers ---------------------------------------------------------------------------------
+    def metric(self, group: str, metric: str, *, split: str = "test", eval: str | None = None,
+               where: Mapping[str, Any] | None = None) -> tuple[list[float], list[int], list[str]]:
+        """(values, sample counts, missing runs) of the final ``split.metric`` (or of evaluation
+        ``eval``) over the runs of ``group`` matching ``where``."""
+        values, counts, missing = [], [], []
+        for run in self.group(group, where):
+            if not run.finished:
+                missing.append(f"{run.label} ({run.status})")
+                continue
+            if eval is not None:
+                record = run.evals.get(eval)
+                value = _lookup(record, f"metrics.{split}.{metric}") if record else None
+                count = int(record.get("samples") or 0) if record else 0
+            else:
+                value = _lookup(run.config.get("final_metrics") or {}, f"{split}.{metric}")
+                count = run.eval_samples(split)
+            if value is None:
+                missing.append(f"{run.label} (no {eval + ':' if eval else ''}{split}.{metric})")
+                continue
+            values.append(float(value))
+            counts.append(count)
+        return values, counts, missing
+
+    def probe_metric(self, group: str, probe: str, key: str, count_key: str | None = None, *,
+                     where: Mapping[str, Any] | None = None) -> tuple[list[float], list[int], list[str]]:
+        """(values, sample counts, missing runs) of ``key`` (dotted) in probe ``probe``'s result."""
+        values, counts, missing = [], [], []
+        for run in self.group(group, where):
+            result = run.probes.get(probe)
+            value = _lookup(result, key) if result else None
+            if not run.finished or value is None:
+                missing.append(f"{run.label} ({run.status if not run.finished else 'no ' + probe + ' result'})")
+                continue
+            values.append(float(value))
+            counts.append(int(_lookup(result, count_key) or 0) if count_key else 0)
+        return values, counts, missing
+
+    def cell_means(self, group: str, metric: str, *, split: str = "test") -> tuple[dict[tuple, float], list[str]]:
+        """{grid cell: mean over its finished seeds} of the final ``split.metric``; missing runs."""
+        sums: dict[tuple, list[float]] = {}
+        missing = []
+        for run in self.group(group):
+            key = tuple(sorted(run.values.items()))
+            value = _lookup(run.config.get("final_metrics") or {}, f"{split}.{metric}") if run.finished else None
+            if value is None:
+                missing.append(f"{run.label} ({run.status})")
+                continue
+            sums.setdefault(key, []).append(float(value))
+        return {k: sum(v) / len(v) for k, v in sums.items()}, missing
+
+    def curves(self, run: RunRecord) -> list[dict[str, Any]]:
+        """The per-epoch records (metrics.jsonl) of one run."""
+        return RunFolder(run.path).read_metrics()
+
+
+def read_run(group: str, values: dict, seed: int, path: Path, status: str) -> RunRecord:
+    """A RunRecord with the run's record, evaluations and probe results (whatever exists)."""
+    record = RunRecord(group, dict(values), seed, Path(path), status)
+    folder = RunFolder(path)
+    if folder.exists():
+        record.config = folder.read_config()
+    for file in sorted((Path(path) / EVALS_DIR).glob("*.json")):
+        data = _read_json(file)
+        if data is not None:
+            record.evals[file.stem] = data
+    for file in sorted((Path(path) / PROBES_DIR).glob("*/*.json")):
+        if file.stem == file.parent.name:
+            data = _read_json(file)
+            if data is not None:
+                record.probes[file.stem] = data
+    return record

@@ -1,0 +1,239 @@
+"""Running a recipe: its runs through the sweep machinery, then evaluations, probes, claims, report.
+
+Output folder (default ``reproductions/<recipe>-<profile>``)::
+
+    recipe.json        the recipe and profile this folder belongs to, and the plan that ran
+    figures/*.png      the recipe's figures
+    report.md          claims table, figures, budget, departures from the paper, runs
+    report.json        the same, for machines
+
+The runs live in a run store shared by recipes (default ``reproductions/runs``; ``--runs DIR``):
+one sweep folder per run group, named by the group's settings (``<arch>.<task>-<hash>``), each
+cell an ordinary run folder with ``evals/<name>.json`` and ``probes/<probe>/`` beside its weights.
+Two recipes that need the same runs (same architecture, task, settings and budget) train them
+once.
+
+Everything is resumable: finished runs, evaluations and probe results are reused, an interrupted
+run resumes from its last checkpoint, and Ctrl-C stops cleanly (run the same command again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..errors import AchillesError
+from ..runs import RunFolder, atomic_write_json
+from . import sweeps
+from .results import EVALS_DIR, PROBES_DIR, RecipeResults, RunRecord, read_run
+from .spec import Plan, Recipe, RunGroup, with_seeds, with_train_overrides
+
+log = logging.getLogger("achilles.reproduce")
+
+RECIPE_JSON = "recipe.json"
+RUNS_DIR = "runs"
+FIGURES_DIR = "figures"
+OUT_FORMAT = "achilles-reproduction/1"
+
+
+def default_out(recipe: str, profile: str) -> Path:
+    return Path("reproductions") / f"{recipe}-{profile}"
+
+
+def default_runs(out: Path | None) -> Path:
+    """The run store: ``reproductions/runs`` beside the default output folders, else ``OUT/runs``."""
+    return Path("reproductions") / RUNS_DIR if out is None else Path(out) / RUNS_DIR
+
+
+@dataclass
+class ReproduceOptions:
+    """How to run a recipe (what to run is the recipe's plan)."""
+
+    profile: str = "quick"
+    out: Path | None = None
+    runs: Path | None = None                        # the run store (default: see default_runs)
+    seeds: int | None = None                        # --seeds N: every group on seeds 0..N-1
+    train_overrides: Mapping[str, Any] = field(default_factory=dict)   # --set epochs=2
+    executor: str = "local"
+    workers: int | None = None
+    device: str = "auto"
+    progress: bool | None = None
+
+
+def resolve_plan(recipe: Recipe, options: ReproduceOptions) -> Plan:
+    plan = recipe.plan(options.profile)
+    if options.seeds is not None:
+        plan = with_seeds(plan, options.seeds)
+    return with_train_overrides(plan, options.train_overrides)
+
+
+def group_folder(runs: Path, spec) -> Path:
+    """The sweep folder of a run group in the run store (named by its settings, so shared)."""
+    return sweeps.folder_for(spec, runs)
+
+
+def check_out_folder(out: Path, recipe: Recipe, profile: str) -> None:
+    """A folder that holds another recipe's (or profile's) reproduction is refused, not mixed."""
+    file = Path(out) / RECIPE_JSON
+    if not file.is_file():
+        if Path(out).is_dir() and any(Path(out).iterdir()):
+            raise AchillesError(f"{out} exists and is not a reproduction folder (no {RECIPE_JSON}); "
+                                "choose another --out")
+        return
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AchillesError(f"{file} is unreadable ({exc}); choose another --out") from None
+    if data.get("recipe") != recipe.name or data.get("profile") != profile:
+        raise AchillesError(f"{out} holds a reproduction of {data.get('recipe')!r} at profile "
+                            f"{data.get('profile')!r}, not {recipe.name!r} at {profile!r}; choose another --out")
+
+
+def plan_record(recipe: Recipe, profile: str, plan: Plan) -> dict[str, Any]:
+    def group(g: RunGroup) -> dict[str, Any]:
+        d = asdict(g)
+        d["evals"] = [asdict(e) for e in g.evals]
+        return d
+
+    return {"format": OUT_FORMAT, "recipe": recipe.name, "profile": profile,
+            "runs": [group(g) for g in plan.runs], "probes": [asdict(p) for p in plan.probes],
+            "training_profile": plan.training_profile}
+
+
+# -- the stages ------------------------------------------------------------------------------------
+def collect(recipe: Recipe, profile: str, plan: Plan, out: Path, runs_dir: Path,
+            device: str = "auto") -> RecipeResults:
+    """Read every run of ``plan`` in the run store (finished or not) with its evals and probes."""
+    runs: list[RunRecord] = []
+    for group in plan.runs:
+        spec = sweeps.spec_for(group, plan, device)
+        for cell in sweeps.cells(spec, group_folder(runs_dir, spec)):
+            runs.append(read_run(group.name, cell.values, cell.seed, cell.path, cell.status))
+    return RecipeResults(recipe, profile, plan, out, runs)
+
+
+def run_evaluations(results: RecipeResults, device: str = "auto", progress: Callable | None = None) -> int:
+    """Each group's extra evaluations on its finished runs; reuses results of the same weights."""
+    from ..api import get_task
+    from ..evaluation import evaluate
+    from ..trainer import resolve_device
+    from ..zoo import load
+
+    done = 0
+    for group in results.plan.runs:
+        for spec in group.evals:
+            for run in results.group(group.name):
+                if not run.finished:
+                    continue
+                sha = run.config.get("weights_sha256")
+                wanted = {"task_settings": dict(spec.task_settings), "splits": list(spec.splits),
+                          "samples": spec.samples or run.eval_samples(spec.splits[0]), "weights_sha256": sha}
+                old = run.evals.get(spec.name)
+                if old and all(old.get(k) == v for k, v in wanted.items()):
+                    continue
+                loaded = load(str(run.path))
+                task = get_task(loaded.config["task"], **{**loaded.config.get("task_config", {}),
+                                                          **spec.task_settings})
+                model = loaded.model.to(resolve_device(device))
+                metrics = evaluate(model, task, spec.splits, samples=wanted["samples"], seed=0)
+                record = {**wanted, "task": task.name, "task_config": task.config, "metrics": metrics}
+                atomic_write_json(run.path / EVALS_DIR / f"{spec.name}.json", record)
+                run.evals[spec.name] = record
+                done += 1
+                if progress:
+                    progress(f"evaluated {run.label} on {spec.name}")
+    return done
+
+
+def run_probes(results: RecipeResults, device: str = "auto", progress: Callable | None = None) -> int:
+    """The plan's probes on the finished runs they name; reuses results of the same weights."""
+    from ..api import get_probe
+    from ..trainer import resolve_device
+    from ..zoo import load
+
+    done = 0
+    for step in results.plan.probes:
+        probe = get_probe(step.probe)
+        for run in results.group(step.on, step.where):
+            if not run.finished:
+                continue
+            out_dir = run.path / PROBES_DIR / step.probe
+            request = {"options": dict(step.options), "weights_sha256": run.config.get("weights_sha256")}
+            marker = out_dir / "request.json"
+            if step.probe in run.probes and marker.is_file() and json.loads(marker.read_text()) == request:
+                continue
+            loaded = load(str(run.path))
+            model = loaded.model.to(resolve_device(device)).eval()
+            probe.check(model, loaded.task)
+            result = sweeps.call_probe(probe, model, loaded.task, out_dir, run.path, dict(step.options))
+            atomic_write_json(marker, request)
+            run.probes[step.probe] = result
+            done += 1
+            if progress:
+                progress(f"probed {run.label} with {step.probe}")
+    return done
+
+
+def draw_figures(results: RecipeResults, out: Path) -> list[dict[str, str]]:
+    """The recipe's figures; a figure that fails is reported in the report, not fatal."""
+    figures = []
+    folder = Path(out) / FIGURES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for figure in results.recipe.figures:
+        path = folder / f"{figure.name}.png"
+        entry = {"name": figure.name, "caption": figure.caption, "path": f"{FIGURES_DIR}/{path.name}"}
+        try:
+            figure.draw(results, path)
+        except Exception as exc:  # a broken figure must not lose the claims
+            log.warning("figure %s failed: %s: %s", figure.name, type(exc).__name__, exc)
+            entry = {**entry, "error": f"{type(exc).__name__}: {exc}", "path": ""}
+        figures.append(entry)
+    return figures
+
+
+@dataclass
+class ReproduceResult:
+    out: Path
+    results: RecipeResults
+    claims: list[dict[str, Any]]
+    report: Path | None
+    seconds: float
+
+
+def reproduce(recipe: Recipe, options: ReproduceOptions, echo: Callable[[str], None] = print) -> ReproduceResult:
+    """Train what is missing, evaluate, probe, judge the claims and write the report.
+
+    Raises ``achilles.sweep.SweepInterrupted`` (a KeyboardInterrupt) on Ctrl-C after the
+    finished runs are safe; the same call again resumes."""
+    from .measure import evaluate_claims
+    from .report import write_report
+
+    started = time.perf_counter()
+    plan = resolve_plan(recipe, options)
+    out = Path(options.out) if options.out else default_out(recipe.name, options.profile)
+    runs_dir = Path(options.runs) if options.runs else default_runs(options.out)
+    check_out_folder(out, recipe, options.profile)
+    specs = [(group, sweeps.spec_for(group, plan, options.device)) for group in plan.runs]  # bad settings fail here
+    out.mkdir(parents=True, exist_ok=True)
+    previous = out / RECIPE_JSON
+    created = (json.loads(previous.read_text()).get("created") if previous.is_file() else None) or _now()
+    atomic_write_json(previous, {**plan_record(recipe, options.profile, plan), "created": created,
+                                 "updated": _now()})
+    for group, spec in specs:
+        sweeps.train(spec, group_folder(runs_dir, spec), options, echo)
+    results = collect(recipe, options.profile, plan, out, runs_dir, options.device)
+    run_evaluations(results, options.device, echo)
+    run_probes(results, options.device, echo)
+    claims = evaluate_claims(recipe.claims, results)
+    figures = draw_figures(results, out)
+    report = write_report(results, claims, figures, out, seconds=time.perf_counter() - started)
+    return ReproduceResult(out, results, claims, report, time.perf_counter() - started)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
