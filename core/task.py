@@ -18,13 +18,19 @@ class Paper:
     arxiv: str
     #: where in the paper the task is defined, e.g. ``"§3.3, appendix C.1"`` (empty: unknown)
     section: str = ""
+    #: a short name for tables and reports, e.g. ``"Achilles' Heel"`` (empty: the title)
+    short: str = ""
 
     @property
     def url(self) -> str:
         return f"https://arxiv.org/abs/{self.arxiv}"
 
+    @property
+    def label(self) -> str:
+        return self.short or self.title
+
     def as_dict(self) -> dict[str, str]:
-        """``{"title", "arxiv", "section"}``: the form a run record or a card stores."""
+        """``{"title", "arxiv", "section", "short"}``: the form a run record or a card stores."""
         return asdict(self)
 
 

@@ -30,7 +30,7 @@ def _list(echo) -> None:
     rows = []
     for name in list_recipes():
         recipe = get_recipe(name)
-        cells = [name, f"{recipe.paper.key} {recipe.source}", len(recipe.claims)]
+        cells = [name, f"{recipe.paper.label} {recipe.source}", len(recipe.claims)]
         for profile in ("quick", "paper"):
             if profile not in recipe.plans:
                 cells += ["-", "-"]
@@ -69,7 +69,7 @@ def _dry_run(recipe, options, echo) -> None:
                      f"{b['train_samples']} x {b['epochs']}"])
     kind = "cuda" if options.device != "cpu" and _default_profile(options.device) == "paper" else "cpu"
     workers = 1 if kind == "cuda" else (options.workers or _cores())
-    echo(f"Recipe {recipe.name} ({recipe.paper.key} {recipe.source}), profile {options.profile}, into {out}")
+    echo(f"Recipe {recipe.name} ({recipe.paper.label} {recipe.source}), profile {options.profile}, into {out}")
     echo(format_table(rows, ["group", "arch", "task", "grid", "seeds", "runs", "to train", "samples x epochs"],
                       max_width=50))
     for step in plan.probes:

@@ -10,7 +10,8 @@ from .measure import (HELD, INCONCLUSIVE, NOT_HELD, Measurement, Rule, at_least,
                       probe_value, rate, share_of_cells)
 from .registry import get_recipe, list_recipes
 from .results import RecipeResults, RunRecord
-from .spec import Claim, Evaluation, Figure, Paper, Plan, Precondition, ProbeStep, Recipe, RunGroup, Source
+from ..task import Paper
+from .spec import Claim, Evaluation, Figure, Plan, Precondition, ProbeStep, Recipe, RunGroup, Source
 
 __all__ = ["Claim", "Evaluation", "Figure", "HELD", "INCONCLUSIVE", "Measurement", "NOT_HELD", "Paper", "Plan", "Precondition",
            "ProbeStep", "Recipe", "RecipeResults", "Rule", "RunGroup", "RunRecord", "Source", "at_least",

@@ -87,6 +87,19 @@ def samples_per_second(shape: Shape, kind: str) -> tuple[float | None, bool]:
     return float(near["samples_per_s"]) * measured.work() / shape.work(), True
 
 
+def _factory_defaults(arch: str) -> dict[str, Any]:
+    """The keyword defaults of an architecture's factory (its n_layers and d_model when unset)."""
+    import inspect
+
+    from ..api import _registry
+
+    try:
+        params = inspect.signature(_registry("architecture").get(arch).factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
 def group_shapes(group: RunGroup) -> list[tuple[Shape, int]]:
     """(shape, number of runs) for each distinct shape of a group's grid."""
     import itertools
@@ -94,7 +107,7 @@ def group_shapes(group: RunGroup) -> list[tuple[Shape, int]]:
     from ..api import _registry, get_task
 
     task_cls = _registry("task").get(group.task).factory
-    base = {**getattr(task_cls, "model_defaults", {}), **dict(group.model)}
+    base = {**_factory_defaults(group.arch), **getattr(task_cls, "model_defaults", {}), **dict(group.model)}
     axes = list(group.grid)
     out: dict[Shape, int] = {}
     for combo in itertools.product(*(group.grid[a] for a in axes)) if axes else [()]:

@@ -267,7 +267,7 @@ def evaluate_claims(claims, results: "RecipeResults") -> list[dict[str, Any]]:
                 verdict, why = INCONCLUSIVE, (f"precondition not met: {pre.text} (measured {pm.text()}, "
                                               f"needs {pre.rule.text()}); {claim.rule.text()} alone would "
                                               f"say {verdict}")
-        rows.append({"preconditions": preconditions, "id": claim.id, "statement": claim.statement, "paper": claim.source.paper.key,
+        rows.append({"preconditions": preconditions, "id": claim.id, "statement": claim.statement, "paper": claim.source.paper.label,
                      "where": claim.source.where, "paper_value": claim.source.value,
                      "measured_as": claim.measured_as, "rule": claim.rule.text(),
                      "measurement": m.to_dict(), "measured": m.text(), "verdict": verdict, "why": why})

@@ -95,7 +95,7 @@ def write_report(results: RecipeResults, claims: list[dict[str, Any]], figures: 
             for r in results.runs]
     counts = {v: sum(c["verdict"] == v for c in claims) for v in ("held", "not held", "inconclusive")}
     data = {"format": REPORT_FORMAT, "recipe": recipe.name, "title": recipe.title,
-            "paper": {"key": recipe.paper.key, "title": recipe.paper.title, "arxiv": recipe.paper.arxiv},
+            "paper": {"label": recipe.paper.label, "title": recipe.paper.title, "arxiv": recipe.paper.arxiv},
             "source": recipe.source, "profile": results.profile, "summary": recipe.summary,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "achilles_version": __version__, "machine": machine(), "seconds": round(seconds, 1),

@@ -170,7 +170,7 @@ def run_probes(results: RecipeResults, device: str = "auto", progress: Callable 
             loaded = load(str(run.path))
             model = loaded.model.to(resolve_device(device)).eval()
             probe.check(model, loaded.task)
-            result = sweeps.call_probe(probe, model, loaded.task, out_dir, run.path, dict(step.options))
+            result = sweeps.call_probe(probe, model, loaded.task, out_dir, run.path, loaded.config, dict(step.options))
             atomic_write_json(marker, request)
             run.probes[step.probe] = result
             done += 1

@@ -24,25 +24,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import ConfigError
+from ..task import Paper
 
 if TYPE_CHECKING:  # pragma: no cover
     from .measure import Measurement, Rule
     from .results import RecipeResults
 
 PROFILES = ("quick", "paper")
-
-
-@dataclass(frozen=True)
-class Paper:
-    """A paper a recipe reproduces."""
-
-    key: str      # short handle used in tables, e.g. "achilles-heel"
-    title: str
-    arxiv: str    # arXiv id, e.g. "2509.17514"
-
-    @property
-    def url(self) -> str:
-        return f"https://arxiv.org/abs/{self.arxiv}"
 
 
 @dataclass(frozen=True)
@@ -208,4 +196,12 @@ def with_train_overrides(plan: Plan, overrides: Mapping[str, Any]) -> Plan:
 
     if not overrides:
         return plan
+    from dataclasses import fields
+
+    from ..profiles import TrainSettings
+
+    known = sorted(f.name for f in fields(TrainSettings) if f.name != "profile")
+    for key in overrides:
+        if key not in known:
+            raise ConfigError(f"--set {key}", f"is not a training setting (settings: {', '.join(known)})")
     return replace(plan, runs=tuple(replace(g, train={**g.train, **overrides}) for g in plan.runs))

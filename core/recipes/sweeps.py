@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -15,7 +14,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def spec_for(group: RunGroup, plan: Plan, device: str = "auto") -> "sweep.SweepSpec":
     """The sweep of a run group (checked: unknown names and impossible settings fail here)."""
+    from ..api import _registry
+    from ..profiles import settings_for
+
     grid = {k: list(v) for k, v in group.grid.items()}
+    task_cls = _registry("task").get(group.task).factory
+    settings_for(plan.training_profile, getattr(task_cls, "training_defaults", {}), **dict(group.train))
     return sweep.make_spec(group.arch, group.task, grid, group.seeds, plan.training_profile, device,
                            dict(group.model), dict(group.task_settings), **dict(group.train))
 
@@ -37,7 +41,8 @@ def train(spec: "sweep.SweepSpec", folder: Path, options: "ReproduceOptions", ec
                     device=options.device, draw=True, progress=options.progress, log=echo)
 
 
-def call_probe(probe, model, task, out_dir: Path, run_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
-    if "run_dir" in inspect.signature(probe.run).parameters:
-        options = {**options, "run_dir": run_dir}
-    return probe.run(model, task, out_dir, **options)
+def call_probe(probe, model, task, out_dir: Path, run_dir: Path, config: dict, options: dict[str, Any]) -> dict[str, Any]:
+    from ..probe import ProbeContext
+
+    context = ProbeContext(out_dir, run_dir, config, next(model.parameters()).device)
+    return probe.run(model, task, context, **probe.resolve_options(options))

@@ -15,7 +15,7 @@ from achilles.recipes import (Claim, Figure, Plan, Precondition, ProbeStep, Reci
 from achilles.recipes.measure import Measurement, rate_measurement
 
 from . import figures
-from .papers import ACHILLES_HEEL, ACHILLES_TRAINING
+from ..papers import ACHILLES_HEEL, ACHILLES_TRAINING
 
 PAPER = ACHILLES_HEEL
 PAIRS = 16            # composite: test has 16 anchor pairs in equal shares

@@ -10,7 +10,7 @@ from achilles.recipes import (Claim, Figure, Measurement, Plan, Recipe, RecipeRe
 from achilles.recipes.measure import rate_measurement
 
 from . import figures
-from .papers import COPY_COT
+from ..papers import COPY_AND_COT as COPY_COT
 
 PAPER = COPY_COT
 

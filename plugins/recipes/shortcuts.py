@@ -7,7 +7,7 @@ from achilles.recipes import (Claim, Evaluation, Figure, Plan, Precondition, Rec
                               at_most, minus, rate)
 
 from . import figures
-from .papers import SHORTCUTS
+from ..papers import LOCAL_PATTERN_SHORTCUTS as SHORTCUTS
 
 PAPER = SHORTCUTS
 

@@ -11,7 +11,7 @@ import torch
 from achilles import Batch, ConfigError, Task, check_int
 
 from ._common import balanced, grouped_accuracy, masked_hits, mean, resolve_n_seed, split_rng, to_batch
-from ._papers import ACHILLES_HEEL
+from ..papers import ACHILLES_HEEL
 
 SEQ_LEN = 8
 KEY_LOW, KEY_HIGH = 20, 99  # keys and filler, inclusive

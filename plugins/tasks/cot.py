@@ -13,7 +13,7 @@ import torch
 from achilles import Batch, check_int
 
 from ._common import masked_hits, next_token_targets
-from ._papers import COPY_AND_COT
+from ..papers import COPY_AND_COT
 from ._sequence import SizedSequenceTask
 
 

@@ -13,7 +13,7 @@ from achilles import Batch, ConfigError, Task, check_int
 
 from ._common import (distinct_ints, draw_excluding, grouped_accuracy, masked_hits, mean, resolve_n_seed, split_rng,
                       to_batch)
-from ._papers import ACHILLES_HEEL
+from ..papers import ACHILLES_HEEL
 
 N_KEYS = 5  # five of the six permutations
 SET_SIZE = 3

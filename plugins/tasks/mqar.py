@@ -13,7 +13,7 @@ from achilles import Batch, ConfigError, Task, check_int
 
 from ._common import (balanced, check_bool, check_choices, distinct_ints, fill_split, grouped_accuracy, in_rows,
                       masked_hits, mean, power_law_slots, resolve_n_seed, split_rng, to_batch)
-from ._papers import LOCAL_PATTERN_SHORTCUTS
+from ..papers import LOCAL_PATTERN_SHORTCUTS
 
 PLACEMENTS = ("standard", "last", "shuffle")
 PAD, S1, S2 = 0, 1, 2  # filler without noise; the two n-gram delimiters
