@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from ..errors import AchillesError
 from ..table import format_table
 from .train import parse_settings
 
@@ -145,7 +144,7 @@ def reproduce_command(name, profile, seeds, overrides, executor, workers, out, r
             continue
         click.echo(f"== {recipe.name}: {recipe.title} (profile {profile})")
         try:
-            result = reproduce(recipe, options, echo=click.echo)
+            result = reproduce(recipe, options)
         except SweepInterrupted:
             click.echo("Interrupted: finished runs are kept. Run the same command again to resume.", err=True)
             raise SystemExit(130)

@@ -91,10 +91,10 @@ def _factory_defaults(arch: str) -> dict[str, Any]:
     """The keyword defaults of an architecture's factory (its n_layers and d_model when unset)."""
     import inspect
 
-    from ..api import _registry
+    from ..api import registry
 
     try:
-        params = inspect.signature(_registry("architecture").get(arch).factory).parameters
+        params = inspect.signature(registry("architecture").get(arch).factory).parameters
     except (TypeError, ValueError):
         return {}
     return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
@@ -104,9 +104,9 @@ def group_shapes(group: RunGroup) -> list[tuple[Shape, int]]:
     """(shape, number of runs) for each distinct shape of a group's grid."""
     import itertools
 
-    from ..api import _registry, get_task
+    from ..api import registry, get_task
 
-    task_cls = _registry("task").get(group.task).factory
+    task_cls = registry("task").get(group.task).factory
     base = {**_factory_defaults(group.arch), **getattr(task_cls, "model_defaults", {}), **dict(group.model)}
     axes = list(group.grid)
     out: dict[Shape, int] = {}

@@ -47,10 +47,10 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def group_budget(group: RunGroup, plan: Plan) -> dict[str, Any]:
     """What one run of ``group`` trains on: the settings the trainer will use."""
-    from ..api import _registry
+    from ..api import registry
     from ..profiles import settings_for
 
-    task_cls = _registry("task").get(group.task).factory
+    task_cls = registry("task").get(group.task).factory
     s = settings_for(plan.training_profile, getattr(task_cls, "training_defaults", {}), **dict(group.train))
     model = {**getattr(task_cls, "model_defaults", {}), **dict(group.model)}
     samples = s.train_samples

@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from ..errors import AchillesError
 from ..runs import RunFolder, atomic_write_json
@@ -117,7 +117,7 @@ def collect(recipe: Recipe, profile: str, plan: Plan, out: Path, runs_dir: Path,
     return RecipeResults(recipe, profile, plan, out, runs)
 
 
-def run_evaluations(results: RecipeResults, device: str = "auto", progress: Callable | None = None) -> int:
+def run_evaluations(results: RecipeResults, device: str = "auto") -> int:
     """Each group's extra evaluations on its finished runs; reuses results of the same weights."""
     from ..api import get_task
     from ..evaluation import evaluate
@@ -145,12 +145,11 @@ def run_evaluations(results: RecipeResults, device: str = "auto", progress: Call
                 atomic_write_json(run.path / EVALS_DIR / f"{spec.name}.json", record)
                 run.evals[spec.name] = record
                 done += 1
-                if progress:
-                    progress(f"evaluated {run.label} on {spec.name}")
+                log.info(f"evaluated {run.label} on {spec.name}")
     return done
 
 
-def run_probes(results: RecipeResults, device: str = "auto", progress: Callable | None = None) -> int:
+def run_probes(results: RecipeResults, device: str = "auto") -> int:
     """The plan's probes on the finished runs they name; reuses results of the same weights."""
     from ..api import get_probe
     from ..trainer import resolve_device
@@ -174,8 +173,7 @@ def run_probes(results: RecipeResults, device: str = "auto", progress: Callable 
             atomic_write_json(marker, request)
             run.probes[step.probe] = result
             done += 1
-            if progress:
-                progress(f"probed {run.label} with {step.probe}")
+            log.info(f"probed {run.label} with {step.probe}")
     return done
 
 
@@ -205,7 +203,7 @@ class ReproduceResult:
     seconds: float
 
 
-def reproduce(recipe: Recipe, options: ReproduceOptions, echo: Callable[[str], None] = print) -> ReproduceResult:
+def reproduce(recipe: Recipe, options: ReproduceOptions) -> ReproduceResult:
     """Train what is missing, evaluate, probe, judge the claims and write the report.
 
     Raises ``achilles.sweep.SweepInterrupted`` (a KeyboardInterrupt) on Ctrl-C after the
@@ -224,11 +222,10 @@ def reproduce(recipe: Recipe, options: ReproduceOptions, echo: Callable[[str], N
     created = (json.loads(previous.read_text()).get("created") if previous.is_file() else None) or _now()
     atomic_write_json(previous, {**plan_record(recipe, options.profile, plan), "created": created,
                                  "updated": _now()})
-    for group, spec in specs:
-        sweeps.train(spec, group_folder(runs_dir, spec), options, echo)
+    sweeps.train([(spec, group_folder(runs_dir, spec)) for _, spec in specs], options)
     results = collect(recipe, options.profile, plan, out, runs_dir, options.device)
-    run_evaluations(results, options.device, echo)
-    run_probes(results, options.device, echo)
+    run_evaluations(results, options.device)
+    run_probes(results, options.device)
     claims = evaluate_claims(recipe.claims, results)
     figures = draw_figures(results, out)
     report = write_report(results, claims, figures, out, seconds=time.perf_counter() - started)

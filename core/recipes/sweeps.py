@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .. import sweep
 from .spec import Plan, RunGroup
@@ -14,11 +14,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def spec_for(group: RunGroup, plan: Plan, device: str = "auto") -> "sweep.SweepSpec":
     """The sweep of a run group (checked: unknown names and impossible settings fail here)."""
-    from ..api import _registry
+    from ..api import registry
     from ..profiles import settings_for
 
     grid = {k: list(v) for k, v in group.grid.items()}
-    task_cls = _registry("task").get(group.task).factory
+    task_cls = registry("task").get(group.task).factory
     settings_for(plan.training_profile, getattr(task_cls, "training_defaults", {}), **dict(group.train))
     return sweep.make_spec(group.arch, group.task, grid, group.seeds, plan.training_profile, device,
                            dict(group.model), dict(group.task_settings), **dict(group.train))
@@ -32,13 +32,14 @@ def cells(spec: "sweep.SweepSpec", folder: Path) -> list:
     return sweep.plan_cells(spec, folder)
 
 
-def train(spec: "sweep.SweepSpec", folder: Path, options: "ReproduceOptions", echo: Callable[[str], None]) -> None:
-    """Train the cells of ``spec`` not yet finished into ``folder`` (a sweep folder)."""
-    pending = [c for c in sweep.plan_cells(spec, folder) if not c.done] if (folder / sweep.SWEEP_JSON).is_file() else None
-    if pending == []:
-        return
-    sweep.run_sweep(spec=spec, folder=folder, executor=options.executor, workers=options.workers,
-                    device=options.device, draw=True, progress=options.progress, log=echo)
+def train(jobs: list[tuple["sweep.SweepSpec", Path]], options: "ReproduceOptions") -> list:
+    """Train the cells not yet done of every (spec, sweep folder) in one pool of workers."""
+    todo = [(spec, folder) for spec, folder in jobs
+            if not (folder / sweep.SWEEP_JSON).is_file() or any(not c.done for c in sweep.plan_cells(spec, folder))]
+    if not todo:
+        return []
+    return sweep.run_sweeps(todo, sweep.SweepOptions(executor=options.executor, workers=options.workers,
+                                                     device=options.device, progress=options.progress))
 
 
 def call_probe(probe, model, task, out_dir: Path, run_dir: Path, config: dict, options: dict[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from .grid import MAX_GRID_VALUES, known_settings, parse_grid, parse_range, pars
 from .lock import LOCK, SweepBusyError, SweepLock
 from .plan import DEFAULT_MAX_ENSEMBLE, SHAPE_FREE, Cell, Unit, cell_run_name, make_units, plan_cells, validate_cells
 from .results import RESULTS_CSV, aggregate, collect_results, mean_table, phase_metrics, read_csv, write_csv
-from .run import SweepInterrupted, SweepOptions, SweepResult, run_sweep
+from .run import SweepInterrupted, SweepOptions, SweepResult, run_sweep, run_sweeps
 from .spec import SWEEP_FORMAT, SWEEP_JSON, SweepSpec, make_spec, prepare_folder, sweep_folder
 from .worker import train_unit, worker_env
 
@@ -48,6 +48,6 @@ __all__ = [
     "SWEEP_JSON", "Cell", "SweepBusyError", "SweepInterrupted", "SweepLock", "SweepOptions", "SweepResult",
     "SweepSpec", "Unit", "aggregate", "cell_run_name", "collect_results", "cpu_count", "default_ensemble",
     "default_workers", "known_settings", "make_spec", "make_units", "mean_table", "parse_grid", "parse_range",
-    "parse_seeds", "phase_metrics", "plan_cells", "prepare_folder", "read_csv", "require_ray", "run_sweep",
+    "parse_seeds", "phase_metrics", "plan_cells", "prepare_folder", "read_csv", "require_ray", "run_sweep", "run_sweeps",
     "sweep_folder", "train_unit", "validate_cells", "worker_env", "write_csv",
 ]

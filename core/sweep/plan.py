@@ -179,6 +179,17 @@ def make_units(cells: list[Cell], ensemble: bool = True, max_members: int = DEFA
     return [Unit(u) for u in sorted(units, key=lambda u: -len(u) * _depth(u[0]))]
 
 
+def unit_cost(unit: Unit) -> float:
+    """A unit's relative training cost, to start the costliest first: cells x layers x width x
+    samples x epochs (settings a cell does not override count at a common default)."""
+    cell = unit.cells[0]
+    width = cell.model_config.get("d_model", 64)
+    samples = cell.settings.get("train_samples") or 80_000
+    epochs = cell.settings.get("epochs") or 6
+    numbers = [v if isinstance(v, (int, float)) else 1 for v in (width, samples, epochs)]
+    return len(unit.cells) * _depth(cell) * numbers[0] * numbers[1] * numbers[2]
+
+
 def _depth(cell: Cell) -> float:
     depth = cell.model_config.get("n_layers", 1)
     return float(depth) if isinstance(depth, (int, float)) else 1.0

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +19,7 @@ from ..errors import ConfigError
 from .executors import (EXECUTORS, Interrupted, cpu_count, default_ensemble, default_workers, execute_local,
                         execute_ray, execute_serial, require_ray, sigterm_as_interrupt)
 from .lock import SweepLock
-from .plan import DEFAULT_MAX_ENSEMBLE, make_units, plan_cells, validate_cells
+from .plan import DEFAULT_MAX_ENSEMBLE, make_units, plan_cells, unit_cost, validate_cells
 from .results import aggregate
 from .spec import SweepSpec, prepare_folder, sweep_folder
 from .worker import cell_payload, worker_env
@@ -107,33 +108,54 @@ class SweepInterrupted(KeyboardInterrupt):
 def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepResult:
     """Train every cell of ``spec`` not yet done (finished or failed), then write results.csv and
     the phase heatmaps. Raises SweepInterrupted (with the result) when stopped."""
+    return run_sweeps([(spec, options.folder)], options)[0]
+
+
+def run_sweeps(sweeps: Sequence[tuple[SweepSpec, Path | None]], options: SweepOptions = SweepOptions()
+               ) -> list[SweepResult]:
+    """Several sweeps (spec, folder) trained by one pool of workers, as ``run_sweep`` trains one:
+    their cells share the workers, costliest first, so no core idles while a small sweep waits
+    for a large one (a recipe's run groups). Each folder is locked, planned and aggregated on its
+    own. Raises SweepInterrupted, carrying the first sweep's result, when stopped."""
     started = time.perf_counter()
     if options.executor == "ray":
         require_ray()
-    folder = options.folder or sweep_folder(spec)
-    folder.mkdir(parents=True, exist_ok=True)
-    with SweepLock(folder):
-        prepare_folder(spec, folder)
-        cells = plan_cells(spec, folder)
-        validate_cells(spec, cells)
-        workers, threads, slots = options.parallelism()
-        units = make_units(cells, options.use_ensemble(), options.max_ensemble, slots)
-        todo = sum(len(u.cells) for u in units)
-        result = SweepResult(folder, spec, [], [], [], skipped=len(cells) - todo)
-        if todo:
-            _say_plan(options, folder, cells, units, workers, threads)
+    workers, threads, slots = options.parallelism()
+    jobs = []
+    folders = [Path(folder) if folder else sweep_folder(spec) for spec, folder in sweeps]
+    repeated = {f for f in folders if folders.count(f) > 1}
+    if repeated:
+        raise ConfigError("sweeps", f"two sweeps share the folder {sorted(repeated)[0]}; make them one grid")
+    with ExitStack() as locks:
+        for (spec, _), folder in zip(sweeps, folders):
+            folder.mkdir(parents=True, exist_ok=True)
+            locks.enter_context(SweepLock(folder))
+            prepare_folder(spec, folder)
+            cells = plan_cells(spec, folder)
+            validate_cells(spec, cells)
+            units = make_units(cells, options.use_ensemble(), options.max_ensemble, slots)
+            result = SweepResult(folder, spec, [], [], [], skipped=len(cells) - sum(len(u.cells) for u in units))
+            if units:
+                _say_plan(options, folder, cells, units, workers, threads)
+            jobs.append((spec, folder, cells, units, result))
         env = worker_env(threads, options.device, options.ensemble_method, options.gpus_per_unit)
-        payloads = [[cell_payload(spec, c) for c in u.cells] for u in units]
+        queue = sorted(((unit_cost(u), i, [cell_payload(spec, c) for c in u.cells])
+                        for i, (spec, _, _, units, _) in enumerate(jobs) for u in units),
+                       key=lambda item: -item[0])
+        owner = {id(payload): jobs[i][4] for _, i, payload in queue}
+        payloads = [payload for _, _, payload in queue]
+        todo = sum(len(p) for p in payloads)
         bar = tqdm(total=todo, unit="cell", dynamic_ncols=True, file=sys.stderr, desc="sweep",
                    disable=(not options.progress) if options.progress is not None else None)
 
         def on_done(payload: list, results: list[dict]) -> None:
-            _count(result, results)
+            _count(owner[id(payload)], results)
             seconds = results[0].get("seconds", 0.0) if results else 0.0
             bar.set_postfix_str(f"last unit: {len(results)} cell(s) in {seconds:.0f}s "
                                 f"({results[0].get('method') if results else ''})")
             bar.update(len(results))
 
+        interrupted = False
         previous = sigterm_as_interrupt()
         try:
             if not payloads:
@@ -145,17 +167,20 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
             else:
                 execute_local(payloads, env, workers, on_done)
         except (Interrupted, KeyboardInterrupt):
-            result.interrupted = True
+            interrupted = True
         finally:
             bar.close()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         metrics = list(options.metrics) if options.metrics else None
-        result.rows, result.metrics, result.figures = aggregate(folder, spec, cells, metrics, options.draw)
-    result.seconds = time.perf_counter() - started
-    if result.interrupted:
-        raise SweepInterrupted(result)
-    return result
+        for spec, folder, cells, _, result in jobs:
+            result.rows, result.metrics, result.figures = aggregate(folder, spec, cells, metrics, options.draw)
+            result.interrupted = interrupted
+            result.seconds = time.perf_counter() - started
+    results = [job[4] for job in jobs]
+    if interrupted:
+        raise SweepInterrupted(results[0])
+    return results
 
 
 def _say_plan(options: SweepOptions, folder: Path, cells: list, units: list, workers: int, threads: int) -> None:

@@ -14,7 +14,7 @@ from ..papers import COPY_AND_COT as COPY_COT
 
 PAPER = COPY_COT
 
-COPY_TASK = {"max_len": 20, "test_max_len": 30}
+COPY_TASK = {"max_size": 20, "test_max_size": 30}
 COPY_TRAIN = {"epochs": 10, "lr_peak": 1e-3, "train_samples": 40_000, "eval_samples": 3_000, "batch_size": 256}
 SHORT, LONG = range(1, 6), range(16, 21)  # trained lengths: short and long ends
 
@@ -52,7 +52,7 @@ def by_size(metric: str):
     return of
 
 
-TEST_SIZES = COPY_TASK["test_max_len"]
+TEST_SIZES = COPY_TASK["test_max_size"]
 
 copy_length = Recipe(
     name="copy-length",
@@ -72,9 +72,9 @@ copy_length = Recipe(
                         "epochs at peak lr 1e-3 (batch 256). The paper's lengths reach 70 and its models d = 256."),
         ),
         "paper": Plan(
-            runs=(RunGroup("mamba2", "mamba2", "copy", task_settings={"max_len": 70, "test_max_len": 70},
+            runs=(RunGroup("mamba2", "mamba2", "copy", task_settings={"max_size": 70, "test_max_size": 70},
                            grid={"d_model": [64, 128, 256]}, seeds=3),
-                  RunGroup("transformer", "transformer", "copy", task_settings={"max_len": 70, "test_max_len": 70},
+                  RunGroup("transformer", "transformer", "copy", task_settings={"max_size": 70, "test_max_size": 70},
                            model={"d_model": 64}, seeds=3)),
             training_profile="paper", departures="appendix D of Achilles' Heel for the schedule (the COPY paper's "
                                                  "training details are not in its summary)."),
@@ -113,8 +113,8 @@ copy_length = Recipe(
 )
 
 # -- chain-of-thought DP ----------------------------------------------------------------------------------
-LIS_TASK = {"max_len": 12, "test_max_len": 12}
-ED_TASK = {"max_len": 6, "test_max_len": 6}
+LIS_TASK = {"max_size": 12, "test_max_size": 12}
+ED_TASK = {"max_size": 6, "test_max_size": 6}
 COT_TRAIN = {"epochs": 10, "lr_peak": 1e-3, "train_samples": 40_000, "eval_samples": 3_000, "batch_size": 256}
 COT_MODEL = {"d_model": 64}
 
