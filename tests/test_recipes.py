@@ -179,34 +179,31 @@ def test_reproduce_end_to_end(tmp_path):
 
 
 def test_reproduce_resumes_after_an_interrupt(tmp_path, monkeypatch):
-    from achilles.recipes import sweeps
+    from achilles import sweep
     from achilles.sweep import SweepInterrupted
 
     groups = (RunGroup("mixer", "toy-mixer", "toy-count", grid={"gamma": [0.5]}, seeds=1, train=TOY_TRAIN),
               RunGroup("other", "toy-mixer", "toy-count", grid={"gamma": [1.0]}, seeds=1,
                        train={**TOY_TRAIN, "epochs": 1}))
     register_toy([toy_recipe(groups=groups)])
-    real = sweeps.train
-    calls = []
+    real = sweep.run_sweeps
 
-    def interrupted_on_second(spec, folder, options, echo):
-        calls.append(folder)
-        if len(calls) == 2:
-            raise SweepInterrupted(types.SimpleNamespace(path=folder))
-        return real(spec, folder, options, echo)
+    def stopped_after_the_first(jobs, options):  # Ctrl-C once the first group has trained
+        raise SweepInterrupted(real(jobs[:1], options)[0])
 
-    monkeypatch.setattr(sweeps, "train", interrupted_on_second)
+    monkeypatch.setattr(sweep, "run_sweeps", stopped_after_the_first)
     out = tmp_path / "out"
     first = invoke("toy-count", "--out", str(out))
     assert first.exit_code == 130 and "run the same command again" in first.output.lower()
     assert not (out / "report.md").exists()
     (weights,) = (out / "runs").glob("*/*g0.5*/model.safetensors")
     stamp = weights.stat().st_mtime_ns
-    monkeypatch.setattr(sweeps, "train", real)
+    monkeypatch.setattr(sweep, "run_sweeps", real)
     second = invoke("toy-count", "--out", str(out))
     assert second.exit_code == 0, second.output
-    assert weights.stat().st_mtime_ns == stamp
-    assert json.loads((out / "report.json").read_text())["complete"]
+    assert weights.stat().st_mtime_ns == stamp  # the finished run is reused
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] and len(report["runs"]) == 2
 
 
 def test_a_report_from_failed_runs_names_them(tmp_path):
