@@ -85,7 +85,10 @@ def _panel(ax, means: np.ndarray, counts: np.ndarray, xs: list, ys: list, x: str
     im = ax.imshow(np.ma.masked_invalid(means), origin="lower", cmap=cmap, aspect="auto",
                    vmin=0.0 if bounded else None, vmax=1.0 if bounded else None)
     ax.set_xticks(range(len(xs)), [_fmt_tick(v) for v in xs])
-    ax.set_yticks(range(len(ys)), [_fmt_tick(v) for v in ys])
+    if y is None:  # a one-axis sweep: one row, nothing to label on y
+        ax.set_yticks([])
+    else:
+        ax.set_yticks(range(len(ys)), [_fmt_tick(v) for v in ys])
     ax.set_xlabel(_LABELS.get(x, x or ""))
     ax.set_ylabel(_LABELS.get(y, y or ""))
     lo, hi = (0.0, 1.0) if bounded else (np.nanmin(means) if np.isfinite(means).any() else 0.0,

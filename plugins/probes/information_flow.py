@@ -171,8 +171,9 @@ class InformationFlowProbe(Probe):
         levels = len(layers)
         ncols = min(len(samples), 3 if length <= 12 else 1)
         nrows = -(-len(samples) // ncols)
-        fig, axes = plt.subplots(nrows, ncols, squeeze=False,
-                                 figsize=(ncols * (0.5 * length + 0.8), nrows * (1.1 * levels + 1.6)))
+        # constrained layout keeps the two-line suptitle clear of the panel titles
+        fig, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
+                                 figsize=(ncols * (0.5 * length + 0.8), nrows * (1.1 * levels + 1.6) + 0.5))
         for ax in axes.flat[len(samples):]:
             ax.axis("off")
         for ax, sample in zip(axes.flat, samples):
@@ -214,5 +215,4 @@ class InformationFlowProbe(Probe):
         fig.suptitle(f"Information flow through {site} ({result['arch']}, {result['task']}); "
                      "line width ∝ |entry| (per layer)\nboxes: logit-lens argmax of the layer's residual stream"
                      + ("; green: key, orange: anchors" if "key_pos" in samples[0] else ""), fontsize=8)
-        fig.tight_layout()
         return save_figure(fig, out_dir / f"{self.name}.png", dpi=90)
