@@ -74,12 +74,6 @@ def _settings_text(d: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items()) or "defaults"
 
 
-def _headline(run) -> str:
-    head = run.config.get("headline") or {}
-    value = head.get("value")
-    return f"{head.get('split')} {head.get('metric')} {value:.3f}" if isinstance(value, (int, float)) else "-"
-
-
 def write_report(results: RecipeResults, claims: list[dict[str, Any]], figures: list[dict[str, str]],
                  out: Path, seconds: float = 0.0) -> Path:
     """Write report.md and report.json into ``out``; return the path of report.md."""
@@ -131,8 +125,11 @@ def render_markdown(data: dict[str, Any]) -> str:
              c["measured"], c["rule"], VERDICT_MARK.get(c["verdict"], c["verdict"])] for c in data["claims"]]
     lines += [_table(["claim", "paper", "measured [95% interval]", "rule", "verdict"], rows), ""]
     lines += ["How each number was measured:", ""]
-    lines += [f"- **{c['id']}**: {c['measured_as']}. {c['measurement']['method']}. Verdict: {c['why']}."
-              for c in data["claims"]] + [""]
+    for c in data["claims"]:
+        lines.append(f"- **{c['id']}**: {c['measured_as']}. {c['measurement']['method']}. Verdict: {c['why']}.")
+        for pre in c.get("preconditions", []):
+            lines.append(f"  - precondition: {pre['text']}: measured {pre['measured']} ({pre['verdict']}).")
+    lines.append("")
     if data["figures"]:
         lines += ["## Figures", ""]
         for f in data["figures"]:
