@@ -299,3 +299,18 @@ def test_training_curves_of_a_one_epoch_run_show_every_series(tmp_path):
     assert ax_loss.get_ylabel() and ax_acc.get_ylabel() and ax_lr.get_ylabel()
     assert all(float(t).is_integer() for t in ax_acc.get_xticks())
     plt.close(fig)
+
+
+def test_groups_with_the_same_settings_share_one_sweep_folder(tmp_path):
+    groups = (RunGroup("mixer", "toy-mixer", "toy-count", grid={"gamma": [0.5]}, seeds=1, train=TOY_TRAIN),
+              RunGroup("other", "toy-mixer", "toy-count", grid={"gamma": [0.5, 1.0]}, seeds=1, train=TOY_TRAIN))
+    register_toy([toy_recipe(groups=groups)])
+    out = tmp_path / "out"
+    result = invoke("toy-count", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    (folder,) = (out / "runs").iterdir()  # one sweep folder; the cell both groups name trained once
+    assert sorted(p.parent.name for p in folder.glob("*/model.safetensors")) == [
+        "toy-mixer.toy-count-l2-g0.5-s0-quick", "toy-mixer.toy-count-l2-g1.0-s0-quick"]
+    assert len((folder / "results.csv").read_text().splitlines()) == 3  # header + both cells
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] and [r["group"] for r in report["runs"]] == ["mixer", "other", "other"]

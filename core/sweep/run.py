@@ -122,18 +122,20 @@ def run_sweeps(sweeps: Sequence[tuple[SweepSpec, Path | None]], options: SweepOp
         require_ray()
     workers, threads, slots = options.parallelism()
     jobs = []
-    folders = [Path(folder) if folder else sweep_folder(spec) for spec, folder in sweeps]
-    repeated = {f for f in folders if folders.count(f) > 1}
-    if repeated:
-        raise ConfigError("sweeps", f"two sweeps share the folder {sorted(repeated)[0]}; make them one grid")
+    seen: dict[Path, set] = {}  # folder -> cell paths planned so far (two specs may share a folder)
     with ExitStack() as locks:
-        for (spec, _), folder in zip(sweeps, folders):
+        for spec, folder in sweeps:
+            folder = Path(folder) if folder else sweep_folder(spec)
             folder.mkdir(parents=True, exist_ok=True)
-            locks.enter_context(SweepLock(folder))
+            if folder not in seen:
+                locks.enter_context(SweepLock(folder))
+                seen[folder] = set()
             prepare_folder(spec, folder)
             cells = plan_cells(spec, folder)
             validate_cells(spec, cells)
-            units = make_units(cells, options.use_ensemble(), options.max_ensemble, slots)
+            fresh = [c for c in cells if c.path not in seen[folder]]  # a cell two specs share trains once
+            seen[folder].update(c.path for c in cells)
+            units = make_units(fresh, options.use_ensemble(), options.max_ensemble, slots)
             result = SweepResult(folder, spec, [], [], [], skipped=len(cells) - sum(len(u.cells) for u in units))
             if units:
                 _say_plan(options, folder, cells, units, workers, threads)
@@ -173,8 +175,10 @@ def run_sweeps(sweeps: Sequence[tuple[SweepSpec, Path | None]], options: SweepOp
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         metrics = list(options.metrics) if options.metrics else None
-        for spec, folder, cells, _, result in jobs:
-            result.rows, result.metrics, result.figures = aggregate(folder, spec, cells, metrics, options.draw)
+        for spec, folder, _, _, result in jobs:  # each folder's table holds every cell planned in it
+            every = {c.path: c for s, f, cells, _, _ in jobs if f == folder for c in cells}
+            result.rows, result.metrics, result.figures = aggregate(folder, spec, list(every.values()), metrics,
+                                                                    options.draw)
             result.interrupted = interrupted
             result.seconds = time.perf_counter() - started
     results = [job[4] for job in jobs]

@@ -22,9 +22,13 @@ PAIRS = 16            # composite: test has 16 anchor pairs in equal shares
 CHANCE_INVERSE = 0.2  # inverse: five candidate key sequences
 
 # -- quick budgets (calibrated on a 2-core CPU; see each recipe's departures) ----------------------
-COMPOSITE_QUICK = {"epochs": 8, "lr_peak": 1e-3, "train_samples": 280_800, "eval_samples": 4_000}
-COMPOSITE_DEEP_QUICK = {"epochs": 10, "lr_peak": 1e-3, "train_samples": 280_800, "eval_samples": 4_000}
-SYMMETRIC_QUICK = {"epochs": 6, "lr_peak": 1e-3, "train_samples": 256_500, "eval_samples": 4_000}
+#: composite: 4 epochs of the full training set at batch 256 (about 4,400 steps) fit the seen pairs at
+#: every depth tried; the paper's 200 epochs at batch 2048 are about 27,000 steps
+COMPOSITE_QUICK = {"epochs": 4, "lr_peak": 1e-3, "train_samples": 280_800, "eval_samples": 4_000, "batch_size": 256}
+COMPOSITE_BUDGET_TEXT = ("4 epochs of the full composite training set (280,800 samples) at batch 256 and peak lr "
+                         "1e-3 (one warm-up epoch, cosine to 1e-5), about 4,400 steps, instead of 200 epochs at batch "
+                         "2048 and peak lr 2.5e-4 (about 27,000 steps); 4,000 test samples per run")
+SYMMETRIC_QUICK = {"epochs": 3, "lr_peak": 1e-3, "train_samples": 256_500, "eval_samples": 4_000, "batch_size": 256}
 INVERSE_QUICK = {"epochs": 6, "lr_peak": 1e-3, "train_samples": 80_000, "eval_samples": 2_000}
 
 
@@ -60,9 +64,7 @@ fig4 = Recipe(
             runs=(RunGroup("mamba2", "mamba2", "composite", grid=cells(FIG4_GAMMAS, FIG4_LAYERS), seeds=3,
                            train=COMPOSITE_QUICK),),
             departures=("γ ∈ {0.5, 0.75, 1.0} × depth {2, 3, 4} instead of γ 0.5-1.0 in steps of 0.1 × "
-                        "depth 2-6; 8 epochs at peak lr 1e-3 (warm-up 1 epoch, cosine to 1e-5) instead of "
-                        "200 epochs at 2.5e-4; the full composite training set (280,800 samples); "
-                        "4,000 test samples per run; 3 seeds as in the paper."),
+                        "depth 2-6; " + COMPOSITE_BUDGET_TEXT + "; 3 seeds as in the paper."),
         ),
         "paper": Plan(
             runs=(composite_paper("mamba2", "mamba2", cells([0.5, 0.6, 0.7, 0.8, 0.9, 1.0], [2, 3, 4, 5, 6])),),
@@ -140,10 +142,10 @@ fig6 = Recipe(
              "the anchors with those of a 43 twin makes the output collapse to the twin's (substitution)."),
     plans={
         "quick": Plan(
-            runs=(RunGroup("mamba2-l5", "mamba2", "composite", grid=DEEP, seeds=3, train=COMPOSITE_DEEP_QUICK),),
+            runs=(RunGroup("mamba2-l5", "mamba2", "composite", grid=DEEP, seeds=3, train=COMPOSITE_QUICK),),
             probes=(ProbeStep("blocking", "mamba2-l5", {"samples": 480}),
                     ProbeStep("substitution", "mamba2-l5", {"samples": 480})),
-            departures=("10 epochs at peak lr 1e-3 instead of 200 at 2.5e-4 (full composite training set); "
+            departures=(COMPOSITE_BUDGET_TEXT + "; "
                         "480 sequences per anchor pair as in the paper; substitution is reported by key "
                         "position and its claim pools positions 1-5, since at key position 6 no token "
                         "follows the anchors (the paper does not say how it treats that position)."),
@@ -207,13 +209,13 @@ fig7 = Recipe(
         "quick": Plan(
             runs=(RunGroup("full-symmetry", "mamba2", "composite-symmetric", grid=cells([0.5], SYM_LAYERS), seeds=3,
                            train=SYMMETRIC_QUICK),
-                  RunGroup("allone-l5", "mamba2-allone", "composite", grid=DEEP, seeds=3, train=COMPOSITE_DEEP_QUICK),
-                  RunGroup("mamba2-l5", "mamba2", "composite", grid=DEEP, seeds=3, train=COMPOSITE_DEEP_QUICK),
+                  RunGroup("allone-l5", "mamba2-allone", "composite", grid=DEEP, seeds=3, train=COMPOSITE_QUICK),
+                  RunGroup("mamba2-l5", "mamba2", "composite", grid=DEEP, seeds=3, train=COMPOSITE_QUICK),
                   RunGroup("posenc-l2", "mamba2-posenc", "composite", grid=SHALLOW, seeds=3, train=COMPOSITE_QUICK),
                   RunGroup("mamba2-l2", "mamba2", "composite", grid=SHALLOW, seeds=3, train=COMPOSITE_QUICK)),
-            departures=("Full symmetry at depths 2 and 4 (the paper: 2-6) with d_model 128, 6 epochs; the "
-                        "composite runs as in achilles-fig4 (8 epochs) and achilles-fig6 (10 epochs) at peak lr "
-                        "1e-3 instead of 200 epochs at 2.5e-4."),
+            departures=("Full symmetry at depths 2 and 4 (the paper: 2-6) with d_model 128, 3 epochs at batch 256; "
+                        "the composite runs: " + COMPOSITE_BUDGET_TEXT + " (shared with achilles-fig4 and "
+                        "achilles-fig6)."),
         ),
         "paper": Plan(
             runs=(composite_paper("full-symmetry", "mamba2", cells([0.5], [2, 3, 4, 5, 6]), task="composite-symmetric"),
@@ -536,7 +538,8 @@ conv_similarity = Recipe(
         "quick": Plan(runs=(RunGroup("mamba2", "mamba2", "composite", grid=TWO_LAYER_G1, seeds=3,
                                      train=COMPOSITE_QUICK),),
                       probes=(ProbeStep("conv-similarity", "mamba2"),),
-                      departures="8 epochs at peak lr 1e-3 instead of 209 epochs; shares its runs with achilles-fig4."),
+                      departures=COMPOSITE_BUDGET_TEXT + "; the figure shows epoch 209. Shares its runs with "
+                                 "achilles-fig4."),
         "paper": Plan(runs=(composite_paper("mamba2", "mamba2", TWO_LAYER_G1),),
                       probes=(ProbeStep("conv-similarity", "mamba2"),), training_profile="paper",
                       departures="200 epochs (the figure shows epoch 209)."),
