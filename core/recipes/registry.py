@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 from ..errors import AchillesError
 from ..plugin_manager import get_state
 from .spec import Recipe
 
 
 def list_recipes(filter: str | list[str] = "", exclude: str | list[str] = "") -> list[str]:
-    """Registered recipe names, optionally filtered by wildcards: ``list_recipes('achilles-*')``."""
-    return get_state().registries["recipe"].names(filter, exclude)
+    """Registered recipe names in natural order (fig4 before fig13), optionally filtered by
+    wildcards: ``list_recipes('achilles-*')``."""
+    names = get_state().registries["recipe"].names(filter, exclude)
+    return sorted(names, key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)])
 
 
 def get_recipe(name: str) -> Recipe:
