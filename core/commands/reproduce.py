@@ -80,7 +80,7 @@ def _dry_run(recipe, options, echo) -> None:
 
 
 @click.command("reproduce")
-@click.argument("name", required=False)
+@click.argument("names", metavar="NAME...", nargs=-1)
 @click.option("--profile", type=click.Choice(["quick", "paper"]), default=None,
               help="quick: designed to show the finding on a CPU in minutes per run; paper: the paper's "
                    "settings (a GPU). Default: paper on a GPU, quick on a CPU.")
@@ -103,7 +103,7 @@ def _dry_run(recipe, options, echo) -> None:
 @click.option("--summary", "summary", type=click.Path(file_okay=False, exists=True), default=None,
               help="Only (re)write FOLDER/README.md: one row per claim of every FOLDER/*/report.json.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on in a terminal).")
-def reproduce_command(name, profile, seeds, overrides, executor, workers, out, runs_dir, device, dry_run, list_, all_,
+def reproduce_command(names, profile, seeds, overrides, executor, workers, out, runs_dir, device, dry_run, list_, all_,
                       summary, progress):
     """Reproduce a finding of the papers with one command: train the recipe's runs (resumably),
     probe them, and write report.md / report.json with each claim of the paper next to what this
@@ -117,7 +117,7 @@ def reproduce_command(name, profile, seeds, overrides, executor, workers, out, r
     """
     from ..recipes import get_recipe, list_recipes
     from ..recipes.report import write_summary
-    from ..recipes.runner import ReproduceOptions, reproduce
+    from ..recipes.runner import ReproduceOptions, reproduce, train_together
     from ..sweep import SweepInterrupted
 
     if list_:
@@ -126,36 +126,48 @@ def reproduce_command(name, profile, seeds, overrides, executor, workers, out, r
     if summary:
         click.echo(f"Wrote {write_summary(Path(summary))}")
         return
-    if all_ and name:
-        raise click.UsageError("give a recipe NAME or --all, not both")
-    if not all_ and not name:
+    if all_ and names:
+        raise click.UsageError("give recipe NAMEs or --all, not both")
+    if not all_ and not names:
         raise click.UsageError("give a recipe NAME (see `achilles reproduce --list`) or --all")
-    names = list_recipes() if all_ else [name]
-    recipes = [get_recipe(n) for n in names]  # an unknown name fails here with close matches
+    several = all_ or len(names) > 1
+    recipes = [get_recipe(n) for n in (list_recipes() if all_ else names)]  # unknown: close matches
     profile = profile or _default_profile(device)
     train_overrides = parse_settings(overrides, "--set")
+    jobs = []
     for recipe in recipes:
-        folder = (Path(out) / recipe.name if out else None) if all_ else (Path(out) if out else None)
+        folder = (Path(out) / recipe.name if out else None) if several else (Path(out) if out else None)
         store = Path(runs_dir) if runs_dir else (Path(out) / "runs" if out else None)
-        options = ReproduceOptions(profile=profile, out=folder, runs=store, seeds=seeds, train_overrides=train_overrides,
-                                   executor=executor, workers=workers, device=device, progress=progress)
-        if dry_run:
+        jobs.append((recipe, ReproduceOptions(profile=profile, out=folder, runs=store, seeds=seeds,
+                                              train_overrides=train_overrides, executor=executor, workers=workers,
+                                              device=device, progress=progress)))
+    if dry_run:
+        for recipe, options in jobs:
             _dry_run(recipe, options, click.echo)
-            continue
-        click.echo(f"== {recipe.name}: {recipe.title} (profile {profile})")
-        try:
+        return
+    try:
+        if several:
+            click.echo(f"Training the runs of {len(jobs)} recipes together (profile {profile})")
+            train_together(jobs)
+        for recipe, options in jobs:
+            click.echo(f"== {recipe.name}: {recipe.title} (profile {profile})")
             result = reproduce(recipe, options)
-        except SweepInterrupted:
-            click.echo("Interrupted: finished runs are kept. Run the same command again to resume.", err=True)
-            raise SystemExit(130)
-        rows = [[c["id"], c["measured"], c["rule"], c["verdict"]] for c in result.claims]
-        click.echo("\n" + format_table(rows, ["claim", "measured [95%]", "rule", "verdict"], max_width=50))
-        missing = result.results.missing
-        if missing:
-            click.echo(f"{len(missing)} run(s) not finished: " + ", ".join(r.label for r in missing[:5]), err=True)
-        click.echo(f"Report: {result.report}")
-    if all_ and out and not dry_run:
+            _show(result)
+    except SweepInterrupted:
+        click.echo("Interrupted: finished runs are kept. Run the same command again to resume.", err=True)
+        raise SystemExit(130)
+    if several and out:
         click.echo(f"Summary: {write_summary(Path(out))}")
+
+
+def _show(result) -> None:
+    """The claims table of one reproduction, and where its report is."""
+    rows = [[c["id"], c["measured"], c["rule"], c["verdict"]] for c in result.claims]
+    click.echo("\n" + format_table(rows, ["claim", "measured [95%]", "rule", "verdict"], max_width=50))
+    missing = result.results.missing
+    if missing:
+        click.echo(f"{len(missing)} run(s) not finished: " + ", ".join(r.label for r in missing[:5]), err=True)
+    click.echo(f"Report: {result.report}")
 
 
 def register(cli: click.Group) -> None:

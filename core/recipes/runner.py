@@ -203,6 +203,26 @@ class ReproduceResult:
     seconds: float
 
 
+def training_jobs(recipe: Recipe, options: ReproduceOptions) -> list[tuple[Any, Path]]:
+    """(sweep spec, sweep folder) of every run group of ``recipe`` (settings checked here)."""
+    plan = resolve_plan(recipe, options)
+    runs_dir = Path(options.runs) if options.runs else default_runs(options.out)
+    return [(spec, group_folder(runs_dir, spec)) for spec in
+            (sweeps.spec_for(group, plan, options.device) for group in plan.runs)]
+
+
+def train_together(jobs: list[tuple[Recipe, ReproduceOptions]]) -> None:
+    """Train the runs of several recipes in one pool (``reproduce --all``): a recipe's last runs
+    do not leave workers idle while the next recipe waits. Raises SweepInterrupted on Ctrl-C."""
+    pairs: list[tuple[Any, Path]] = []
+    for recipe, options in jobs:
+        out = Path(options.out) if options.out else default_out(recipe.name, options.profile)
+        check_out_folder(out, recipe, options.profile)
+        pairs += [p for p in training_jobs(recipe, options) if p not in pairs]
+    if jobs:
+        sweeps.train(pairs, jobs[0][1])
+
+
 def reproduce(recipe: Recipe, options: ReproduceOptions) -> ReproduceResult:
     """Train what is missing, evaluate, probe, judge the claims and write the report.
 
