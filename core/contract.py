@@ -11,7 +11,8 @@ from .errors import PluginError
 
 #: the settings achilles passes to every architecture factory it trains (from the task)
 PASSED_TO_EVERY_ARCHITECTURE = ("vocab_size", "max_len")
-#: the settings every architecture factory must accept (the CLI flags and sweeps set them)
+#: the settings every architecture factory must accept, each with a default (achilles.ModelConfig's):
+#: the task sets the first two, the CLI flags, sweep grids and task model_defaults the others
 ARCHITECTURE_SETTINGS = ("vocab_size", "max_len", "n_layers", "d_model", "gamma", "backend")
 DOCS = "docs/plugins.md"
 
@@ -37,14 +38,15 @@ def _accepts(factory: Callable, setting: str) -> bool:
     return setting in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def check_architecture_accepts(arch: str, factory: Callable, settings: dict[str, Any], user_settings: dict[str, Any]) -> None:
-    """Before achilles calls ``factory(**settings)``: a setting that achilles itself passes (not the
-    user) and the factory does not take is the plugin's mistake, said as such."""
-    for setting in PASSED_TO_EVERY_ARCHITECTURE:
-        if setting in settings and setting not in user_settings and not _accepts(factory, setting):
-            raise PluginError(f"{_owner('architecture', arch)} does not accept {setting!r}, which achilles passes to "
-                              f"every architecture factory; the plugin must take it as a keyword argument "
-                              f"(see {DOCS}, Architectures)")
+def check_architecture_accepts(arch: str, factory: Callable, settings: dict[str, Any]) -> None:
+    """Before achilles calls ``factory(**settings)``: one of the settings every architecture must
+    accept, which the factory does not take, is the plugin's mistake (not the user's setting)."""
+    for setting in ARCHITECTURE_SETTINGS:
+        if setting in settings and not _accepts(factory, setting):
+            passed = ("which achilles passes to every architecture factory" if setting in PASSED_TO_EVERY_ARCHITECTURE
+                      else "which every architecture factory must accept")
+            raise PluginError(f"{_owner('architecture', arch)} does not accept {setting!r}, {passed}; the plugin "
+                              f"must take it as a keyword argument with a default (see {DOCS}, Architectures)")
 
 
 def check_model(arch: str, model: Any) -> None:

@@ -220,11 +220,13 @@ def _is_first_party_module(module: Any) -> bool:
     file = getattr(module, "__file__", None)
     if not file:
         return False
-    try:
-        import achilles.plugins as first_party
-    except ImportError:
+    import importlib.util
+
+    spec = importlib.util.find_spec(f"{FIRST_PARTY}.plugins")  # where it lies; core imports no plugin
+    if spec is None or not spec.submodule_search_locations:
         return False
-    return Path(file).resolve().is_relative_to(Path(first_party.__file__).resolve().parent)
+    roots = [Path(location).resolve() for location in spec.submodule_search_locations]
+    return any(Path(file).resolve().is_relative_to(root) for root in roots)
 
 
 def _allow_list() -> set[str] | None:

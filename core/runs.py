@@ -394,23 +394,26 @@ class RunFolderBusy(AchillesError):
 
 class RunLock:
     """The lock a process holds while it writes (or publishes) a run folder: train, probe and push
-    take it, and a second one is refused at once with who holds it (``filelock``, released on exit
-    and when the process dies)."""
+    take it, and another process's is refused at once, naming who holds it (``filelock``; the
+    operating system frees it when its holder dies). Within one process the lock is shared: a
+    library user may hold a Trainer and resume or load the same folder."""
 
     def __init__(self, path: str | Path, action: str, reading: bool = False):
         from filelock import FileLock
 
         self.path, self.action, self.reading = Path(path), action, reading
-        self._lock = FileLock(str(self.path / LOCK_FILE), timeout=0)
+        # one FileLock per lock file in this process (a counter of its holders)
+        self._lock = FileLock(os.path.realpath(self.path / LOCK_FILE), timeout=0, is_singleton=True)
+        self._acquired = False
 
     @property
     def held(self) -> bool:
-        return self._lock.is_locked
+        return self._acquired
 
     def acquire(self) -> "RunLock":
         from filelock import Timeout
 
-        if self.held:
+        if self._acquired:
             return self
         try:
             self._lock.acquire()
@@ -422,17 +425,22 @@ class RunLock:
                 return self  # nobody can write a folder we cannot lock: reading it is safe
             raise CheckpointError(f"cannot lock run folder {self.path} ({exc.strerror or exc}): "
                                   "it must be writable") from None
-        try:
-            atomic_write_json(self.path / LOCK_OWNER, {"pid": os.getpid(), "action": self.action,
-                                                       "since": time.strftime("%Y-%m-%d %H:%M:%S")})
-        except OSError:
-            pass  # the owner note only improves the message of a refused second writer
+        self._acquired = True
+        if self._lock.lock_counter == 1:
+            try:
+                atomic_write_json(self.path / LOCK_OWNER, {"pid": os.getpid(), "action": self.action,
+                                                           "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+            except OSError:
+                pass  # the owner note only improves the message of a refused second writer
         return self
 
     def release(self) -> None:
-        if self.held:
+        if not self._acquired:
+            return
+        self._acquired = False
+        if self._lock.lock_counter == 1:
             (self.path / LOCK_OWNER).unlink(missing_ok=True)
-            self._lock.release()
+        self._lock.release()
 
     def _holder(self) -> str:
         try:

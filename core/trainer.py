@@ -76,7 +76,7 @@ def build_task_and_model(arch: str, task_name: str, model_config: dict, task_con
     vocab = model_settings["vocab_size"]
     if isinstance(vocab, int) and not isinstance(vocab, bool) and vocab < task.vocab_size:
         raise ConfigError("vocab_size", f"{vocab} is fewer tokens than task {task_name!r} uses ({task.vocab_size})")
-    check_architecture_accepts(arch, registry("architecture").get(arch).factory, model_settings, model_config)
+    check_architecture_accepts(arch, registry("architecture").get(arch).factory, model_settings)
     if fits is not None:
         from .limits import check_training_fits
 

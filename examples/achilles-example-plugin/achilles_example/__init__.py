@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import achilles
+from achilles.cli_options import verbosity_option
 from achilles import Batch, ConfigError, HookedModel, HookPoint, Probe, ProbeContext, ProbeOption, Task, hookimpl
 
 
@@ -111,6 +112,7 @@ class ResidualNormProbe(Probe):
 
 
 @click.command("example-samples")
+@verbosity_option
 @click.option("-n", "count", type=click.IntRange(1, 100), default=3, show_default=True, help="How many samples.")
 def example_samples_command(count: int) -> None:
     """Print a few samples of the example-successor task with their targets."""
