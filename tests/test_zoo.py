@@ -275,7 +275,7 @@ def test_push_refuses_a_run_that_is_not_finished(hub, zoo_registry, toys, tmp_pa
     # nothing overrides it: --force is gone
     assert achilles_cli("push", run_dir, "--repo-id", REPO, "--force").exit_code != 0
     assert REPO not in hub.hub.repos
-    from achilles.cards import render_card  # the card of such a run still says what it is
+    from achilles.run_card import render_card  # the card of such a run still says what it is
 
     card = render_card(run_dir)
     assert "Unfinished run" in card and "Not the paper's result" in card
