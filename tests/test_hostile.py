@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -450,6 +451,93 @@ def test_one_process_shares_its_lock(trained, tmp_path):
     assert second.fit().status == "finished"
     first.close()
     assert not (run / ".achilles.lock.owner").exists()  # the last holder gone: the owner note too
+
+
+# -- 6. Ctrl-C stops a sweep -----------------------------------------------------------------------
+def _run_status(cell: Path) -> str | None:
+    try:
+        return RunFolder(cell).read_config().get("status")
+    except achilles.AchillesError:
+        return None
+
+
+def _epochs_done(cell: Path) -> int:
+    try:
+        return len(RunFolder(cell).read_metrics())
+    except achilles.AchillesError:
+        return 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_pooled_sweep(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) while two workers train: no further cell
+    starts, every process is gone within seconds, the summary counts what really finished, the
+    exit code is 130, and running the sweep again resumes the interrupted cells."""
+    site = tmp_path / "site"
+    _install_fake_distribution(site, "toy-plugin", "1.0", {"toy": "toy_plugin"}, {})
+    env = {**os.environ, "ACHILLES_PLUGINS": "achilles,toy-plugin",
+           "PYTHONPATH": os.pathsep.join([str(site), str(HERE), os.environ.get("PYTHONPATH", "")])}
+    folder = tmp_path / "sweep"
+    sweep = [sys.executable, "-m", "achilles.cli", "sweep", *TOY, "--grid", "gamma=0.5,0.6,0.7,0.8,0.9",
+             "--epochs", "5", "--samples", "12000", "--eval-samples", "16", "--batch-size", "16", "--workers", "2",
+             "--out", str(folder), "--no-progress"]
+    proc = subprocess.Popen(sweep, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:  # both workers past their first epoch
+            cells = [c for c in folder.glob("toy-mixer.*") if _epochs_done(c) >= 1]
+            if len(cells) >= 2:
+                break
+            time.sleep(0.2)
+        assert len(cells) == 2 and not any(_run_status(c) == "finished" for c in cells), "cells trained too fast"
+        started = sorted(c.name for c in folder.glob("toy-mixer.*") if (c / "init.safetensors").exists())
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130, out
+    time.sleep(1)
+    after = sorted(c.name for c in folder.glob("toy-mixer.*") if (c / "init.safetensors").exists())
+    assert after == started, f"cells started after Ctrl-C: {sorted(set(after) - set(started))}"
+    finished = sum(_run_status(folder / name) == "finished" for name in after)
+    assert f"{finished} cell(s) trained" in out
+    assert all(_run_status(folder / name) in ("interrupted", "finished") for name in after)
+    for _ in range(50):  # the workers (and multiprocessing's resource tracker) go with the driver
+        left = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        if not left:
+            break
+        time.sleep(0.2)
+    assert left == [], "processes outlived the sweep"
+    plan = subprocess.run([sys.executable, "-m", "achilles.cli", "sweep", "--resume", str(folder), "--dry-run"],
+                          capture_output=True, text=True, env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert "interrupted" in plan.stdout and f"{finished} done" in plan.stdout
+
+
+def test_ctrl_c_outside_training_still_counts_the_unit(trained, tmp_path, monkeypatch):
+    """Ctrl-C while a serial sweep sets a cell up or writes its card (outside the epoch loop): no next
+    unit starts, and the unit is counted from what its run folder records."""
+    import achilles.sweep.executors as executors
+
+    interrupted_cell = tmp_path / "cut"
+    shutil.copytree(trained, interrupted_cell)
+    interrupted(interrupted_cell)
+    payloads = [[{"path": str(trained)}, {"path": str(interrupted_cell)}], [{"path": str(tmp_path / "next")}]]
+    calls, reported = [], []
+
+    def ctrl_c(payload, env):
+        calls.append(payload)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(executors, "train_unit", ctrl_c)
+    with pytest.raises(executors.Interrupted):
+        executors.execute_serial(payloads, {}, lambda payload, results: reported.append(results))
+    assert calls == payloads[:1]
+    assert reported == [[{"path": str(trained), "status": "finished"},
+                         {"path": str(interrupted_cell), "status": "interrupted"}]]
 
 
 # -- 3. a plugin cannot take what another registered -------------------------------------------
