@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..cli_options import verbosity_option
+from ..cli_options import info, verbosity_option
 from ..errors import AchillesError
 from ..table import format_table
 from .train import parse_settings
@@ -109,7 +109,7 @@ def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, 
     if executor == "ray":
         sw.require_ray()
     if spec.profile != "paper":
-        click.echo(f"Note: profile {spec.profile} is a CPU budget, not the paper's setting; its numbers are not the paper's.")
+        info(f"Note: profile {spec.profile} is a CPU budget, not the paper's setting; its numbers are not the paper's.")
     try:
         result = sw.run_sweep(spec, options)
     except sw.SweepInterrupted as stop:
