@@ -50,6 +50,7 @@ class PluginInfo:
     version: str
     module: str
     registered: dict[str, list[str]] = field(default_factory=dict)
+    hooks: list[str] = field(default_factory=list)  # every hook it implements
 
 
 @dataclass
@@ -117,7 +118,8 @@ class PluginState:
         except Exception as exc:
             self.report_failure(name, "register", exc)
             return False
-        info = PluginInfo(name, distribution, version, getattr(plugin, "__name__", type(plugin).__name__))
+        info = PluginInfo(name, distribution, version, getattr(plugin, "__name__", type(plugin).__name__),
+                          hooks=sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or []))
         self.plugins[name] = info
         for hook_name, kind in _KINDS.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():

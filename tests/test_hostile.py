@@ -770,6 +770,15 @@ def test_a_run_records_the_distribution_of_its_task_and_architecture(trained):
     assert set(provided["arch"]) == {"plugin", "distribution", "version"}
 
 
+def test_plugins_lists_every_hook_a_plugin_implements():
+    listener = types.SimpleNamespace(on_trainer_event=hookimpl(lambda event: None))
+    achilles.register_plugin(listener, "tracker")
+    output = achilles_cli("plugins").output
+    row = [line for line in output.splitlines() if line.startswith("tracker")]
+    assert row and "(nothing)" in row[0]
+    assert "hooks: on_trainer_event" in output
+
+
 # -- 12. CLI hygiene ---------------------------------------------------------------------------------
 def test_list_into_a_closed_pipe_exits_quietly():
     env = {**os.environ, "ACHILLES_PLUGINS": "achilles"}

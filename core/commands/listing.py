@@ -50,6 +50,7 @@ def plugins_command() -> None:
     rows = []
     for info in state.plugins.values():  # one row per kind of hook, every name listed
         kinds = [f"{k}s: {', '.join(v)}" for k, v in info.registered.items()] or ["(nothing)"]
+        kinds.append(f"hooks: {', '.join(info.hooks) or '(none)'}")
         rows += [(info.name, info.distribution, info.version, kinds[0])]
         rows += [("", "", "", what) for what in kinds[1:]]
     click.echo(format_table(rows, ["plugin", "distribution", "version", "registers"], 10_000)
