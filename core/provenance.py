@@ -25,11 +25,13 @@ def run_provenance(arch: str, task: str) -> dict[str, dict[str, str]]:
     return {"arch": provenance("architecture", arch), "task": provenance("task", task)}
 
 
-def require_components(config: dict[str, Any]) -> None:
+def require_components(config: dict[str, Any], kinds: tuple[str, ...] = ("task", "architecture")) -> None:
     """Refuse a run whose task or architecture is not registered, saying which distribution
     (and version) provided it when the run was trained."""
     registries = get_state().registries
     for kind, key in _RECORD_KEYS.items():
+        if kind not in kinds:
+            continue
         name = config.get(key)
         if name in registries[kind]:
             continue

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import achilles
@@ -674,6 +675,10 @@ def test_a_zoo_id_is_not_shadowed_by_a_local_folder(zoo_entry, trained, tmp_path
     RunFolder(impostor).update_config(seed=4242)  # a different run, same name as the zoo id
     assert achilles.load(zoo_entry).config["seed"] != 4242  # the zoo entry
     assert achilles.load(f"./{zoo_entry}").config["seed"] == 4242  # the folder, written as a path
+    (impostor / "model.safetensors").write_bytes(b"not the zoo's weights")
+    zoo_weights = achilles.load(zoo_entry).model.state_dict()
+    model = achilles.create_model(zoo_entry, pretrained=True)  # timm-style: the zoo entry too
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in zoo_weights.items())
 
 
 def test_a_corrupted_blob_in_the_hub_cache_is_fetched_again(zoo_entry, tmp_path, monkeypatch):
