@@ -111,11 +111,15 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     if options.executor == "ray":
         require_ray()
     folder = options.folder or sweep_folder(spec)
+    checked = not folder.exists()
+    if checked:  # a new sweep: every setting checked before its folder is created
+        validate_cells(spec, plan_cells(spec, folder))
     folder.mkdir(parents=True, exist_ok=True)
     with SweepLock(folder):
         prepare_folder(spec, folder)
         cells = plan_cells(spec, folder)
-        validate_cells(spec, cells)
+        if not checked:
+            validate_cells(spec, cells)
         workers, threads, slots = options.parallelism()
         units = make_units(cells, options.use_ensemble(), options.max_ensemble, slots)
         todo = sum(len(u.cells) for u in units)
