@@ -40,6 +40,8 @@ def create_model(name: str, pretrained: bool = False, **config: Any):
     ``name`` may also be a checkpoint, timm-style: ``hf-hub:ORG/NAME[@REV]``, a zoo id (see
     ``list_pretrained``) or a model folder; ``pretrained=True`` then loads its weights (sha256-checked),
     else builds its architecture with its settings, freshly initialised. ``config`` overrides settings."""
+    from .contract import check_model
+
     if pretrained or name.startswith("hf-hub:") or name not in registry("architecture"):
         from .pretrained import create_pretrained
 
@@ -48,14 +50,18 @@ def create_model(name: str, pretrained: bool = False, **config: Any):
             return model
     component = registry("architecture").get(name)
     model = _build("architecture", name, component.factory, config)
+    check_model(name, model)
     model.arch_name = name
     return model
 
 
 def get_task(name: str, **config: Any):
     """Build task ``name`` with ``config`` (e.g. ``get_task('inverse', n_layers=3)``)."""
+    from .contract import check_task
+
     component = registry("task").get(name)
     task = _build("task", name, component.factory, config)
+    check_task(name, task)
     task.name = name
     return task
 

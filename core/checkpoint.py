@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import json
-
 import torch
 
-from .errors import CheckpointError
-from .runs import CHECKPOINT_DIR, RunFolder, atomic_write_json, load_tensors, save_tensors
+from .runs import CHECKPOINT_DIR, RunFolder, atomic_write_json, load_tensors, read_checkpoint_state, save_tensors
 
 CHECKPOINT_STATE = f"{CHECKPOINT_DIR}/state.json"
 
@@ -56,16 +53,13 @@ def save_checkpoint(run: RunFolder, epoch: int, model: torch.nn.Module, optimize
 
 
 def load_checkpoint(run: RunFolder, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    device: torch.device) -> int:
-    """Restore model, optimizer and RNG from the run's checkpoint; the epoch it holds (0 if none)."""
-    state_file = run.path / CHECKPOINT_STATE
-    if not state_file.is_file():
+                    device: torch.device, epochs: int) -> int:
+    """Restore model, optimizer and RNG from the run's checkpoint; the epoch it holds (0 if none).
+    state.json is checked first (files inside checkpoint/, epoch within 0..``epochs``)."""
+    state = read_checkpoint_state(run.path, epochs)
+    if state is None:
         return 0
-    try:
-        state = json.loads(state_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{state_file} is corrupt ({exc}); cannot resume") from None
-    ckpt = state_file.parent
+    ckpt = run.path / CHECKPOINT_DIR
     weights = load_tensors(ckpt / state["model"], state["model_sha256"])
     opt_tensors = load_tensors(ckpt / state["optimizer"], state["optimizer_sha256"])
     model.load_state_dict({k: v.to(device) for k, v in weights.items()})

@@ -3,6 +3,7 @@ plugins add more through the ``register_commands`` hook."""
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import pkgutil
@@ -15,21 +16,66 @@ from .errors import AchillesError
 from .logs import install_cli_handler
 
 
+#: errno -> what the user can do about it (a state of their machine, not a bug of achilles)
+_OS_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space and run the command again (a run resumes with --resume)",
+    errno.EDQUOT: "the disk quota is exceeded: free some space and run the command again",
+    errno.EROFS: "the file system is read-only: choose a writable folder (e.g. --out)",
+    errno.EACCES: "permission denied: choose a folder you can write (e.g. --out), or fix its permissions",
+    errno.EPERM: "operation not permitted: choose a folder you can write (e.g. --out)",
+    errno.ENAMETOOLONG: "the file name is too long: choose a shorter name (e.g. --out)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "a folder is where a file was expected: choose another path",
+    errno.ELOOP: "too many levels of symbolic links: choose another path",
+}
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """One line for an OSError a user's machine caused (None: not one of those)."""
+    advice = _OS_ADVICE.get(exc.errno)
+    if advice is None:
+        return None
+    where = f" ({display_path(exc.filename)})" if exc.filename else ""
+    return f"cannot write or read a file{where}: {advice}"
+
+
+def display_path(path) -> str:
+    """A path as text that any terminal can print (undecodable bytes shown as escapes)."""
+    text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if _has_surrogates(text) else text
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 class AchillesGroup(click.Group):
     """Turns user errors into one line on stderr and a non-zero exit, never a traceback."""
 
     def invoke(self, ctx):
+        if os.environ.get("NO_COLOR"):  # https://no-color.org: any non-empty value
+            ctx.color = False
         try:
             return super().invoke(ctx)
         except AchillesError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {display_path(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
+            message = os_error_message(exc) if isinstance(exc, OSError) else None
+            if message is not None and not os.environ.get("ACHILLES_DEBUG"):
+                click.echo(f"Error: {message}", err=True)
+                ctx.exit(2)
             if os.environ.get("ACHILLES_DEBUG"):
                 raise
             click.echo(f"Error: internal error: {type(exc).__name__}: {exc} "
@@ -58,23 +104,39 @@ def _add_builtin_commands() -> None:
         module.register(cli)
 
 
-def _add_plugin_commands() -> None:
-    from .plugin_manager import get_state
-
-    state = get_state()
-    for impl in state.pm.hook.register_commands.get_hookimpls():
-        try:
-            impl.function(cli=cli)
-        except Exception as exc:
-            state.report_failure(impl.plugin_name, "register_commands", exc)
+def _quiet_broken_pipe() -> None:
+    """The reader went away (``achilles list | head -1``): stop quietly, as a Unix tool does."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
+    except (OSError, ValueError):
+        pass
+    raise SystemExit(141)  # 128 + SIGPIPE, what a shell reports for a tool the pipe closed
 
 
 _add_builtin_commands()
+BUILTIN_COMMANDS = frozenset(cli.commands)
+
+
+def get_cli() -> click.Group:
+    """The ``achilles`` command with the plugin commands attached: what ``main`` runs, and what a
+    plugin's tests invoke under ``click.testing.CliRunner``."""
+    from .plugin_manager import attach_plugin_commands
+
+    attach_plugin_commands(cli, BUILTIN_COMMANDS)
+    return cli
 
 
 def main(argv: list[str] | None = None) -> None:
-    _add_plugin_commands()
-    cli.main(args=argv, prog_name="achilles")
+    for stream in (sys.stdout, sys.stderr):  # a path that is not UTF-8 prints escaped, never fails
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
+    try:
+        get_cli().main(args=argv, prog_name="achilles")
+    except BrokenPipeError:  # raised by click's own output, outside the group's invoke
+        _quiet_broken_pipe()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -149,7 +149,19 @@ class _StopRequested(Exception):
 
 def train_epochs(members: Sequence[Member], stepper: Stepper, data: tuple[Batch, dict[str, Batch]],
                  progress: bool | None = None) -> list[RunResult]:
-    """Train ``members`` (equal task, settings and epoch) to their last epoch; one result each."""
+    """Train ``members`` (equal task, settings and epoch) to their last epoch; one result each. Each
+    member's run-folder lock is released when this ends, however it ends."""
+    try:
+        return _train_epochs(members, stepper, data, progress)
+    finally:
+        for member in members:
+            close = getattr(member, "close", None)
+            if close is not None:
+                close()
+
+
+def _train_epochs(members: Sequence[Member], stepper: Stepper, data: tuple[Batch, dict[str, Batch]],
+                  progress: bool | None = None) -> list[RunResult]:
     train, evals = data
     first, size = members[0], len(members)
     s, task, epoch0 = first.settings, first.task, first.epoch

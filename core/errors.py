@@ -52,3 +52,7 @@ class TrainingFailed(AchillesError):
     checkpoint is kept)."""
 
     exit_code = 1
+
+
+class PluginError(AchillesError):
+    """A plugin broke the contract of docs/plugins.md; the message says what its author must fix."""

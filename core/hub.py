@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from .errors import AchillesError, CheckpointError
-from .runs import CARD, CONFIG, INIT_WEIGHTS, METRICS, RECORD, WEIGHTS, RunFolder, file_sha256
+from .runs import CARD, CONFIG, INIT_WEIGHTS, METRICS, RECORD, WEIGHTS, RunFolder, file_sha256, own_regular_file
 
 HUB_PREFIX = "hf-hub:"
 PROBES_DIR = "probes"
@@ -142,7 +142,6 @@ class PushResult:
     commit_url: str
     commit_oid: str
     files: list[str]
-    forced: list[str] = field(default_factory=list)  # the problems --force overrode
 
 
 def publish_problems(run: RunFolder, config: dict) -> list[str]:
@@ -154,22 +153,24 @@ def publish_problems(run: RunFolder, config: dict) -> list[str]:
     recorded = config.get("weights_sha256")
     if not recorded:
         problems.append(f"the run record holds no sha256 for {WEIGHTS}")
-    elif (run.path / WEIGHTS).is_file():
-        actual = file_sha256(run.path / WEIGHTS)
-        if actual != recorded:
-            problems.append(f"{WEIGHTS} does not match the sha256 in the run record "
-                            f"(recorded {recorded[:12]}…, file {actual[:12]}…)")
+    for name, key in ((WEIGHTS, "weights_sha256"), (INIT_WEIGHTS, "init_sha256")):
+        recorded = config.get(key)
+        if recorded and (run.path / name).is_file():
+            actual = file_sha256(run.path / name)
+            if actual != recorded:
+                problems.append(f"{name} does not match the sha256 in the run record "
+                                f"(recorded {recorded[:12]}…, file {actual[:12]}…)")
     return problems
 
 
 def run_files(run_dir: Path) -> list[str]:
     """The files of a run folder that get published besides its record and card: weights,
-    metrics, figures and probe outputs (``probes/NAME/*``)."""
-    names = [n for n in (WEIGHTS, INIT_WEIGHTS, METRICS) if (run_dir / n).is_file()]
-    names += sorted(p.name for p in run_dir.glob("*.png"))
+    metrics, figures and probe outputs (``probes/NAME/*``); only the run's own regular files,
+    never a link or anything outside the folder."""
+    names = [WEIGHTS, INIT_WEIGHTS, METRICS] + sorted(p.name for p in run_dir.glob("*.png"))
     names += sorted(p.relative_to(run_dir).as_posix() for p in run_dir.glob(f"{PROBES_DIR}/*/*")
-                    if p.is_file() and not p.name.startswith("."))
-    return names
+                    if not p.name.startswith("."))
+    return [name for name in names if own_regular_file(run_dir, name)]
 
 
 def run_upload(run_dir: Path, card: bytes) -> dict[str, str | bytes]:
@@ -200,22 +201,34 @@ def commit_upload(repo_id: str, upload: dict[str, str | bytes], *, message: str,
 
 
 def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
-             force: bool = False, commit_message: str | None = None, token: str | None = None) -> PushResult:
+             commit_message: str | None = None, token: str | None = None) -> PushResult:
     """Publish a finished run: record, weights, metrics, a freshly rendered card, figures and probe
     outputs, in one commit to ``repo_id`` (created if needed) on branch ``revision`` (created if needed).
 
-    Refuses an unfinished run or weights that do not match their recorded sha256 unless ``force``."""
+    Refuses a run that is not finished or whose files do not match their recorded sha256, and
+    publishes only the run's own regular files; holds the run folder's lock meanwhile."""
+    check_repo_id(repo_id)
+    run = RunFolder(run_dir)
+    run.read_config()  # a run folder at all, before the lock file is written into it
+    with run.lock("push", reading=True):  # no trainer writes it while it is read
+        return _push_locked(run, repo_id, private, revision, commit_message, token)
+
+
+def _push_locked(run: RunFolder, repo_id: str, private: bool, revision: str | None, commit_message: str | None,
+                 token: str | None) -> PushResult:
     from .run_card import render_card
     from .zoo import suggest_zoo_id
 
-    check_repo_id(repo_id)
-    run = RunFolder(run_dir)
     config = run.read_config()
-    if not (run.path / WEIGHTS).is_file():
-        raise CheckpointError(f"cannot push {run.path}: it has no {WEIGHTS}")
+    record = [CONFIG] + ([RECORD] if (run.path / RECORD).exists() or (run.path / RECORD).is_symlink() else [])
+    for name in record + [WEIGHTS]:
+        if not own_regular_file(run.path, name):
+            what = "a link or not a regular file" if (run.path / name).is_symlink() or (run.path / name).exists() \
+                else "missing"
+            raise CheckpointError(f"cannot push {run.path}: its {name} is {what}; only a run's own files are published")
     problems = publish_problems(run, config)
-    if problems and not force:
-        raise CheckpointError(f"refusing to push {run.path}: {'; '.join(problems)} (--force pushes it anyway)")
+    if problems:
+        raise CheckpointError(f"refusing to push {run.path}: {'; '.join(problems)}")
     # One commit with an explicit file list (not upload_folder): checkpoint/ can never leak,
     # and the card, rendered with its Hub id, need not be written into the run folder.
     upload = run_upload(run.path, render_card(run.path, repo_id=repo_id).encode())
@@ -223,17 +236,20 @@ def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, revisi
                                  f"({(config.get('training') or {}).get('profile', '?')} profile, "
                                  f"{config.get('status')})")
     url, oid = commit_upload(repo_id, upload, message=message, private=private, revision=revision, token=token)
-    return PushResult(repo_id, revision or "main", url, oid, list(upload), problems)
+    return PushResult(repo_id, revision or "main", url, oid, list(upload))
 
 
 # -- pull -------------------------------------------------------------------------------
-def download_run(ref: HubRef, cache_dir: str | Path | None = None, token: str | bool | None = None) -> Path:
-    """The run's files in the Hugging Face cache (downloaded if needed); its snapshot folder."""
+def download_run(ref: HubRef, cache_dir: str | Path | None = None, token: str | bool | None = None,
+                 force: bool = False) -> Path:
+    """The run's files in the Hugging Face cache (downloaded if needed; ``force``: downloaded
+    again, replacing a corrupted cached copy); its snapshot folder."""
     from huggingface_hub import snapshot_download
 
     with hub_errors("download", ref):
         path = Path(snapshot_download(ref.repo_id, revision=ref.revision, repo_type="model",
-                                      allow_patterns=list(RUN_FILES), cache_dir=cache_dir, token=token))
+                                      allow_patterns=list(RUN_FILES), cache_dir=cache_dir, token=token,
+                                      force_download=force))
     for needed in (CONFIG, WEIGHTS):
         if not (path / needed).is_file():
             raise CheckpointError(f"cannot download {ref}: the repository has no {needed}, so it is not an "

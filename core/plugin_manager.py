@@ -3,17 +3,24 @@
 A plugin that fails to import or to register is reported once (which plugin,
 what error) and skipped; its partial registrations are rolled back.
 
-``ACHILLES_PLUGINS`` restricts loading to a comma-separated allow-list of
-entry-point names or distribution names (``ACHILLES_PLUGINS=achilles`` loads
-only the first-party plugins; an empty value loads none).
+First-party plugins (the ``achilles`` distribution's own ``achilles.plugins.*`` modules) load
+first; a name is owned by whoever registered it first, so a later plugin that registers a taken
+name loses that name only (warned, naming both owners) and keeps everything else. Third-party
+plugins are named ``DISTRIBUTION:ENTRY-POINT``, so none can pass for a first-party one.
+
+``ACHILLES_PLUGINS`` restricts loading to a comma-separated allow-list of distributions
+(``ACHILLES_PLUGINS=achilles`` loads only the first-party plugins; an empty value loads none);
+``DISTRIBUTION:ENTRY-POINT`` allows one entry point of a distribution.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
 import os
+import re
 import sys
 import threading
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +28,13 @@ import pluggy
 
 from . import hookspecs
 from .components import ComponentRegistry
+from .errors import DuplicateNameError
 
 ENTRY_POINT_GROUP = "achilles"
 #: the distribution recorded for a plugin registered with ``register_plugin`` (not installed)
 IN_PROCESS = "(in-process)"
 ALLOW_LIST_ENV = "ACHILLES_PLUGINS"
+FIRST_PARTY = "achilles"  # the distribution whose achilles.plugins.* modules are first-party
 
 _KINDS = {  # hook name -> registry kind
     "register_tasks": "task",
@@ -42,6 +51,7 @@ class PluginInfo:
     version: str
     module: str
     registered: dict[str, list[str]] = field(default_factory=dict)
+    hooks: list[str] = field(default_factory=list)  # every hook it implements
 
 
 @dataclass
@@ -49,6 +59,16 @@ class PluginFailure:
     name: str
     stage: str  # "import" or the hook that raised
     error: str
+
+
+@dataclass
+class NameConflict:
+    """``loser`` registered a ``kind`` name that ``owner`` had already: it lost that name only."""
+
+    kind: str
+    name: str
+    owner: str
+    loser: str
 
 
 class PluginState:
@@ -61,15 +81,22 @@ class PluginState:
         self.zoo_entries: list[dict[str, Any]] = []
         self.plugins: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
+        self.conflicts: list[NameConflict] = []
 
     # -- loading -------------------------------------------------------------------
     def load_entry_points(self) -> None:
         allow = _allow_list()
-        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            dist = ep.dist.name if ep.dist is not None else "?"
-            if allow is not None and ep.name not in allow and dist not in allow:
+        entry_points = _entry_points()
+        if allow is not None:
+            _warn_unmatched(allow, entry_points)
+        # First-party first, whatever the names sort to; then third-party by distribution and name.
+        order = sorted(entry_points, key=lambda e: (not _claims_first_party(e), _dist_name(e), e.name))
+        for ep in order:
+            dist = _dist_name(ep)
+            if allow is not None and not _allowed(allow, ep):
                 continue
-            name = ep.name if dist in ("achilles", "?") else f"{dist}:{ep.name}"
+            first_party = _claims_first_party(ep)
+            name = ep.name if first_party else f"{dist}:{ep.name}"
             if name in self.plugins:
                 continue  # the same distribution seen twice on sys.path
             try:
@@ -77,6 +104,10 @@ class PluginState:
             except Exception as exc:  # any import error must not take the tool down
                 self.report_failure(name, "import", exc)
                 continue
+            if first_party and not _is_first_party_module(module):
+                name = f"{dist}:{ep.name}"  # named like achilles, but not its code: a third party
+                if name in self.plugins:
+                    continue
             version = ep.dist.version if ep.dist is not None else "?"
             self.add_plugin(module, name, distribution=dist, version=version)
 
@@ -88,7 +119,8 @@ class PluginState:
         except Exception as exc:
             self.report_failure(name, "register", exc)
             return False
-        info = PluginInfo(name, distribution, version, getattr(plugin, "__name__", type(plugin).__name__))
+        info = PluginInfo(name, distribution, version, getattr(plugin, "__name__", type(plugin).__name__),
+                          hooks=sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or []))
         self.plugins[name] = info
         for hook_name, kind in _KINDS.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
@@ -97,6 +129,9 @@ class PluginState:
                 registry = self.registries[kind]
 
                 def register(comp_name, factory, description=None, _r=registry, _k=kind, **extra):
+                    if isinstance(comp_name, str) and comp_name in _r:
+                        self._conflict(_k, comp_name, owner=_r.get(comp_name).plugin, loser=name)
+                        return  # the name stays its first owner's; the rest of this plugin loads
                     _r.add(comp_name, factory, plugin=name, description=description, **extra)
                     info.registered.setdefault(_k, []).append(comp_name)
 
@@ -129,6 +164,18 @@ class PluginState:
         if self.pm.is_registered(self.pm.get_plugin(name)):
             self.pm.unregister(name=name)
 
+    def _describe(self, plugin: str) -> str:
+        info = self.plugins.get(plugin)
+        if info is None or info.distribution in (IN_PROCESS, "?"):
+            return repr(plugin)
+        return f"{plugin!r} ({info.distribution} {info.version})".replace(" )", ")")
+
+    def _conflict(self, kind: str, name: str, owner: str, loser: str) -> None:
+        self.conflicts.append(NameConflict(kind, name, owner, loser))
+        whose = "itself, earlier" if owner == loser else f"plugin {self._describe(owner)}"
+        print(f"achilles: warning: plugin {self._describe(loser)} cannot register {kind} {name!r}: it is "
+              f"already registered by {whose}; {loser}'s {name!r} is skipped, the rest of it loads", file=sys.stderr)
+
     def report_failure(self, name: str, stage: str, exc: BaseException) -> None:
         """Record that plugin ``name`` failed at ``stage`` and warn once on stderr."""
         error = f"{type(exc).__name__}: {exc}"
@@ -137,11 +184,86 @@ class PluginState:
         print(f"achilles: warning: plugin {name!r} skipped ({stage} failed: {error})", file=sys.stderr)
 
 
+def _entry_points() -> list[md.EntryPoint]:
+    """Every distribution's entry points of the group. Not ``md.entry_points()``: it keeps only the
+    first distribution of each name on sys.path, so a stray one called "achilles" would hide
+    achilles' own plugins."""
+    seen, out = set(), []
+    for dist in md.distributions():
+        try:
+            name = canonical_name(dist.metadata["Name"] or "?")
+            eps = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+        except Exception:  # a broken metadata folder must not take the tool down
+            continue
+        for ep in eps:
+            if (name, ep.name, ep.value) not in seen:
+                seen.add((name, ep.name, ep.value))
+                out.append(ep)
+    return out
+
+
+def canonical_name(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503): ``Achilles_Example.Plugin`` ->
+    ``achilles-example-plugin``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _dist_name(ep: md.EntryPoint) -> str:
+    return canonical_name(ep.dist.name) if ep.dist is not None else "?"
+
+
+def _claims_first_party(ep: md.EntryPoint) -> bool:
+    """Shipped by the achilles distribution and pointing into achilles.plugins (checked again on
+    the loaded module: its file must lie in achilles' own plugins folder)."""
+    return _dist_name(ep) == FIRST_PARTY and (ep.value == "achilles.plugins"
+                                               or ep.value.startswith("achilles.plugins."))
+
+
+def _is_first_party_module(module: Any) -> bool:
+    file = getattr(module, "__file__", None)
+    if not file:
+        return False
+    import importlib.util
+
+    spec = importlib.util.find_spec(f"{FIRST_PARTY}.plugins")  # where it lies; core imports no plugin
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    roots = [Path(location).resolve() for location in spec.submodule_search_locations]
+    return any(Path(file).resolve().is_relative_to(root) for root in roots)
+
+
 def _allow_list() -> set[str] | None:
     value = os.environ.get(ALLOW_LIST_ENV)
     if value is None:
         return None
-    return {part.strip() for part in value.split(",") if part.strip()}
+    items = set()
+    for part in value.split(","):
+        dist, sep, ep = part.strip().partition(":")
+        if dist:
+            items.add(canonical_name(dist) + (f":{ep.strip()}" if sep else ""))
+    return items
+
+
+def _allowed(allow: set[str], ep: md.EntryPoint) -> bool:
+    dist = _dist_name(ep)
+    if f"{dist}:{ep.name}" in allow:
+        return True
+    # "achilles" means achilles' own plugins, not whatever else calls its distribution achilles
+    return dist in allow and (dist != FIRST_PARTY or _claims_first_party(ep))
+
+
+def _warn_unmatched(allow: set[str], entry_points: list[md.EntryPoint]) -> None:
+    """Say so when an allow-list item names no installed distribution (an entry-point name, a typo)."""
+    dists = {_dist_name(ep) for ep in entry_points}
+    for item in sorted(allow):
+        dist = item.partition(":")[0]
+        if dist in dists:
+            continue
+        owners = sorted({_dist_name(ep) for ep in entry_points if ep.name == item})
+        hint = (f" (it is an entry point of {', '.join(owners)}: write {owners[0]} or {owners[0]}:{item})"
+                if owners else "")
+        print(f"achilles: warning: {ALLOW_LIST_ENV} names {item!r}, which is no installed distribution with "
+              f"achilles plugins{hint}", file=sys.stderr)
 
 
 _state: PluginState | None = None
@@ -175,3 +297,44 @@ def register_plugin(plugin: Any, name: str | None = None) -> bool:
 
 def unregister_plugin(name: str) -> None:
     get_state().rollback(name)
+
+
+# -- CLI commands -----------------------------------------------------------------------
+_attached: dict[str, str] = {}  # command name -> plugin, of the commands attached to the CLI
+_attached_for: list = [None]  # the plugin state they came from (attached once per state)
+
+
+def attach_plugin_commands(cli: Any, builtin: frozenset[str]) -> None:
+    """Add the plugins' commands to ``cli``. Each plugin registers into a group of its own, so it
+    can neither replace nor remove a built-in command or another plugin's: a taken name is
+    skipped with a warning naming both owners."""
+    import click
+
+    state = get_state()
+    if _attached_for[0] is state:
+        return
+    _attached_for[0] = state
+    for name in list(_attached):  # those of an earlier plugin state (after reload_plugins)
+        cli.commands.pop(name, None)
+    _attached.clear()
+    for impl in state.pm.hook.register_commands.get_hookimpls():
+        plugin = impl.plugin_name
+        staging = click.Group(name=cli.name)
+        try:
+            impl.function(cli=staging)
+        except Exception as exc:
+            state.report_failure(plugin, "register_commands", exc)
+            continue
+        info = state.plugins.get(plugin)
+        for name, command in staging.commands.items():
+            if name in builtin or name in cli.commands:
+                owner = "achilles (built-in)" if name in builtin else _attached.get(name, "another plugin")
+                state.conflicts.append(NameConflict("command", name, owner, plugin))
+                whose = "a built-in command of achilles" if name in builtin else f"added by plugin {owner!r}"
+                print(f"achilles: warning: plugin {state._describe(plugin)} cannot add command {name!r}: it is "
+                      f"{whose}; {plugin}'s {name!r} is skipped, the rest of it loads", file=sys.stderr)
+                continue
+            cli.add_command(command, name)
+            _attached[name] = plugin
+            if info is not None and name not in info.registered.get("command", []):
+                info.registered.setdefault("command", []).append(name)

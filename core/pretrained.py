@@ -173,8 +173,11 @@ def build_pretrained(folder: Path, overrides: dict[str, Any] | None = None, *, m
     run record holds one), in eval mode."""
     from .api import create_model
 
+    from .provenance import require_components
+
     what = what or str(folder)
     arch, settings, record = model_settings(folder)
+    require_components({**(record or {}), "arch": arch}, kinds=("architecture",))  # a missing plugin: what to install
     model = create_model(arch, **{**settings, **(overrides or {})})
     state = load_tensors(folder / WEIGHTS, (record or {}).get("weights_sha256") or None)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -190,6 +193,7 @@ def create_pretrained(name: str, pretrained: bool = False, **overrides: Any):
     checkpoint's settings and freshly initialised (timm's behaviour)."""
     from .api import create_model
     from .hub import is_hub_ref, parse_hub_ref
+    from .zoo import names_local_folder
 
     if is_hub_ref(name):
         ref = parse_hub_ref(name)
@@ -198,7 +202,7 @@ def create_pretrained(name: str, pretrained: bool = False, **overrides: Any):
 
             return HookedModel.from_pretrained(ref.repo_id, revision=ref.revision, **overrides)
         folder = fetch_model_folder(ref.repo_id, ref.revision, weights=False)
-    elif os.path.isdir(name):
+    elif os.path.isdir(name) and names_local_folder(name):  # a zoo id is never shadowed by a folder
         folder = Path(name)
     else:
         from .zoo import list_pretrained, pull, zoo_index

@@ -49,7 +49,8 @@ class TrainSettings:
                   ("warmup_epochs", 0 <= self.warmup_epochs <= self.cosine_end_epoch,
                    "must lie between 0 and the end of the cosine decay"),
                   ("grad_clip", self.grad_clip > 0, "must be positive"),
-                  ("train_samples", self.train_samples is None or self.train_samples >= 1, "must be at least 1")]
+                  ("train_samples", self.train_samples is None or self.train_samples >= 1, "must be at least 1"),
+                  ("eval_samples", self.eval_samples is None or self.eval_samples >= 1, "must be at least 1")]
         for setting, ok, why in checks:
             if not ok:
                 raise ConfigError(setting, why)

@@ -27,7 +27,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
+import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError
+from .errors import AchillesError, CheckpointError
 
 
 def _file_mode() -> int:
@@ -54,6 +58,8 @@ INIT_WEIGHTS = "init.safetensors"
 METRICS = "metrics.jsonl"
 CARD = "README.md"
 CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_STATE = f"{CHECKPOINT_DIR}/state.json"
+PROBES_DIR = "probes"
 
 
 # -- atomic writes ---------------------------------------------------------------------
@@ -231,6 +237,7 @@ class RunFolder:
         """The run record with ``arch`` and ``model``, whatever the folder's layout."""
         model_config = read_json_object(self.path / CONFIG, f"{self.path} is not a run folder")
         if model_config.get("format") == RUN_FORMAT_V1:
+            check_record(model_config, self.path, v1=True)
             return model_config
         check_model_config(model_config, self.path / CONFIG)
         record = read_json_object(self.path / RECORD, f"{self.path} holds a model ({CONFIG}) but no run record, "
@@ -238,7 +245,9 @@ class RunFolder:
         if record.get("format") != RUN_FORMAT:
             raise CheckpointError(f"{self.path / RECORD} is not an achilles run record (format {RUN_FORMAT!r} "
                                   f"expected, found {record.get('format')!r})")
-        return merge_config(model_config, record)
+        config = merge_config(model_config, record)
+        check_record(config, self.path)
+        return config
 
     def write_config(self, config: dict[str, Any]) -> None:
         if self.layout() == RUN_FORMAT_V1:  # an old folder keeps its layout
@@ -271,7 +280,13 @@ class RunFolder:
         file = self.path / METRICS
         if not file.is_file():
             return []
-        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        return read_metrics_file(file)
+
+    # -- safety: who may write, and what belongs to the run (see the functions below) ---------
+    def lock(self, action: str, reading: bool = False) -> "RunLock":
+        """The folder's one-writer lock (not yet acquired): ``with run.lock("probe"): ...``.
+        ``reading``: the action only reads (push), so a folder nobody can write needs no lock."""
+        return RunLock(self.path, action, reading)
 
     def save_weights(self, state_dict: dict[str, torch.Tensor], name: str = WEIGHTS) -> str:
         return save_tensors(self.path / name, state_dict, metadata={"format": "pt"})
@@ -296,7 +311,9 @@ class LoadedRun:
 def build_from_config(config: dict[str, Any]):
     """(model, task) from a run config, weights not loaded."""
     from .api import create_model, rebuild_task
+    from .provenance import require_components
 
+    require_components(config)  # a missing plugin is named with what to install
     task = rebuild_task(config["task"], config.get("task_config", {}))
     model = create_model(config["arch"], **config.get("model", {}))
     return model, task
@@ -314,3 +331,256 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
                               f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
     model.to(device).eval()
     return LoadedRun(model, task, config, run.path)
+
+
+# -- the record's shape -----------------------------------------------------------------
+#: key -> (accepted types, what to call them); a key that is present must have one of the types
+_RECORD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "arch": ((str,), "a name"), "task": ((str,), "a name"), "status": ((str,), "a word"),
+    "model": ((dict,), "an object of settings"), "task_config": ((dict,), "an object of settings"),
+    "training": ((dict,), "an object of settings"), "seed": ((int,), "an integer"),
+    "epochs_completed": ((int,), "an integer"), "weights_sha256": ((str, type(None)), "a sha256 or null"),
+    "init_sha256": ((str, type(None)), "a sha256 or null"),
+    "final_metrics": ((dict,), "an object"), "provided_by": ((dict,), "an object"),
+}
+
+
+def check_record(config: dict[str, Any], folder: Path, v1: bool = False) -> None:
+    """Refuse a run record whose keys are missing or have the wrong type (hand-edited or
+    corrupted), naming the file and the key, instead of failing later inside training or loading."""
+    def file(key: str) -> Path:
+        return folder / (CONFIG if v1 or key in ("arch", "model") else RECORD)
+
+    for key in ("arch", "task"):
+        if key not in config:
+            raise CheckpointError(f"{file(key)} has no {key!r}; it is not a complete run record (restore it, or "
+                                  "train the run again with --overwrite)")
+    for key, (types, what) in _RECORD_TYPES.items():
+        value = config.get(key)
+        if key in config and (not isinstance(value, types) or isinstance(value, bool)):
+            raise CheckpointError(f"{file(key)}: {key!r} should be {what}, not {value!r:.60}; the file was edited "
+                                  "or corrupted (restore it, or train the run again with --overwrite)")
+
+
+def read_metrics_file(file: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl; a broken line is named instead of failing as an internal error."""
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{file} is not UTF-8 text; restore it, or train the run again with --overwrite") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            raise CheckpointError(f"{file}: line {number} is not a JSON object; remove that line (or train the run "
+                                  "again with --overwrite)")
+        records.append(record)
+    return records
+
+
+# -- one writer per run folder ----------------------------------------------------------
+LOCK_FILE = ".achilles.lock"
+LOCK_OWNER = ".achilles.lock.owner"  # who holds the lock: named in the refusal of the next one
+
+
+class RunFolderBusy(AchillesError):
+    """Another achilles process (train, probe, push) is writing or reading the run folder."""
+
+
+class RunLock:
+    """The lock a process holds while it writes (or publishes) a run folder: train, probe and push
+    take it, and another process's is refused at once, naming who holds it (``filelock``; the
+    operating system frees it when its holder dies). Within one process the lock is shared: a
+    library user may hold a Trainer and resume or load the same folder."""
+
+    def __init__(self, path: str | Path, action: str, reading: bool = False):
+        from filelock import FileLock
+
+        self.path, self.action, self.reading = Path(path), action, reading
+        # one FileLock per lock file in this process (a counter of its holders)
+        self._lock = FileLock(os.path.realpath(self.path / LOCK_FILE), timeout=0, is_singleton=True)
+        self._acquired = False
+
+    @property
+    def held(self) -> bool:
+        return self._acquired
+
+    def acquire(self) -> "RunLock":
+        from filelock import Timeout
+
+        if self._acquired:
+            return self
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise RunFolderBusy(f"run folder {self.path} is in use by {self._holder()}; wait until it "
+                                f"finishes (or stop it), then run the {self.action} again") from None
+        except OSError as exc:
+            if self.reading and not os.access(self.path, os.W_OK):
+                return self  # nobody can write a folder we cannot lock: reading it is safe
+            raise CheckpointError(f"cannot lock run folder {self.path} ({exc.strerror or exc}): "
+                                  "it must be writable") from None
+        self._acquired = True
+        if self._lock.lock_counter == 1:
+            try:
+                atomic_write_json(self.path / LOCK_OWNER, {"pid": os.getpid(), "action": self.action,
+                                                           "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+            except OSError:
+                pass  # the owner note only improves the message of a refused second writer
+        return self
+
+    def release(self) -> None:
+        if not self._acquired:
+            return
+        self._acquired = False
+        if self._lock.lock_counter == 1:
+            (self.path / LOCK_OWNER).unlink(missing_ok=True)
+        self._lock.release()
+
+    def _holder(self) -> str:
+        try:
+            owner = json.loads((self.path / LOCK_OWNER).read_text())
+            return f"`achilles {owner['action']}` (pid {owner['pid']}, since {owner['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another achilles process"
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+# -- what a run folder owns -------------------------------------------------------------
+#: Files achilles writes at the top of a run folder (run.json: the record of the split layout)
+OWNED_FILES = (CONFIG, "run.json", WEIGHTS, INIT_WEIGHTS, METRICS, CARD)
+#: Folders achilles writes in a run folder
+OWNED_DIRS = (CHECKPOINT_DIR, PROBES_DIR, "tensorboard")
+_OWNED_PATTERNS = ("*.png", ".*.tmp")  # figures; leftovers of an interrupted atomic write
+_KEPT = (LOCK_FILE, LOCK_OWNER)
+
+
+def is_owned_name(name: str) -> bool:
+    import fnmatch
+
+    return (name in OWNED_FILES or name in OWNED_DIRS
+            or any(fnmatch.fnmatchcase(name, p) for p in _OWNED_PATTERNS))
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """Whether ``path`` is an achilles run folder (a readable run record, not a link)."""
+    file = Path(path) / CONFIG
+    if file.is_symlink() or not file.is_file():
+        return False
+    try:
+        return RunFolder(path).read_config() is not None
+    except CheckpointError:
+        return False
+
+
+def check_run_target(path: str | Path, option: str = "--out") -> None:
+    """Refuse to train into ``path`` unless it is new, empty, or an achilles run folder: a user's
+    folder is never written into (nor, with --overwrite, emptied)."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if not path.is_dir():
+        raise AchillesError(f"{option} {path} exists and is not a folder; choose another {option}")
+    entries = sorted(p.name for p in path.iterdir() if p.name not in _KEPT)
+    if not entries or is_run_folder(path):
+        return
+    shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+    raise AchillesError(f"{option} {path} is not an achilles run folder (it holds {shown}); achilles trains only "
+                        f"into a new or empty folder or one of its own runs: choose another {option}")
+
+
+def clear_run_folder(path: str | Path) -> list[str]:
+    """Remove what a run folder owns (record, weights, metrics, card, figures, checkpoint/, probes/)
+    and nothing else; a link is removed, never followed. Returns the names removed."""
+    path = Path(path)
+    removed = []
+    for entry in sorted(path.iterdir()):
+        if entry.name in _KEPT or not is_owned_name(entry.name):
+            continue
+        mode = entry.lstat().st_mode
+        if stat.S_ISDIR(mode):
+            shutil.rmtree(entry)  # removes links inside, never their targets
+        else:
+            entry.unlink()  # a file, or a link (the link only)
+        removed.append(entry.name)
+    return removed
+
+
+def check_owned_folders(path: str | Path, names: tuple[str, ...] = OWNED_DIRS) -> None:
+    """Refuse to write a run folder in which a folder it writes into is a symbolic link (the writes
+    would land wherever the link points; a linked file is only ever replaced, atomically) or is
+    not a folder at all."""
+    path = Path(path)
+    for name in names:
+        entry = path / name
+        if entry.is_symlink():
+            raise CheckpointError(f"{entry} is a symbolic link (to {os.readlink(entry)}); achilles does not write "
+                                  "through links out of a run folder: remove the link, or start again with --overwrite")
+        if entry.exists() and not entry.is_dir():
+            raise CheckpointError(f"{entry} should be a folder but is a file; move it away, or start again with "
+                                  "--overwrite")
+
+
+def own_regular_file(run_dir: str | Path, name: str) -> bool:
+    """Whether ``run_dir/name`` is a regular file of the run itself: no link anywhere on the way,
+    nothing outside the folder (what may be published)."""
+    run_dir = Path(run_dir)
+    parts = Path(name).parts
+    if not parts or Path(name).is_absolute() or ".." in parts:
+        return False
+    current = run_dir
+    for part in parts:
+        current = current / part
+        try:
+            mode = current.lstat().st_mode
+        except OSError:
+            return False
+        if stat.S_ISLNK(mode):
+            return False
+    return stat.S_ISREG(mode)
+
+
+# -- the checkpoint's state file --------------------------------------------------------
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def read_checkpoint_state(run_dir: str | Path, epochs: int) -> dict[str, Any] | None:
+    """``checkpoint/state.json`` of a run once it is sound: the files it names lie in checkpoint/
+    (plain names, no links), its hashes look like hashes, its epoch is within 0..``epochs``.
+    None when there is no checkpoint yet."""
+    run_dir = Path(run_dir)
+    file = run_dir / CHECKPOINT_STATE
+    if not file.is_file():
+        return None
+    fix = f"the checkpoint cannot be used: train the run again with `achilles train --out {run_dir} --overwrite ...`"
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{file} is corrupt ({exc}); {fix}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file} is not a JSON object; {fix}")
+    epoch = state.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= epochs:
+        raise CheckpointError(f"{file}: epoch {epoch!r} is not a whole number of epochs within 0..{epochs}; {fix}")
+    for key in ("model", "optimizer"):
+        name = state.get(key)
+        if (not isinstance(name, str) or not name or Path(name).name != name or name.startswith(".")
+                or not own_regular_file(run_dir / CHECKPOINT_DIR, name)):
+            raise CheckpointError(f"{file}: {key!r} names {name!r}, which is not a file inside "
+                                  f"{run_dir / CHECKPOINT_DIR}; refusing to resume from it ({fix})")
+        sha = state.get(f"{key}_sha256")
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            raise CheckpointError(f"{file}: {key}_sha256 is not a sha256; {fix}")
+    if not isinstance(state.get("param_groups"), list) or not all(isinstance(g, dict) for g in state["param_groups"]):
+        raise CheckpointError(f"{file}: 'param_groups' is not a list of objects; {fix}")
+    return state

@@ -19,10 +19,12 @@ from . import __version__
 from .api import create_model, get_task, rebuild_task, registry
 from .checkpoint import CHECKPOINT_STATE, load_checkpoint, save_checkpoint
 from .epoch_loop import LoopStepper, NonFiniteError, RunResult, epoch_order, train_epochs, training_data
-from .errors import AchillesError, ConfigError
+from .errors import AchillesError, CheckpointError, ConfigError
 from .evaluation import evaluate
+from .contract import check_architecture_accepts
 from .profiles import TrainSettings, settings_for
-from .runs import INIT_WEIGHTS, RunFolder, save_tensors
+from .runs import (INIT_WEIGHTS, RunFolder, RunLock, check_owned_folders, check_run_target, clear_run_folder,
+                   save_tensors)
 from .settings import factory_settings
 from .task import Batch, Task
 
@@ -31,6 +33,8 @@ __all__ = ["CHECKPOINT_STATE", "NonFiniteError", "RunResult", "Trainer", "build_
            "start_run"]
 
 log = logging.getLogger("achilles.training")
+
+MAX_SEED = 2**32  # epoch_order seeds a generator with seed * 1_000_003 + epoch, which must fit 64 bits
 
 
 def resolve_device(device: str) -> torch.device:
@@ -55,8 +59,10 @@ def default_run_name(arch: str, task: str, model_config: dict, seed: int, profil
 
 
 def build_task_and_model(arch: str, task_name: str, model_config: dict, task_config: dict,
-                         seed: int) -> tuple[Task, torch.nn.Module, dict, dict]:
-    """Build the task (with the model settings it depends on) and the seeded model."""
+                         seed: int, fits: TrainSettings | None = None,
+                         device: torch.device | str = "cpu") -> tuple[Task, torch.nn.Module, dict, dict]:
+    """Build the task (with the model settings it depends on) and the seeded model; with ``fits``,
+    first refuse settings whose training cannot fit in memory (nothing allocated yet)."""
     task_cls = registry("task").get(task_name).factory
     model_config = {**getattr(task_cls, "model_defaults", {}), **model_config}
     task_config = dict(task_config)
@@ -66,8 +72,17 @@ def build_task_and_model(arch: str, task_name: str, model_config: dict, task_con
             model_config.setdefault(setting, arch_settings.default(setting))
             task_config[setting] = model_config[setting]
     task = get_task(task_name, **task_config)
+    model_settings = {"vocab_size": task.vocab_size, "max_len": task.seq_len, **model_config}
+    vocab = model_settings["vocab_size"]
+    if isinstance(vocab, int) and not isinstance(vocab, bool) and vocab < task.vocab_size:
+        raise ConfigError("vocab_size", f"{vocab} is fewer tokens than task {task_name!r} uses ({task.vocab_size})")
+    check_architecture_accepts(arch, registry("architecture").get(arch).factory, model_settings)
+    if fits is not None:
+        from .limits import check_training_fits
+
+        check_training_fits(arch, model_settings, task, fits.train_samples, fits.eval_samples, fits.batch_size, device)
     torch.manual_seed(seed)
-    model = create_model(arch, **{"vocab_size": task.vocab_size, "max_len": task.seq_len, **model_config})
+    model = create_model(arch, **model_settings)
     return task, model, dict(model.config), dict(task.config)
 
 
@@ -97,6 +112,12 @@ class Trainer:
                                            betas=settings.betas, eps=settings.eps,
                                            weight_decay=settings.weight_decay)
         self.epoch = 0
+        self.lock: RunLock | None = None  # the run folder's one-writer lock, held from start_run/resume_run
+
+    def close(self) -> None:
+        """Let other processes write the run folder again (the epoch loop does this when it ends)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def fit(self) -> RunResult:
         """Train to the last epoch: status finished, interrupted (resumable) or failed."""
@@ -109,7 +130,7 @@ class Trainer:
         return save_checkpoint(self.run, self.epoch, self.model, self.optimizer)
 
     def load_checkpoint(self) -> None:
-        self.epoch = load_checkpoint(self.run, self.model, self.optimizer, self.device)
+        self.epoch = load_checkpoint(self.run, self.model, self.optimizer, self.device, self.settings.epochs)
 
     # -- what the epoch loop calls -----------------------------------------------------------
     def event_fields(self) -> dict[str, Any]:
@@ -117,6 +138,8 @@ class Trainer:
                 "epoch": self.epoch}
 
     def start(self) -> None:
+        if self.lock is not None:
+            self.lock.acquire()  # again, when fit() runs a second time
         config = self.run.read_config()
         config.pop("failure", None)  # a failed run resumed from its last finite checkpoint starts afresh
         self.run.write_config({**config, "status": "running"})
@@ -167,53 +190,88 @@ def start_run(arch: str, task: str, *, profile: str | None = None, seed: int = 0
               out: str | Path | None = None, runs_dir: str | Path = "runs", model_config: dict | None = None,
               task_config: dict | None = None, overwrite: bool = False, progress: bool | None = None,
               **settings: Any) -> Trainer:
-    """Create a new run folder and its Trainer (``settings`` override the profile's)."""
+    """Create a new run folder and its Trainer (``settings`` override the profile's). Every setting
+    is checked, and the memory need estimated, before any folder is created; the Trainer holds the
+    folder's lock until its training ends."""
+    from .provenance import run_provenance
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
+        raise ConfigError("seed", f"must be a whole number from 0 to {MAX_SEED - 1}, got {seed!r}")
     dev = resolve_device(device)
     chosen = profile or default_profile(dev)
     if profile is None:
         why = "a GPU is available" if chosen == "paper" else "no GPU found; --profile paper for the paper's settings"
         log.info(f"Profile: {chosen} ({why})")
+    task_defaults = getattr(registry("task").get(task).factory, "training_defaults", {})
+    train_settings = settings_for(chosen, task_defaults, **settings)
     task_obj, model, model_cfg, task_cfg = build_task_and_model(arch, task, dict(model_config or {}),
-                                                                 dict(task_config or {}), seed)
-    train_settings = settings_for(chosen, type(task_obj).training_defaults, **settings)
+                                                                 dict(task_config or {}), seed,
+                                                                 fits=train_settings, device=dev)
     path = Path(out) if out else Path(runs_dir) / default_run_name(arch, task, model_cfg, seed, chosen)
+    check_run_target(path)  # never into a user's folder: nothing is written there
+    path.mkdir(parents=True, exist_ok=True)
     run = RunFolder(path)
-    if run.exists() and not overwrite:
-        status = run.read_config().get("status")
-        hint = (f"resume it with: achilles train --resume {path}" if status in ("running", "interrupted")
-                else "choose another --out or pass --overwrite")
-        raise AchillesError(f"run folder {path} already exists (status: {status}); {hint}")
-    if overwrite and path.exists():
-        for child in (path / "checkpoint").glob("*"):
-            child.unlink()
-        for name in ("metrics.jsonl", "model.safetensors", "README.md"):
-            (path / name).unlink(missing_ok=True)
-    run.write_config({
-        "achilles_version": __version__, "arch": arch, "model": model_cfg, "task": task, "task_config": task_cfg,
-        "training": train_settings.to_dict(), "seed": seed, "device": str(dev), "status": "created",
-        "epochs_completed": 0, "weights_sha256": None, "final_metrics": {}, "headline": None,
-        "created": _now(), "finished": None})
-    save_tensors(path / INIT_WEIGHTS, model.state_dict())
-    trainer = Trainer(run, task_obj, model, train_settings, seed, dev, progress=progress)
-    trainer.save_checkpoint()  # epoch 0: a run killed during its first epoch still resumes
+    lock = run.lock("train").acquire()
+    try:
+        if run.exists() and not overwrite:
+            status = run.read_config().get("status")
+            hint = (f"resume it with: achilles train --resume {path}" if status in ("running", "interrupted")
+                    else "choose another --out or pass --overwrite")
+            raise AchillesError(f"run folder {path} already exists (status: {status}); {hint}")
+        if overwrite:
+            clear_run_folder(path)  # only what the run owns; links are removed, never followed
+        check_owned_folders(path)
+        run.write_config({
+            "achilles_version": __version__, "arch": arch, "model": model_cfg, "task": task, "task_config": task_cfg,
+            "training": train_settings.to_dict(), "seed": seed, "device": str(dev), "status": "created",
+            "epochs_completed": 0, "weights_sha256": None, "final_metrics": {}, "headline": None,
+            "created": _now(), "finished": None, "provided_by": run_provenance(arch, task)})
+        run.update_config(init_sha256=save_tensors(path / INIT_WEIGHTS, model.state_dict()))
+        trainer = Trainer(run, task_obj, model, train_settings, seed, dev, progress=progress)
+        trainer.lock = lock
+        trainer.save_checkpoint()  # epoch 0: a run killed during its first epoch still resumes
+    except BaseException:
+        lock.release()
+        raise
     return trainer
 
 
 def resume_run(path: str | Path, device: str = "auto", progress: bool | None = None) -> Trainer:
     """The Trainer of an interrupted run, restored from its last checkpoint."""
+    from .provenance import require_components
+
     run = RunFolder(path)
-    config = run.read_config()
-    if config.get("status") == "finished":
-        raise AchillesError(f"run {path} already finished ({config.get('epochs_completed')} epochs); nothing to resume")
+    run.read_config()  # a run folder at all, before anything (the lock file) is written into it
     dev = resolve_device(device)
-    task = rebuild_task(config["task"], config["task_config"])
-    model = create_model(config["arch"], **config["model"])
-    trainer = Trainer(run, task, model, TrainSettings.from_dict(config["training"]), int(config["seed"]), dev,
-                      progress=progress)
-    trainer.load_checkpoint()
-    run.truncate_metrics(trainer.epoch)
+    lock = run.lock("train").acquire()
+    try:
+        config = run.read_config()  # again: another process may have changed it before the lock
+        if config.get("status") == "finished":
+            raise AchillesError(f"run {path} already finished ({config.get('epochs_completed')} epochs); "
+                                "nothing to resume")
+        check_owned_folders(path)
+        require_components(config)
+        settings = training_settings_of(config, run.path)
+        task = rebuild_task(config["task"], config.get("task_config", {}))
+        model = create_model(config["arch"], **config.get("model", {}))
+        trainer = Trainer(run, task, model, settings, int(config.get("seed", 0)), dev, progress=progress)
+        trainer.lock = lock
+        trainer.load_checkpoint()
+        run.truncate_metrics(trainer.epoch)
+    except BaseException:
+        lock.release()
+        raise
     log.info(f"Resuming {path} from epoch {trainer.epoch}/{trainer.settings.epochs}")
     return trainer
+
+
+def training_settings_of(config: dict, run_dir: Path) -> TrainSettings:
+    """The training settings a run record holds, refused in one line when they are malformed."""
+    try:
+        return TrainSettings.from_dict(config.get("training") or {}).validate()
+    except (TypeError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"{run_dir / 'config.json'}: the training settings are malformed ({exc}); "
+                              "restore the file, or train the run again with --overwrite") from None
 
 
 def finalize_run(result: RunResult | str | Path) -> None:
@@ -224,8 +282,9 @@ def finalize_run(result: RunResult | str | Path) -> None:
 
     run = RunFolder(result.path if isinstance(result, RunResult) else result)
     try:
-        if run.read_metrics():
-            plot_training_curves(run)
-        write_card(run.path)
+        with run.lock("train"):  # no other writer between training and its card
+            if run.read_metrics():
+                plot_training_curves(run)
+            write_card(run.path)
     except Exception as exc:
         log.warning(f"could not write figures/card of {run.path}: {type(exc).__name__}: {exc}")

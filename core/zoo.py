@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,8 @@ from typing import Any
 
 from .errors import CheckpointError, UnknownNameError
 from .runs import WEIGHTS, LoadedRun, RunFolder, atomic_write_json, file_sha256, load_run
+
+log = logging.getLogger("achilles.zoo")
 
 REGISTRY_FORMAT = "achilles-zoo/2"
 REGISTRY_FORMAT_V1 = "achilles-zoo/1"  # every entry on the Hub; still read
@@ -284,19 +287,23 @@ def pull(source: str | Path, *, revision: str | None = None, cache_dir: str | Pa
                 raise CheckpointError(f"{text} names revision {ref.revision!r} but revision={revision!r} was "
                                       "passed too; give one")
             ref = replace(ref, revision=revision)
-        path = download_run(ref, cache_dir=cache_dir, token=token)
-        config = _verified_config(path, expected=None, what=str(ref))
+        path, config = _download_verified(ref, None, str(ref), text, cache_dir, token)
         return PulledRun(path, config, str(ref))
     path = Path(text).expanduser()
+    # A zoo id always means the zoo entry: a folder of the same name is reached as ./NAME.
+    index = _zoo_entries_or_none() if not isinstance(source, Path) and not _looks_like_path(text) else None
+    if index is not None and text in index:
+        if path.is_dir():
+            log.warning(f"{text!r} is a zoo id and also a folder here; the zoo entry is used "
+                        f"(write ./{text} for the folder)")
+        return pull_entry(index[text], revision=revision, cache_dir=cache_dir, token=token)
     if isinstance(source, Path) or path.is_dir():
         if not path.is_dir():
             raise CheckpointError(f"no run folder at {path}")
         if revision is not None:
             raise CheckpointError(f"revision={revision!r} applies to Hub ids, not to the run folder {path}")
         return PulledRun(path, _verified_config(path, None, str(path)), "run folder")
-    index = zoo_index().entries
-    if text in index:
-        return pull_entry(index[text], revision=revision, cache_dir=cache_dir, token=token)
+    index = zoo_index().entries if index is None else index
     if _looks_like_path(text):
         hint = f" (for a Hub repository write hf-hub:{text})" if text.count("/") == 1 else ""
         raise CheckpointError(f"no run folder at {text}{hint}")
@@ -316,12 +323,12 @@ def pull_entry(entry: ZooEntry, *, revision: str | None = None, cache_dir: str |
     what = f"zoo id {entry.id!r}"
     if entry.is_published:
         try:
-            path = download_run(entry.hub_ref, cache_dir=cache_dir, token=token)
+            path, config = _download_verified(entry.hub_ref, entry.sha256, f"{what} ({entry.hub_ref})", entry.id,
+                                              cache_dir, token)
         except HubUnavailableError:
             if not entry.bundled:
                 raise
         else:
-            config = _verified_config(path, expected=entry.sha256, what=f"{what} ({entry.hub_ref})")
             return PulledRun(path, config, f"zoo id {entry.id} -> {entry.hub_ref}", entry)
     path = verified_bundle(entry)
     origin = f"zoo id {entry.id} (bundled copy" + ("; the Hub is unavailable)" if entry.is_published else ")")
@@ -344,13 +351,64 @@ def verified_bundle(entry: ZooEntry) -> Path:
     return folder
 
 
+def names_local_folder(source: str | Path) -> bool:
+    """Whether ``load(source)`` reads a local folder (not a zoo entry or a Hub download)."""
+    from .hub import is_hub_ref
+
+    text = str(source)
+    if isinstance(source, Path):
+        return True
+    if is_hub_ref(text) or not Path(text).expanduser().is_dir():
+        return False
+    if _looks_like_path(text):
+        return True
+    entries = _zoo_entries_or_none()
+    return entries is None or text not in entries
+
+
+def _zoo_entries_or_none() -> dict[str, ZooEntry] | None:
+    try:
+        return zoo_index().entries
+    except CheckpointError:  # a broken index must not stop a local folder from loading
+        return None
+
+
+class HashMismatch(CheckpointError):
+    """Weights whose sha256 is not the recorded (or pinned) one."""
+
+
+def _download_verified(ref, expected: str | None, what: str, source: str, cache_dir: str | Path | None,
+                       token: str | bool | None) -> tuple[Path, dict[str, Any]]:
+    """Download ``ref`` and verify it; a copy in the Hugging Face cache that fails the check (a
+    corrupted blob) is downloaded again once, and a copy that cannot be is named with the fix."""
+    from .hub import HubUnavailableError, download_run, is_offline
+
+    path = download_run(ref, cache_dir=cache_dir, token=token)
+    try:
+        return path, _verified_config(path, expected, what)
+    except HashMismatch as exc:
+        if is_offline():
+            raise HashMismatch(f"{exc}; the copy in the Hugging Face cache ({path}) may be corrupt: run "
+                               f"`achilles pull {source}` online to fetch it again") from None
+        log.debug(f"{what}: the cached copy fails its sha256 check; downloading it again")
+    try:
+        path = download_run(ref, cache_dir=cache_dir, token=token, force=True)
+    except HubUnavailableError as exc:
+        raise CheckpointError(f"{what}: the cached copy fails its sha256 check and cannot be downloaded again "
+                              f"({exc}); run `achilles pull {source}` once the Hub can be reached") from None
+    try:
+        return path, _verified_config(path, expected, what)
+    except HashMismatch as exc:
+        raise HashMismatch(f"{exc} (after downloading it again: the Hub's copy itself does not match)") from None
+
+
 def _verified_config(path: Path, expected: str | None, what: str) -> dict[str, Any]:
     """The run config at ``path`` once its weights match the config's sha256 (and ``expected``)."""
     if not (path / WEIGHTS).is_file():
         raise CheckpointError(f"{what}: {WEIGHTS} is missing")
     actual = file_sha256(path / WEIGHTS)
     if expected is not None and actual != expected:
-        raise CheckpointError(f"{what}: the weights have sha256 {actual[:12]}… but the zoo index pins "
+        raise HashMismatch(f"{what}: the weights have sha256 {actual[:12]}… but the zoo index pins "
                               f"{expected[:12]}…; refusing to load them (the Hub copy changed or the entry is wrong)")
     config = RunFolder(path).read_config()
     recorded = config.get("weights_sha256")
@@ -360,7 +418,7 @@ def _verified_config(path: Path, expected: str | None, what: str) -> dict[str, A
         raise CheckpointError(f"{what}: the run record holds sha256 {recorded[:12]}… but the zoo index pins "
                               f"{expected[:12]}…; refusing to load it")
     if actual != recorded:
-        raise CheckpointError(f"{what}: {WEIGHTS} does not match the sha256 in its run record (recorded "
+        raise HashMismatch(f"{what}: {WEIGHTS} does not match the sha256 in its run record (recorded "
                               f"{recorded[:12]}…, file {actual[:12]}…): corrupt or modified; refusing to load it")
     return config
 

@@ -34,6 +34,9 @@ def entry_from_run(run_dir: str | Path, zoo_id: str | None = None, **where: Any)
 
     run = RunFolder(run_dir)
     config = run.read_config()
+    if config.get("status") != "finished":
+        raise CheckpointError(f"{run.path} is not a finished run (status {config.get('status')!r}); only finished "
+                              "runs enter the zoo")
     if not (run.path / WEIGHTS).is_file():
         raise CheckpointError(f"{run.path} has no {WEIGHTS}")
     sha = file_sha256(run.path / WEIGHTS)

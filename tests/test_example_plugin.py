@@ -30,8 +30,16 @@ def test_installed_plugin_shows_in_list_and_plugins(installed):
     listing = achilles_cmd(["list"], installed)
     assert listing.returncode == 0, listing.stderr
     assert "example-successor" in listing.stdout and "example-mlp" in listing.stdout
+    assert "example-residual-norm" in listing.stdout
     plugins = achilles_cmd(["plugins"], installed)
     assert "achilles-example-plugin:example" in plugins.stdout and "0.1.0" in plugins.stdout
+    assert "commands: example-samples" in plugins.stdout  # every hook, commands included
+
+
+def test_installed_plugin_command_runs(installed):
+    result = achilles_cmd(["example-samples", "-n", "2"], installed)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2
 
 
 def test_installed_plugin_is_usable_from_the_python_api(installed):

@@ -18,12 +18,16 @@ def test_first_party_plugins_load_through_the_entry_point_group():
     assert state.failures == []
 
 
-def test_allow_list_excludes_unlisted_plugins(monkeypatch):
-    monkeypatch.setenv("ACHILLES_PLUGINS", "tasks")
+def test_allow_list_excludes_unlisted_plugins(monkeypatch, capsys):
+    monkeypatch.setenv("ACHILLES_PLUGINS", "achilles:tasks")  # one entry point of a distribution
     state = achilles.reload_plugins()
     assert set(state.plugins) == {"tasks"}
     monkeypatch.setenv("ACHILLES_PLUGINS", "")
     assert achilles.reload_plugins().plugins == {}
+    # a bare entry-point name is no distribution: nothing loads, and the warning says what to write
+    monkeypatch.setenv("ACHILLES_PLUGINS", "tasks")
+    assert achilles.reload_plugins().plugins == {}
+    assert "write achilles or achilles:tasks" in capsys.readouterr().err
 
 
 def test_in_process_plugin_registers_task_and_architecture():
@@ -52,12 +56,18 @@ def test_plugin_failing_in_registration_is_reported_and_rolled_back(capsys):
     assert achilles.register_plugin(toy_plugin, "toy")
 
 
-def test_duplicate_names_are_refused_naming_both_owners():
+def test_a_taken_name_is_skipped_alone_naming_both_owners(capsys):
     assert achilles.register_plugin(toy_plugin, "toy")
-    again = types.SimpleNamespace(register_tasks=toy_plugin.register_tasks)
-    assert not achilles.register_plugin(again, "copycat")
-    error = get_state().failures[-1].error
-    assert "'toy'" in error and "'copycat'" in error and "toy-count" in error
+    again = types.SimpleNamespace(register_tasks=toy_plugin.register_tasks,
+                                  register_architectures=lambda register: register("copycat-arch", toy_plugin.TwoLayerToy))
+    again.register_architectures = hookimpl(again.register_architectures)
+    assert achilles.register_plugin(again, "copycat")
+    conflict = get_state().conflicts[-1]
+    assert (conflict.kind, conflict.name, conflict.owner, conflict.loser) == ("task", "toy-count", "toy", "copycat")
+    err = capsys.readouterr().err
+    assert "'copycat'" in err and "'toy'" in err and "toy-count" in err
+    assert get_state().registries["task"].get("toy-count").plugin == "toy"  # the first owner keeps it
+    assert "copycat-arch" in achilles.list_architectures()  # the rest of the loser loads
 
 
 def test_unknown_names_list_close_matches():

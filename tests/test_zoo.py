@@ -267,15 +267,17 @@ def test_hash_mismatches_are_refused(hub, zoo_registry, toys, tmp_path):
                           "does not match the sha256")
 
 
-def test_push_refuses_an_unfinished_run_unless_forced(hub, zoo_registry, toys, tmp_path):
-    run_dir = make_run(tmp_path / "run", status="interrupted")
-    assert_one_line_error(achilles_cli("push", run_dir, "--repo-id", REPO), "refusing to push", "never finished",
-                          "--force")
+@pytest.mark.parametrize("status", ["interrupted", "failed", "running"])
+def test_push_refuses_a_run_that_is_not_finished(hub, zoo_registry, toys, tmp_path, status):
+    run_dir = make_run(tmp_path / "run", status=status)
+    assert_one_line_error(achilles_cli("push", run_dir, "--repo-id", REPO), "refusing to push", "never finished")
     assert REPO not in hub.hub.repos
-    forced = achilles_cli("push", run_dir, "--repo-id", REPO, "--force")
-    assert forced.exit_code == 0, forced.output
-    assert "WARNING: pushed despite: the run never finished" in forced.stderr
-    card = hub.hub.repos[REPO].commits[hub.hub.repos[REPO].branches["main"]]["README.md"].decode()
+    # nothing overrides it: --force is gone
+    assert achilles_cli("push", run_dir, "--repo-id", REPO, "--force").exit_code != 0
+    assert REPO not in hub.hub.repos
+    from achilles.run_card import render_card  # the card of such a run still says what it is
+
+    card = render_card(run_dir)
     assert "Unfinished run" in card and "Not the paper's result" in card
 
 
@@ -297,7 +299,7 @@ def test_interrupted_download_keeps_nothing_partial(hub, zoo_registry, toys, tmp
     hub_cache = tmp_path / "hf-home" / "hub"
     assert not [p for p in cache_files(hub_cache) if "incomplete" in p.name]
     assert not list(hub_cache.rglob("snapshots/*/model.safetensors"))
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".achilles.lock")) == sorted(
         ["checkpoint", "config.json", "init.safetensors", "loss.png", "metrics.jsonl", "model.safetensors",
          "run.json"])
 

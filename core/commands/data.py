@@ -53,6 +53,9 @@ def show_command(task_name: str, split: str | None, num: int, seed: int, setting
     split = split or task.splits[0]
     if split not in task.splits:
         raise ConfigError("split", f"{split!r} is not a split of {task_name} (splits: {', '.join(task.splits)})")
+    from ..limits import check_samples_fit
+
+    check_samples_fit(num, task.seq_len, "-n")  # before generating: never minutes of swapping
     batch = task.generate(split, num, seed=seed)
     sizes = ", ".join(f"{s} {c:,}" for s, c in task.split_sizes().items())
     click.echo(f"{task!r}  split={split}  seed={seed}")

@@ -48,11 +48,17 @@ def plugins_command() -> None:
     """Installed plugins, their versions, what each registers, and any that failed."""
     state = get_state()
     rows = []
-    for info in state.plugins.values():
-        what = "; ".join(f"{k}s: {', '.join(v)}" for k, v in info.registered.items()) or "(nothing)"
-        rows.append((info.name, info.distribution, info.version, what))
-    click.echo(format_table(rows, ["plugin", "distribution", "version", "registers"], 90)
+    for info in state.plugins.values():  # one row per kind of hook, every name listed
+        kinds = [f"{k}s: {', '.join(v)}" for k, v in info.registered.items()] or ["(nothing)"]
+        kinds.append(f"hooks: {', '.join(info.hooks) or '(none)'}")
+        rows += [(info.name, info.distribution, info.version, kinds[0])]
+        rows += [("", "", "", what) for what in kinds[1:]]
+    click.echo(format_table(rows, ["plugin", "distribution", "version", "registers"], 10_000)
                if rows else "no plugins loaded")
+    if state.conflicts:
+        click.echo("\n" + click.style("names skipped (already taken)", bold=True))
+        click.echo(format_table([(c.loser, c.kind, c.name, c.owner) for c in state.conflicts],
+                                ["plugin", "kind", "name", "kept by"], 90))
     if state.failures:
         click.echo("\n" + click.style("failed plugins", bold=True))
         click.echo(format_table([(f.name, f.stage, f.error) for f in state.failures],

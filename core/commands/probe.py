@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import ConfigError
+from ..cli_options import info, verbosity_option
+from ..errors import AchillesError, ConfigError
 from ..table import format_table
 from .train import parse_settings
 
@@ -24,7 +25,9 @@ _FLAG_DEST = "probe_option__"  # prefix of their parameter names, apart from the
 def default_out_dir(run_id: str, run_path: Path, probe: str) -> Path:
     """``RUN/probes/<probe>`` for a local run folder; for a zoo id or a Hub checkpoint (whose
     folder is a download cache) ``./probes/<id>/<probe>`` instead."""
-    if Path(run_id).expanduser().is_dir():
+    from ..zoo import names_local_folder
+
+    if names_local_folder(run_id):  # not a zoo id that a folder of the same name would shadow
         return Path(run_path) / "probes" / probe
     return Path("probes") / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_") / probe
 
@@ -114,6 +117,7 @@ class ProbeCommand(click.Command):
               help="Probe option, e.g. --set layers=[0] or --set split=train (values read as JSON, else text).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole JSON result instead of the table.")
+@verbosity_option
 def probe_command(run_id, probe_name, out, settings, device, as_json, **flags):
     """Run a probe on a saved model: a run folder, a zoo id or hf-hub:ORG/NAME[@REV].
 
@@ -126,23 +130,27 @@ def probe_command(run_id, probe_name, out, settings, device, as_json, **flags):
               achilles probe runs/mamba2.composite-l2-g1.0-s0-quick --probe information-flow --pair 43
     """
     from ..api import get_probe
+    from ..contract import check_probe_result
     from ..probe import ProbeContext
     from ..trainer import resolve_device
     from ..zoo import load
 
     probe = get_probe(probe_name)  # an unknown name fails here, before any loading
+    if out:
+        check_probe_out(Path(out), probe.name)
     options = parse_settings(settings, "--set")
     given = {key[len(_FLAG_DEST):]: value for key, value in flags.items() if value is not None}
     # a flag's text is read as a --set value is (JSON, else text); flags win over --set
     options.update(parse_settings(tuple(f"{key}={value}" for key, value in given.items()), "flag"))
     probe.resolve_options(options)  # bad names and types fail here too, before any loading
-    loaded = load(run_id)
-    device = resolve_device(device)
-    model = loaded.model.to(device).eval()
-    probe.check(model, loaded.task)
-    out_dir = Path(out) if out else default_out_dir(run_id, loaded.path, probe.name)
-    context = ProbeContext(out_dir=out_dir, run_dir=loaded.path, config=loaded.config, device=device)
-    result = probe.run(model, loaded.task, context, **options)
+    with _run_folder_lock(run_id):  # a local run folder: no trainer writes it meanwhile
+        loaded = load(run_id)
+        device = resolve_device(device)
+        model = loaded.model.to(device).eval()
+        probe.check(model, loaded.task)
+        out_dir = Path(out) if out else default_out_dir(run_id, loaded.path, probe.name)
+        context = ProbeContext(out_dir=out_dir, run_dir=loaded.path, config=loaded.config, device=device)
+        result = check_probe_result(probe.name, probe.run(model, loaded.task, context, **options))
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
         return
@@ -153,7 +161,35 @@ def probe_command(run_id, probe_name, out, settings, device, as_json, **flags):
     if text:
         click.echo("\n" + text)
     files = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
-    click.echo(f"\nWrote {', '.join(files) or 'nothing'} to {out_dir}")
+    info(f"\nWrote {', '.join(files) or 'nothing'} to {out_dir}")
+
+
+def check_probe_out(out: Path, probe: str) -> None:
+    """A probe writes into a new or empty folder, or over an earlier output of the same probe: never
+    among a user's files."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise AchillesError(f"--out {out} exists and is not a folder; choose another --out")
+    entries = sorted(p.name for p in out.iterdir())
+    if entries and f"{probe}.json" not in entries:
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise AchillesError(f"--out {out} holds files that are not an earlier {probe} output ({shown}); a probe "
+                            "writes only into a new or empty folder or over its own earlier output: choose another --out")
+
+
+def _run_folder_lock(run_id: str):
+    """The lock of ``run_id`` when it is a local run folder (a probe writes RUN/probes/), else nothing."""
+    from contextlib import nullcontext
+
+    from ..runs import RunFolder, check_owned_folders, is_run_folder
+    from ..zoo import names_local_folder
+
+    if not names_local_folder(run_id) or not is_run_folder(Path(run_id).expanduser()):
+        return nullcontext()
+    run = RunFolder(Path(run_id).expanduser())
+    check_owned_folders(run.path)
+    return run.lock("probe")
 
 
 def register(cli: click.Group) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..cli_options import info, verbosity_option
 from ..errors import AchillesError
 from ..table import format_table
 from .train import parse_settings
@@ -57,6 +58,7 @@ from .train import parse_settings
 @click.option("--dry-run", is_flag=True, help="List the cells and what would train, then stop.")
 @click.option("--report-only", is_flag=True, help="Only (re)write results.csv and the heatmaps.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar over cells (default: on in a terminal).")
+@verbosity_option
 def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, resume, executor, workers, threads,
                   address, gpus_per_unit, ensemble, max_ensemble, ensemble_method, epochs, batch_size, lr_peak, train_samples,
                   eval_samples, task_set, model_set, device, metrics, dry_run, report_only, progress):
@@ -107,7 +109,7 @@ def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, 
     if executor == "ray":
         sw.require_ray()
     if spec.profile != "paper":
-        click.echo(f"Note: profile {spec.profile} is a CPU budget, not the paper's setting; its numbers are not the paper's.")
+        info(f"Note: profile {spec.profile} is a CPU budget, not the paper's setting; its numbers are not the paper's.")
     try:
         result = sw.run_sweep(spec, options)
     except sw.SweepInterrupted as stop:

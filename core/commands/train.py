@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import click
 
-from ..errors import ConfigError, TrainingFailed
+from ..cli_options import info, is_quiet, verbosity_option
+from ..errors import AchillesError, ConfigError, TrainingFailed
 from ..table import format_table
 
 
@@ -58,6 +61,7 @@ def metrics_table(results: dict[str, dict[str, float]]) -> str:
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on in a terminal).")
 @click.option("--log", "loggers", multiple=True, type=click.Choice(["tensorboard"]),
               help="Also log to TensorBoard: event files in RUN/tensorboard/ (pip install \"achilles[tensorboard]\").")
+@verbosity_option
 def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, epochs, batch_size, lr_peak,
                   train_samples, eval_samples, device, backend, task_set, model_set, out, overwrite, resume, progress,
                   loggers):
@@ -74,7 +78,10 @@ def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, epoc
         from ..tensorboard import TensorBoardWriter
 
         register_plugin(TensorBoardWriter(), "tensorboard")  # fails here, in one line, without the package
+    if progress is None and is_quiet():
+        progress = False
     if resume:
+        refuse_resume_changes(click.get_current_context(), resume)
         trainer = resume_run(resume, device=device, progress=progress)
     else:
         if not arch or not task_name:
@@ -93,13 +100,13 @@ def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, epoc
 
         tune_cpu_allocator()  # measured +30% samples/s on the inverse shape (2-core CPU)
     s = trainer.settings
-    click.echo(f"Run: {trainer.run.path}")
-    click.echo(f"Training {trainer.run.read_config()['arch']} on {trainer.task.name} "
+    info(f"Run: {trainer.run.path}")
+    info(f"Training {trainer.run.read_config()['arch']} on {trainer.task.name} "
                f"({trainer.model.num_parameters():,} parameters) on {trainer.device}: profile {s.profile}, "
                f"{s.epochs} epochs, batch {s.batch_size}, lr {s.lr_start:g} -> {s.lr_peak:g} -> {s.lr_start:g}, "
                f"{s.train_samples or 'all'} training samples")
     if s.profile != "paper":
-        click.echo("Note: the quick profile is a CPU budget, not the paper's setting; its numbers are not the paper's.")
+        info("Note: the quick profile is a CPU budget, not the paper's setting; its numbers are not the paper's.")
     try:
         result = trainer.fit()
     finally:
@@ -110,6 +117,52 @@ def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, epoc
         raise SystemExit(130)
     click.echo("\n" + metrics_table(result.final_metrics))
     click.echo(f"\nDone: {result.path}")
+
+
+#: train flag -> where a run records it: ("model"|"training"|None, key); None: the record's top level
+_RECORDED = {"arch": (None, "arch"), "task_name": (None, "task"), "seed": (None, "seed"),
+             "profile": ("training", "profile"), "epochs": ("training", "epochs"),
+             "batch_size": ("training", "batch_size"), "lr_peak": ("training", "lr_peak"),
+             "train_samples": ("training", "train_samples"), "eval_samples": ("training", "eval_samples"),
+             "n_layers": ("model", "n_layers"), "d_model": ("model", "d_model"), "gamma": ("model", "gamma"),
+             "backend": ("model", "backend")}
+
+
+def _same(given, recorded) -> bool:
+    if isinstance(given, float) and isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
+        return math.isclose(given, recorded, rel_tol=1e-9, abs_tol=0.0)
+    return given == recorded
+
+
+def refuse_resume_changes(ctx: click.Context, run_dir: str) -> None:
+    """``--resume`` continues a run with its own settings: refuse, in one line, any flag given with
+    it that would change them (a flag equal to the run's value is accepted)."""
+    from ..runs import RunFolder
+
+    given = {name for name in ctx.params
+             if ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
+                                                   click.core.ParameterSource.ENVIRONMENT)}
+    if "overwrite" in given:
+        raise AchillesError("--overwrite and --resume contradict each other: --resume continues the run, "
+                            "--overwrite (with --out) starts it again")
+    config = RunFolder(run_dir).read_config()
+    changed = []
+    flag = {p.name: p.opts[0] for p in ctx.command.params if isinstance(p, click.Option)}
+    for name in sorted(given & set(_RECORDED), key=list(_RECORDED).index):
+        section, key = _RECORDED[name]
+        record = config if section is None else (config.get(section) or {})
+        if key not in record or not _same(ctx.params[name], record[key]):
+            changed.append(f"{flag[name]} {ctx.params[name]} (the run's: {record.get(key, 'not set')})")
+    for option, name, section in (("--set", "task_set", "task_config"), ("--model-set", "model_set", "model")):
+        record = config.get(section) or {}
+        for key, value in parse_settings(ctx.params[name], option).items():
+            if key not in record or not _same(value, record[key]):
+                changed.append(f"{option} {key}={json.dumps(value)} (the run's: {record.get(key, 'not set')})")
+    if "out" in given and Path(ctx.params["out"]).resolve() != Path(run_dir).resolve():
+        changed.append(f"--out {ctx.params['out']} (the run's folder is {run_dir})")
+    if changed:
+        raise AchillesError(f"--resume continues {run_dir} with its own settings and cannot honour "
+                            f"{'; '.join(changed)}; drop the flag, or start a new run with --out")
 
 
 @click.command("eval")
@@ -145,6 +198,10 @@ def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_
     bad = [s for s in splits if s not in task.splits]
     if bad:
         raise ConfigError("--split", f"{bad[0]!r} is not a split of {name!r} ({', '.join(task.splits)})")
+    if samples is not None:
+        from ..limits import check_samples_fit
+
+        check_samples_fit(samples, task.seq_len, "--samples")
     model = loaded.model.to(resolve_device(device))
     results = evaluate(model, task, splits or task.splits, samples=samples, seed=seed)
     if as_json:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
+from ..cli_options import is_quiet, verbosity_option
 from ..table import format_table
+
+
+def note(message: str) -> None:
+    """A line about the result, on stderr (stdout holds only the result itself); none with -q."""
+    if not is_quiet():
+        click.echo(message, err=True)
 
 
 def _summary(config: dict) -> str:
@@ -23,23 +30,22 @@ def _summary(config: dict) -> str:
 @click.option("--repo-id", required=True, metavar="ORG/NAME", help="Hub repository (created if missing).")
 @click.option("--private", is_flag=True, help="Create the repository private.")
 @click.option("--revision", metavar="BRANCH", default=None, help="Branch to commit to (created if missing; default main).")
-@click.option("--force", is_flag=True, help="Push even an unfinished run or weights that do not match their sha256.")
 @click.option("-m", "--message", default=None, help="Commit message.")
-def push_command(run_dir: str, repo_id: str, private: bool, revision: str | None, force: bool,
-                 message: str | None) -> None:
+@verbosity_option
+def push_command(run_dir: str, repo_id: str, private: bool, revision: str | None, message: str | None) -> None:
     """Publish RUN_DIR (weights, config, metrics, card, figures) to the Hugging Face Hub.
 
-    The token comes from HF_TOKEN or `hf auth login`; prints the commit URL."""
+    Only a finished run whose files match their recorded sha256 is published, and only its own
+    regular files (no link, nothing outside the folder). The token comes from HF_TOKEN or
+    `hf auth login`; prints the commit URL."""
     from ..hub import push_run
 
-    result = push_run(run_dir, repo_id, private=private, revision=revision, force=force, commit_message=message)
-    for problem in result.forced:
-        click.secho(f"WARNING: pushed despite: {problem}", fg="red", bold=True, err=True)
-    click.echo(f"Pushed {len(result.files)} files to {result.repo_id}@{result.revision} "
-               f"(commit {result.commit_oid[:12]}).", err=True)
+    result = push_run(run_dir, repo_id, private=private, revision=revision, commit_message=message)
+    note(f"Pushed {len(result.files)} files to {result.repo_id}@{result.revision} "
+         f"(commit {result.commit_oid[:12]}).")
     click.echo(result.commit_url)
-    click.echo(f"To list it in the zoo: achilles zoo add {run_dir} --repo-id {result.repo_id} "
-               f"--revision {result.commit_oid}", err=True)
+    note(f"To list it in the zoo: achilles zoo add {run_dir} --repo-id {result.repo_id} "
+         f"--revision {result.commit_oid}")
 
 
 @click.command("pull")
@@ -47,6 +53,7 @@ def push_command(run_dir: str, repo_id: str, private: bool, revision: str | None
 @click.option("--revision", default=None, metavar="REV", help="Hub branch, tag or commit (for hf-hub:ORG/NAME).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Hugging Face cache folder (default: HF_HUB_CACHE).")
+@verbosity_option
 def pull_command(source: str, revision: str | None, cache_dir: str | None) -> None:
     """Fetch a zoo id or hf-hub:ORG/NAME[@REVISION] into the Hugging Face cache and verify it.
 
@@ -57,7 +64,7 @@ def pull_command(source: str, revision: str | None, cache_dir: str | None) -> No
     pulled = pull(source, revision=revision, cache_dir=cache_dir)
     click.echo(str(pulled.path))
     sha = pulled.config.get("weights_sha256", "")
-    click.echo(f"{_summary(pulled.config)}; weights sha256 {sha[:12]}… verified ({pulled.origin})", err=True)
+    note(f"{_summary(pulled.config)}; weights sha256 {sha[:12]}… verified ({pulled.origin})")
 
 
 @click.group("zoo")

@@ -18,10 +18,11 @@ import torch
 
 from ..errors import AchillesError
 from ..trainer import resolve_device
-from .worker import prepare_worker, train_unit, unit_error
+from .worker import prepare_worker, statuses_on_disk, train_unit, unit_error
 
 EXECUTORS = ("local", "ray")
 OnDone = Callable[[list, list], None]
+STOP_GRACE = 60  # seconds running units get, after Ctrl-C, to checkpoint and report
 
 
 class Interrupted(Exception):
@@ -70,7 +71,11 @@ def execute_serial(payloads: list, env: dict, on_done: OnDone) -> None:
     threads = torch.get_num_threads()
     try:
         for payload in payloads:
-            results = train_unit(payload, env)
+            try:
+                results = train_unit(payload, env)
+            except KeyboardInterrupt:  # outside the epoch loop (setup, card): count what the folders say
+                on_done(payload, statuses_on_disk(payload))
+                raise Interrupted() from None
             on_done(payload, results)
             if any(r["status"] == "interrupted" for r in results):  # Ctrl-C reached the trainer: no next unit
                 raise Interrupted()
@@ -82,33 +87,58 @@ def execute_serial(payloads: list, env: dict, on_done: OnDone) -> None:
 
 def execute_local(payloads: list, env: dict, workers: int, on_done: OnDone) -> None:
     """A pool of ``workers`` spawned processes (a fresh interpreter each: forking a process that
-    already runs torch threads is unsafe)."""
+    already runs torch threads is unsafe). At most one unit per worker is handed to the pool at a
+    time, so after Ctrl-C no unit waits in its queue to start."""
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                initializer=prepare_worker, initargs=(env, True))
-    futures = {pool.submit(train_unit, p, env): p for p in payloads}
-    pending = set(futures)
+    queue = list(payloads)
+    running: dict = {}
     try:
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        while queue or running:
+            while queue and len(running) < workers:
+                payload = queue.pop(0)
+                running[pool.submit(train_unit, payload, env)] = payload
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
-                try:
-                    results = fut.result()
-                except BrokenProcessPool as exc:
-                    results = unit_error(futures[fut], f"worker died ({exc})")
-                on_done(futures[fut], results)
+                payload = running.pop(fut)
+                on_done(payload, _unit_results(fut, payload))
     except KeyboardInterrupt:
-        for fut in pending:
-            fut.cancel()
-        # A clean stop: each training worker finishes its step, marks its runs interrupted, returns.
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-            except (ProcessLookupError, OSError):
-                pass
-        wait([f for f in pending if not f.cancelled()], timeout=60)
-        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_pool(pool, running, on_done)
         raise Interrupted() from None
     pool.shutdown(wait=True)
+
+
+def _unit_results(fut, payload: list) -> list[dict]:
+    try:
+        return fut.result()
+    except BrokenProcessPool as exc:
+        return unit_error(payload, f"worker died ({exc})")
+    except BaseException:  # stopped (SIGTERM raised KeyboardInterrupt in the worker)
+        return statuses_on_disk(payload)
+
+
+def _stop_pool(pool: ProcessPoolExecutor, running: dict, on_done: OnDone) -> None:
+    """A clean stop: each worker finishes its step, marks its runs interrupted and reports; what
+    did not report within STOP_GRACE is killed and counted from its run folders."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    for proc in processes:
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except (ProcessLookupError, OSError):
+            pass
+    try:
+        done, not_done = wait(running, timeout=STOP_GRACE)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+        done, not_done = set(), set(running)
+    if not_done:
+        for proc in processes:
+            if proc.is_alive():
+                proc.kill()  # a unit that did not stop: nothing may outlive the sweep
+    for fut in done:
+        on_done(running[fut], _unit_results(fut, running[fut]))
+    for fut in not_done:
+        on_done(running[fut], statuses_on_disk(running[fut]))
+    pool.shutdown(wait=not not_done, cancel_futures=True)
 
 
 def require_ray():
@@ -147,9 +177,15 @@ def execute_ray(payloads: list, env: dict, address: str | None, on_done: OnDone)
         for ref in pending:
             ray.cancel(ref)  # KeyboardInterrupt inside the task: the trainer keeps its checkpoint
         try:
-            ray.wait(pending, num_returns=len(pending), timeout=60)
+            ready, _ = ray.wait(pending, num_returns=len(pending), timeout=STOP_GRACE)
         except Exception:
-            pass
+            ready = []
+        for ref in pending:  # count what really finished: from the task, else from its run folders
+            try:
+                results = ray.get(ref, timeout=0) if ref in ready else statuses_on_disk(refs[ref])
+            except Exception:
+                results = statuses_on_disk(refs[ref])
+            on_done(refs[ref], results)
         raise Interrupted() from None
     finally:
         if started_here:

@@ -128,7 +128,8 @@ def _check_cell_folder(spec: SweepSpec, cell: Cell) -> None:
 
 
 def validate_cells(spec: SweepSpec, cells: list[Cell]) -> None:
-    """Build each distinct pending model/task once (seed 0) so a bad setting fails before training."""
+    """Build each distinct pending model/task once (seed 0) so a bad setting, or one that cannot fit
+    in memory, fails before training."""
     seen = set()
     for cell in cells:
         if cell.status != "pending":
@@ -139,8 +140,9 @@ def validate_cells(spec: SweepSpec, cells: list[Cell]) -> None:
         seen.add(key)
         where = ", ".join(f"{k}={v}" for k, v in cell.values.items())
         try:
-            task, _, _, _ = build_task_and_model(spec.arch, spec.task, cell.model_config, cell.task_config, 0)
-            settings_for(spec.profile, type(task).training_defaults, **cell.settings)
+            task_class = registry("task").get(spec.task).factory
+            settings = settings_for(spec.profile, getattr(task_class, "training_defaults", {}), **cell.settings)
+            build_task_and_model(spec.arch, spec.task, cell.model_config, cell.task_config, 0, fits=settings)
         except AchillesError as exc:
             raise AchillesError(f"the cell {where or '(no grid)'} cannot be built: {exc}") from None
 

@@ -122,17 +122,22 @@ def run_sweeps(sweeps: Sequence[tuple[SweepSpec, Path | None]], options: SweepOp
         require_ray()
     workers, threads, slots = options.parallelism()
     jobs = []
+    targets = [(spec, Path(folder) if folder else sweep_folder(spec)) for spec, folder in sweeps]
+    new = {folder for _, folder in targets if not folder.exists()}
+    for spec, folder in targets:  # a new sweep: every setting checked before its folder is created
+        if folder in new:
+            validate_cells(spec, plan_cells(spec, folder))
     seen: dict[Path, set] = {}  # folder -> cell paths planned so far (two specs may share a folder)
     with ExitStack() as locks:
-        for spec, folder in sweeps:
-            folder = Path(folder) if folder else sweep_folder(spec)
+        for spec, folder in targets:
             folder.mkdir(parents=True, exist_ok=True)
             if folder not in seen:
                 locks.enter_context(SweepLock(folder))
                 seen[folder] = set()
             prepare_folder(spec, folder)
             cells = plan_cells(spec, folder)
-            validate_cells(spec, cells)
+            if folder not in new:
+                validate_cells(spec, cells)
             fresh = [c for c in cells if c.path not in seen[folder]]  # a cell two specs share trains once
             seen[folder].update(c.path for c in cells)
             units = make_units(fresh, options.use_ensemble(), options.max_ensemble, slots)

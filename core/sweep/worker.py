@@ -50,6 +50,7 @@ def prepare_worker(env: dict, ignore_sigint: bool = False) -> None:
     global _prepared
     if ignore_sigint:  # the parent stops workers with SIGTERM, which the trainer turns into a clean stop
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _interrupt)  # outside training too: stop, never start the next cell
     torch.set_num_threads(max(1, int(env["threads"])))
     if _prepared == env:
         return
@@ -72,6 +73,26 @@ def cell_payload(spec: SweepSpec, cell: Cell) -> dict:
             "path": str(Path(cell.path).resolve()),
             # a folder killed before its first checkpoint restarts (resume_run could not reseed its init)
             "resume": cell.status != "pending" and (Path(cell.path) / CHECKPOINT_STATE).is_file()}
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def statuses_on_disk(cells: list[dict]) -> list[dict]:
+    """The results of a unit stopped before it could report them: each cell's status as its run
+    folder records it (finished or failed if it got there, else interrupted: a re-run resumes it)."""
+    from ..errors import AchillesError
+    from ..runs import RunFolder
+
+    results = []
+    for cell in cells:
+        try:
+            status = RunFolder(cell["path"]).read_config().get("status")
+        except (AchillesError, OSError):
+            status = None
+        results.append({"path": cell["path"], "status": status if status in ("finished", "failed") else "interrupted"})
+    return results
 
 
 def unit_error(cells: list[dict], message: str) -> list[dict]:

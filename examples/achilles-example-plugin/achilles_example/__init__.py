@@ -1,12 +1,17 @@
-"""An example achilles plugin: a task and an architecture, registered through hooks."""
+"""An example achilles plugin: a task, an architecture, a probe and a CLI command, each
+registered through its hook (the contract they follow is docs/plugins.md of achilles)."""
 
 from __future__ import annotations
 
+import json
+
+import click
 import torch
 from torch import nn
 
 import achilles
-from achilles import Batch, ConfigError, HookedModel, HookPoint, Task, hookimpl
+from achilles.cli_options import verbosity_option
+from achilles import Batch, ConfigError, HookedModel, HookPoint, Probe, ProbeContext, ProbeOption, Task, hookimpl
 
 
 class SuccessorTask(Task):
@@ -78,6 +83,45 @@ class PositionwiseMLP(HookedModel):
         return self.unembed(x)
 
 
+class ResidualNormProbe(Probe):
+    """Mean L2 norm of the residual stream after each layer, on the task's test split.
+
+    Reads the hook points ``resid.*`` (one per layer) and nothing else of the model."""
+
+    required_sites = ("resid.*",)
+    options = (ProbeOption("samples", int, 256, "sequences drawn from the test split"),)
+
+    def run(self, model, task, context: ProbeContext, **options) -> dict:
+        samples = self.resolve_options(options)["samples"]  # an unknown option is refused here
+        if samples < 1:
+            raise ConfigError("samples", f"must be at least 1, got {samples}")
+        batch = task.generate(task.headline_split, n=samples, seed=0).to(context.device)
+        sites = model.hook_points("resid.*")
+        with torch.no_grad(), model.hooks(read=sites) as cache:
+            model(batch.tokens)
+        norms = {site: cache[site].norm(dim=-1).mean().item() for site in sites}
+        result = {
+            "what": "mean L2 norm of the residual stream after each layer (test split)",
+            "headline": {f"norm {site}": round(value, 4) for site, value in norms.items()},
+            "table": {"headers": ["site", "mean norm"], "rows": [[s, round(v, 4)] for s, v in norms.items()]},
+            "samples": samples,
+        }
+        context.out_dir.mkdir(parents=True, exist_ok=True)
+        (context.out_dir / f"{self.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+
+@click.command("example-samples")
+@verbosity_option
+@click.option("-n", "count", type=click.IntRange(1, 100), default=3, show_default=True, help="How many samples.")
+def example_samples_command(count: int) -> None:
+    """Print a few samples of the example-successor task with their targets."""
+    task = achilles.get_task("example-successor")
+    batch = task.generate("test", n=count, seed=0)
+    for i in range(count):
+        click.echo(task.describe(batch, i))
+
+
 @hookimpl
 def register_tasks(register):
     register("example-successor", SuccessorTask, description="Predict the next token id (example plugin)")
@@ -86,3 +130,13 @@ def register_tasks(register):
 @hookimpl
 def register_architectures(register):
     register("example-mlp", PositionwiseMLP, description="Per-position MLP, no mixing (example plugin)")
+
+
+@hookimpl
+def register_probes(register):
+    register("example-residual-norm", ResidualNormProbe, description="Residual-stream norm per layer (example plugin)")
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(example_samples_command)

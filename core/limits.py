@@ -1,0 +1,151 @@
+"""Limits before allocation: settings that cannot fit in memory are refused up front, with the
+estimated size, instead of after minutes of growth (or a crash of the whole machine).
+
+Every estimate here is a lower bound (what must be held at once, nothing speculative), so a
+refusal is certain and a run that fits is never refused. The model is measured by building it
+on PyTorch's ``meta`` device, which allocates nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .errors import AchillesError
+
+#: bytes per sequence position of a generated batch: int64 tokens and targets, a bool mask
+BYTES_PER_POSITION = 8 + 8 + 1
+#: bytes per parameter while training: fp32 weights, gradients and AdamW's two moments
+BYTES_PER_TRAINED_PARAMETER = 4 * 4
+_LAYERS_BUILT_WHOLE = 16
+EVAL_DATA = "evaluation data"  # deeper models are measured at 1 and 2 layers and extrapolated
+
+
+class TooLargeError(AchillesError):
+    """Settings whose memory need exceeds what the machine has."""
+
+
+@dataclass
+class MemoryEstimate:
+    """Named parts (``label -> (bytes, the flag that sets it)``) of a memory need."""
+
+    parts: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def add(self, label: str, size: int, flag: str) -> None:
+        self.parts[label] = (int(size), flag)
+
+    @property
+    def total(self) -> int:
+        return sum(size for size, _ in self.parts.values())
+
+    def check(self, available: int | None, where: str = "this machine") -> None:
+        """Refuse when the total exceeds ``available`` bytes (None: unknown, nothing refused)."""
+        if available is None or self.total <= available:
+            return
+        # the settings to lower: those of every part too large on its own, else of the largest part
+        culprits = [k for k, (size, _) in self.parts.items() if size > available]
+        culprits = culprits or [max(self.parts, key=lambda k: self.parts[k][0])]
+        flags = list(dict.fromkeys(f for k in culprits for f in self.parts[k][1].split(", ")))
+        shown = "; ".join(f"{label} {human_bytes(size)}" for label, (size, _) in self.parts.items() if size)
+        raise TooLargeError(f"these settings need at least {human_bytes(self.total)} of memory ({shown}) but "
+                            f"{where} has {human_bytes(available)} available; lower {', '.join(flags)}")
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024 or unit == "PiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} PiB"  # pragma: no cover
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes that can still be allocated on ``device`` (host memory: MemAvailable plus free swap)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if line.strip()}
+        return info["MemAvailable"] + info.get("SwapFree", 0)
+    except (OSError, KeyError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def data_bytes(samples: int, seq_len: int) -> int:
+    return int(samples) * int(seq_len) * BYTES_PER_POSITION
+
+
+def parameter_count(arch: str, settings: dict[str, Any]) -> int | None:
+    """Parameters of ``arch`` with ``settings``, counted on the meta device (nothing allocated).
+    None when the factory cannot build on meta (or refuses the settings: it says so itself later)."""
+    from .api import create_model
+
+    def count(config: dict[str, Any]) -> int:
+        with torch.device("meta"):
+            model = create_model(arch, **config)
+        return sum(p.numel() for p in model.parameters())
+
+    try:
+        layers = settings.get("n_layers")
+        if isinstance(layers, int) and not isinstance(layers, bool) and layers > _LAYERS_BUILT_WHOLE:
+            one, two = count({**settings, "n_layers": 1}), count({**settings, "n_layers": 2})
+            return one + (layers - 1) * (two - one)
+        return count(settings)
+    except Exception:  # the real build reports the problem in its own words
+        return None
+
+
+def training_estimate(arch: str, model_settings: dict[str, Any], task, train_samples: int | None,
+                      eval_samples: int | None, batch_size: int) -> MemoryEstimate:
+    """The least memory one training run holds at once: its training and evaluation data, the
+    model with gradients and optimizer state, and one batch of activations per layer."""
+    sizes = task.split_sizes()
+    seq_len = task.seq_len
+    n_train = train_samples if train_samples is not None else sizes.get("train", 0)
+    estimate = MemoryEstimate()
+    estimate.add(f"training data ({n_train:,} samples x {seq_len:,} positions)", data_bytes(n_train, seq_len),
+                 "--samples")
+    n_eval = sum((eval_samples if eval_samples is not None else size)
+                 for split, size in sizes.items() if split != "train")
+    estimate.add(EVAL_DATA, data_bytes(n_eval, seq_len), "--eval-samples")
+    params = parameter_count(arch, model_settings)
+    if params is not None:
+        estimate.add(f"model and optimizer ({params:,} parameters)", params * BYTES_PER_TRAINED_PARAMETER,
+                     "--layers, --d-model")
+        d_model, layers = model_settings.get("d_model"), model_settings.get("n_layers")
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in (d_model, layers)):
+            batch = min(batch_size, max(1, n_train))
+            estimate.add("activations", batch * seq_len * d_model * layers * 4, "--batch-size, --layers, --d-model")
+    return estimate
+
+
+def check_training_fits(arch: str, model_settings: dict[str, Any], task, train_samples: int | None,
+                        eval_samples: int | None, batch_size: int, device: torch.device | str = "cpu") -> None:
+    """Refuse a run that cannot fit before any of it is allocated."""
+    estimate = training_estimate(arch, model_settings, task, train_samples, eval_samples, batch_size)
+    device = torch.device(device)
+    if device.type == "cuda":  # evaluation data stays on the host; the rest lives on the GPU
+        host = MemoryEstimate({k: v for k, v in estimate.parts.items() if k == EVAL_DATA})
+        host.check(available_memory("cpu"))
+        gpu = MemoryEstimate({k: v for k, v in estimate.parts.items() if k != EVAL_DATA})
+        gpu.check(available_memory(device), where=str(device))
+    else:
+        estimate.check(available_memory("cpu"))
+
+
+def check_samples_fit(samples: int, seq_len: int, flag: str) -> None:
+    """Refuse generating ``samples`` sequences of ``seq_len`` that cannot fit in host memory."""
+    estimate = MemoryEstimate()
+    estimate.add(f"{samples:,} samples x {seq_len:,} positions", data_bytes(samples, seq_len), flag)
+    estimate.check(available_memory("cpu"))
