@@ -1,4 +1,4 @@
-"""An example achilles plugin: a task, an architecture, a probe and a CLI command, each
+"""An example achilles plugin: a task, an architecture, a probe, a CLI command and a recipe, each
 registered through its hook (the contract they follow is docs/plugins.md of achilles)."""
 
 from __future__ import annotations
@@ -120,6 +120,36 @@ def example_samples_command(count: int) -> None:
     batch = task.generate("test", n=count, seed=0)
     for i in range(count):
         click.echo(task.describe(batch, i))
+
+
+# A recipe: the claim that a model with no token mixing still solves the successor task (each
+# target depends on its own token only), checked on the example architecture in seconds.
+EXAMPLE_PAPER = achilles.Paper("An example finding (no real paper)", "0000.00000", short="Example")
+
+
+def successor_recipe():
+    from achilles.recipes import Claim, Plan, Recipe, RunGroup, Source, at_least, rate
+
+    return Recipe(
+        name="example-successor-mlp",
+        title="A per-position MLP solves the successor task",
+        paper=EXAMPLE_PAPER, source="(example)",
+        summary="The successor task needs no token mixing, so a per-position MLP should solve it.",
+        plans={"quick": Plan(
+            runs=(RunGroup("mlp", "example-mlp", "example-successor", seeds=2,
+                           train={"epochs": 3, "batch_size": 64, "train_samples": 1024, "eval_samples": 256,
+                                  "lr_peak": 1e-2}),),
+            departures="(an example: not a paper's experiment)")},
+        claims=(Claim("mlp-solves-successor", "A model without token mixing solves the successor task",
+                      Source(EXAMPLE_PAPER, "(example)"), rate("mlp", "acc"), at_least(0.9),
+                      "test accuracy of example-mlp, mean over seeds"),),
+    )
+
+
+@hookimpl
+def register_recipes(register):
+    recipe = successor_recipe()
+    register(recipe.name, recipe, description=recipe.title)
 
 
 @hookimpl

@@ -71,3 +71,14 @@ def test_an_unknown_probe_option_is_one_line():
         assert "colour" in str(exc)
     else:
         raise AssertionError("an unknown option must be refused")
+
+
+def test_the_recipe_reproduces_with_a_computed_verdict(tmp_path):
+    result = invoke("reproduce", "example-successor-mlp", "--out", tmp_path / "out", "--workers", "0",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    (claim,) = report["claims"]
+    assert claim["id"] == "mlp-solves-successor" and claim["verdict"] == "held", claim
+    assert claim["measurement"]["value"] is not None and report["complete"]
+    assert "example-successor-mlp" in invoke("reproduce", "--list").output
