@@ -95,7 +95,7 @@ def rate_measurement(rates: Sequence[float], counts: Sequence[int], what: str = 
     """The mean of per-run rates with the wider of the across-run t and pooled Wilson intervals."""
     rates = [float(r) for r in rates]
     if not rates or any(math.isnan(r) for r in rates):
-        return no_data("no finished run reports this metric", list(missing))
+        return no_data((what + "; " if what else "") + "no finished run reports this metric", list(missing))
     mean = sum(rates) / len(rates)
     n = int(sum(counts))
     lo, hi = wilson(sum(r * c for r, c in zip(rates, counts)), n)
@@ -111,7 +111,7 @@ def value_measurement(values: Sequence[float], what: str = "", missing: Sequence
     """The mean of per-run values (not rates) with an across-run t interval (none for one run)."""
     values = [float(v) for v in values]
     if not values or any(math.isnan(v) for v in values):
-        return no_data("no finished run reports this value", list(missing))
+        return no_data((what + "; " if what else "") + "no finished run reports this value", list(missing))
     mean = sum(values) / len(values)
     spread = seed_interval(values)
     how = (f"mean of {len(values)} runs; 95% across-run t" if spread
@@ -178,17 +178,25 @@ def _describe(group: str, metric: str, split: str | None, eval: str | None, wher
     return f"{group} {place} {metric}" + (f" ({cell})" if cell else "")
 
 
+def _qualified(results: "RecipeResults", group: str, where: Mapping[str, Any], only, what: str) -> str:
+    """``what`` plus how many runs ``only`` kept (when it selects)."""
+    if only is None:
+        return what
+    return f"{what}; {results.selected(group, where, only)[2]}"
+
+
 def rate(group: str, metric: str, *, split: str = "test", eval: str | None = None,
-         where: Mapping[str, Any] | None = None, share: float = 1.0) -> Measure:
+         where: Mapping[str, Any] | None = None, share: float = 1.0, only=None) -> Measure:
     """The final ``split.metric`` (or of evaluation ``eval``) of the runs of ``group`` matching
-    ``where``, as a rate over samples; ``share`` is the fraction of a split's samples the metric
-    counts (1/16 for one anchor pair of 16 in equal shares)."""
+    ``where`` (and the ``Selector`` ``only``), as a rate over samples; ``share`` is the fraction
+    of a split's samples the metric counts (1/16 for one anchor pair of 16 in equal shares)."""
     where = dict(where or {})
 
     def measure(results: "RecipeResults") -> Measurement:
-        values, counts, missing = results.metric(group, metric, split=split, eval=eval, where=where)
+        values, counts, missing = results.metric(group, metric, split=split, eval=eval, where=where, only=only)
         counts = [max(1, int(round(c * share))) for c in counts]
-        return rate_measurement(values, counts, _describe(group, metric, split, eval, where), missing)
+        what = _qualified(results, group, where, only, _describe(group, metric, split, eval, where))
+        return rate_measurement(values, counts, what, missing)
 
     return measure
 
@@ -206,14 +214,16 @@ def mean_of(group: str, metric: str, *, split: str = "test", eval: str | None = 
 
 
 def probe_value(group: str, probe: str, key: str, *, where: Mapping[str, Any] | None = None,
-                count_key: str | None = None) -> Measure:
-    """A number from the ``headline`` of probe ``probe`` on each run of ``group``: a rate when
-    ``count_key`` names the headline entry holding its sample count, else a plain value."""
+                count_key: Any = None, only=None) -> Measure:
+    """A number (``key``, dotted) from probe ``probe``'s result on each run of ``group``: a rate
+    when ``count_key`` gives its sample count (a dotted key of the result, or a function of it),
+    else a plain value."""
     where = dict(where or {})
 
     def measure(results: "RecipeResults") -> Measurement:
-        values, counts, missing = results.probe_metric(group, probe, key, count_key, where=where)
+        values, counts, missing = results.probe_metric(group, probe, key, count_key, where=where, only=only)
         what = f"{group} {probe} {key}" + (f" ({', '.join(f'{k}={v}' for k, v in where.items())})" if where else "")
+        what = _qualified(results, group, where, only, what)
         if count_key:
             return rate_measurement(values, counts, what, missing)
         return value_measurement(values, what, missing)

@@ -12,13 +12,23 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..runs import RunFolder
 from .spec import Plan, Recipe
 
 EVALS_DIR = "evals"
 PROBES_DIR = "probes"
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which finished runs a measurement uses, e.g. only those that learned the composite
+    solution: ``Selector("43 composite ≥ 0.8", lambda run: run.final("test", "acc_43_composite") >= 0.8)``.
+    Runs it leaves out are not missing: the measurement says how many qualified."""
+
+    text: str
+    test: Callable[["RunRecord"], bool]
 
 
 @dataclass
@@ -42,6 +52,11 @@ class RunRecord:
     def label(self) -> str:
         cell = ",".join(f"{k}={v}" for k, v in self.values.items())
         return f"{self.group}[{cell + ',' if cell else ''}seed={self.seed}]"
+
+    def final(self, split: str, metric: str) -> float:
+        """The final ``split.metric`` (NaN when the run reports none)."""
+        value = _lookup(self.config.get("final_metrics") or {}, f"{split}.{metric}")
+        return float("nan") if value is None else float(value)
 
     def matches(self, where: Mapping[str, Any]) -> bool:
         return all(_same(self.values.get(k, self.setting(k)), v) for k, v in where.items())
@@ -101,20 +116,31 @@ class RecipeResults:
             raise KeyError(f"recipe {self.recipe.name!r} has no run group {name!r}")
         return [r for r in self.runs if r.group == name and r.matches(where or {})]
 
+    def selected(self, name: str, where: Mapping[str, Any] | None = None,
+                 only: Selector | None = None) -> tuple[list[RunRecord], list[str], str]:
+        """(finished runs of ``name`` matching ``where`` and ``only``, missing runs, a note saying
+        how many ``only`` kept)."""
+        runs = self.group(name, where)
+        missing = [f"{r.label} ({r.status})" for r in runs if not r.finished]
+        finished = [r for r in runs if r.finished]
+        if only is None:
+            return finished, missing, ""
+        kept = [r for r in finished if only.test(r)]
+        return kept, missing, f"{len(kept)} of {len(finished)} finished runs qualify ({only.text})"
+
     @property
     def missing(self) -> list[RunRecord]:
         return [r for r in self.runs if not r.finished]
 
     # -- numbers ---------------------------------------------------------------------------------
     def metric(self, group: str, metric: str, *, split: str = "test", eval: str | None = None,
-               where: Mapping[str, Any] | None = None) -> tuple[list[float], list[int], list[str]]:
+               where: Mapping[str, Any] | None = None, only: Selector | None = None
+               ) -> tuple[list[float], list[int], list[str]]:
         """(values, sample counts, missing runs) of the final ``split.metric`` (or of evaluation
-        ``eval``) over the runs of ``group`` matching ``where``."""
-        values, counts, missing = [], [], []
-        for run in self.group(group, where):
-            if not run.finished:
-                missing.append(f"{run.label} ({run.status})")
-                continue
+        ``eval``) over the finished runs of ``group`` matching ``where`` and ``only``."""
+        values, counts = [], []
+        runs, missing, _ = self.selected(group, where, only)
+        for run in runs:
             if eval is not None:
                 record = run.evals.get(eval)
                 value = _lookup(record, f"metrics.{split}.{metric}") if record else None
@@ -129,18 +155,24 @@ class RecipeResults:
             counts.append(count)
         return values, counts, missing
 
-    def probe_metric(self, group: str, probe: str, key: str, count_key: str | None = None, *,
-                     where: Mapping[str, Any] | None = None) -> tuple[list[float], list[int], list[str]]:
-        """(values, sample counts, missing runs) of ``key`` (dotted) in probe ``probe``'s result."""
-        values, counts, missing = [], [], []
-        for run in self.group(group, where):
+    def probe_metric(self, group: str, probe: str, key: str, count_key: Any = None, *,
+                     where: Mapping[str, Any] | None = None, only: Selector | None = None
+                     ) -> tuple[list[float], list[int], list[str]]:
+        """(values, sample counts, missing runs) of ``key`` (dotted) in probe ``probe``'s result;
+        ``count_key`` (dotted, or a function of the result) gives each value's sample count."""
+        values, counts = [], []
+        runs, missing, _ = self.selected(group, where, only)
+        for run in runs:
             result = run.probes.get(probe)
             value = _lookup(result, key) if result else None
-            if not run.finished or value is None:
-                missing.append(f"{run.label} ({run.status if not run.finished else 'no ' + probe + ' result'})")
+            if value is None:
+                missing.append(f"{run.label} (no {probe} result)")
                 continue
             values.append(float(value))
-            counts.append(int(_lookup(result, count_key) or 0) if count_key else 0)
+            if callable(count_key):
+                counts.append(int(count_key(result)))
+            else:
+                counts.append(int(_lookup(result, count_key) or 0) if count_key else 0)
         return values, counts, missing
 
     def cell_means(self, group: str, metric: str, *, split: str = "test") -> tuple[dict[tuple, float], list[str]]:

@@ -147,13 +147,14 @@ def heatmaps(group: str, panels: Sequence[tuple[str, str, str]], *, title: str, 
 
 
 def probe_by_position(group: str, probe: str, key: str, *, title: str, ylabel: str,
-                      where: dict | None = None) -> Callable[[RecipeResults, Path], None]:
+                      where: dict | None = None, only=None) -> Callable[[RecipeResults, Path], None]:
     """A probe's per-key-position fractions (``{position: {"fraction", "n"}}`` under ``key``),
-    pooled over the group's runs: one bar per key position."""
+    pooled over the group's runs (those ``only`` selects): one bar per key position."""
 
     def draw(results: RecipeResults, path: Path) -> None:
         hits: dict[int, list[float]] = {}
-        for run in results.group(group, where):
+        runs, _, note = results.selected(group, where, only)
+        for run in runs:
             table = (run.probes.get(probe) or {}).get(key) or {}
             for position, entry in table.items():
                 hits.setdefault(int(position), [0.0, 0.0])
@@ -169,7 +170,7 @@ def probe_by_position(group: str, probe: str, key: str, *, title: str, ylabel: s
         ax.set_xlabel("key position p (anchors at p+1, p+2)")
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, 1.2)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title + (f"\n{note}" if note else ""), fontsize=9)
         _save(fig, path)
 
     return draw
