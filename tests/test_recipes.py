@@ -314,3 +314,15 @@ def test_groups_with_the_same_settings_share_one_sweep_folder(tmp_path):
     assert len((folder / "results.csv").read_text().splitlines()) == 3  # header + both cells
     report = json.loads((out / "report.json").read_text())
     assert report["complete"] and [r["group"] for r in report["runs"]] == ["mixer", "other", "other"]
+
+
+def test_a_selector_measures_only_the_runs_that_qualify():
+    from achilles.recipes import Selector
+
+    results = _synthetic([0.9, 0.95, 0.1])
+    learned = Selector("acc ≥ 0.5", lambda run: run.final("test", "acc") >= 0.5)
+    m = rate("mixer", "acc", only=learned)(results)
+    assert m.value == pytest.approx(0.925) and m.per_run == [0.9, 0.95] and not m.missing
+    assert "2 of 3 finished runs qualify (acc ≥ 0.5)" in m.method
+    none = rate("mixer", "acc", only=Selector("impossible", lambda run: False))(results)
+    assert none.value is None and at_least(0.0).verdict(none)[0] == INCONCLUSIVE
