@@ -204,14 +204,18 @@ def _summary(card: CardData) -> str:
     if headline.get("metric") is not None and isinstance(headline.get("value"), (int, float)):
         line += (f" Headline: **{headline['metric']} = {headline['value']:.4g}** on the "
                  f"`{headline.get('split')}` split.")
-    if card.report:
-        line += f" This checkpoint backs the report {_link(card.report)}."
+    if card.report:  # one report, or several (comma-separated) when recipes share the run
+        reports = [r.strip() for r in card.report.split(", ") if r.strip()]
+        line += (f" This checkpoint backs the report{'s' if len(reports) > 1 else ''} "
+                 + ", ".join(_link(r) for r in reports) + ".")
     return line
 
 
 def _link(target: str) -> str:
     name = target.rsplit("/", 1)[-1]
-    return f"[{name}]({target})" if "://" in target else f"`{target}` (in the achilles repository)"
+    if "://" in target:
+        return f"[{name}]({target})"
+    return f"`{target}`" if target.startswith("/") else f"`{target}` (in the achilles repository)"
 
 
 def _model_table(card: CardData) -> str:

@@ -75,7 +75,8 @@ def card_data(run_dir: str | Path, repo_id: str | None = None, zoo_id: str | Non
         files=_files(run, config), figures=sorted(p.name for p in run.path.glob("*.png")),
         probes=probe_outputs(run.path), epoch_records=len(records), last_epoch=records[-1] if records else {},
         achilles_version=str(config.get("achilles_version", "?")), created=config.get("created"),
-        finished=config.get("finished"), repo_id=repo_id, zoo_id=zoo_id, report=report)
+        finished=config.get("finished"), repo_id=repo_id, zoo_id=zoo_id,
+        report=report or ", ".join(config.get("reports") or []) or None)
 
 
 def render_card(run_dir: str | Path, repo_id: str | None = None, zoo_id: str | None = None,

@@ -171,6 +171,8 @@ def test_reproduce_end_to_end(tmp_path):
     assert report["complete"] and len(report["runs"]) == 4 and (out / "figures" / "bars.png").is_file()
     text = (out / "report.md").read_text()
     assert "| accuracy above one | Toy Fig. 1: 100% |" in text and "not held" in text
+    for card in (out / "runs").glob("*/*/README.md"):  # each checkpoint's card names the report it backs
+        assert "backs the report" in card.read_text() and str((out / "report.md").resolve()) in card.read_text()
     weights = sorted((out / "runs").glob("*/*/model.safetensors"))
     stamps = [w.stat().st_mtime_ns for w in weights]
     again = invoke("toy-count", "--out", str(out))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -136,13 +137,14 @@ def run_evaluations(results: RecipeResults, device: str = "auto") -> int:
                 old = run.evals.get(spec.name)
                 if old and all(old.get(k) == v for k, v in wanted.items()):
                     continue
-                loaded = load(str(run.path))
-                task = get_task(loaded.config["task"], **{**loaded.config.get("task_config", {}),
-                                                          **spec.task_settings})
-                model = loaded.model.to(resolve_device(device))
-                metrics = evaluate(model, task, spec.splits, samples=wanted["samples"], seed=0)
-                record = {**wanted, "task": task.name, "task_config": task.config, "metrics": metrics}
-                atomic_write_json(run.path / EVALS_DIR / f"{spec.name}.json", record)
+                with RunFolder(run.path).lock("evaluate"):
+                    loaded = load(str(run.path))
+                    task = get_task(loaded.config["task"], **{**loaded.config.get("task_config", {}),
+                                                              **spec.task_settings})
+                    model = loaded.model.to(resolve_device(device))
+                    metrics = evaluate(model, task, spec.splits, samples=wanted["samples"], seed=0)
+                    record = {**wanted, "task": task.name, "task_config": task.config, "metrics": metrics}
+                    atomic_write_json(run.path / EVALS_DIR / f"{spec.name}.json", record)
                 run.evals[spec.name] = record
                 done += 1
                 log.info(f"evaluated {run.label} on {spec.name}")
@@ -166,11 +168,13 @@ def run_probes(results: RecipeResults, device: str = "auto") -> int:
             marker = out_dir / "request.json"
             if step.probe in run.probes and marker.is_file() and json.loads(marker.read_text()) == request:
                 continue
-            loaded = load(str(run.path))
-            model = loaded.model.to(resolve_device(device)).eval()
-            probe.check(model, loaded.task)
-            result = sweeps.call_probe(probe, model, loaded.task, out_dir, run.path, loaded.config, dict(step.options))
-            atomic_write_json(marker, request)
+            with RunFolder(run.path).lock("probe"):
+                loaded = load(str(run.path))
+                model = loaded.model.to(resolve_device(device)).eval()
+                probe.check(model, loaded.task)
+                result = sweeps.call_probe(probe, model, loaded.task, out_dir, run.path, loaded.config,
+                                           dict(step.options))
+                atomic_write_json(marker, request)
             run.probes[step.probe] = result
             done += 1
             log.info(f"probed {run.label} with {step.probe}")
@@ -192,6 +196,24 @@ def draw_figures(results: RecipeResults, out: Path) -> list[dict[str, str]]:
             entry = {**entry, "error": f"{type(exc).__name__}: {exc}", "path": ""}
         figures.append(entry)
     return figures
+
+
+def link_report(results: RecipeResults, report: Path) -> None:
+    """Record ``report`` in each finished run's record and write its card again, so the card
+    says which report the checkpoint backs (a run several recipes share lists each report)."""
+    from ..run_card import write_card
+
+    where = os.path.relpath(Path(report).resolve(), Path.cwd())
+    where = str(Path(report).resolve()) if where.startswith("..") else where
+    for run in results.runs:
+        if not run.finished:
+            continue
+        folder = RunFolder(run.path)
+        with folder.lock("reproduce"):
+            reports = sorted({*(folder.read_config().get("reports") or []), where})
+            if reports != run.config.get("reports"):
+                run.config = folder.update_config(reports=reports)
+                write_card(run.path)
 
 
 @dataclass
@@ -249,6 +271,7 @@ def reproduce(recipe: Recipe, options: ReproduceOptions) -> ReproduceResult:
     claims = evaluate_claims(recipe.claims, results)
     figures = draw_figures(results, out)
     report = write_report(results, claims, figures, out, seconds=time.perf_counter() - started)
+    link_report(results, report)
     return ReproduceResult(out, results, claims, report, time.perf_counter() - started)
 
 
