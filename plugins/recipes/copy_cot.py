@@ -17,7 +17,7 @@ PAPER = COPY_COT
 COPY_TASK = {"max_size": 20, "test_max_size": 30}
 #: calibration: at 40,000 strings x 10 epochs, mamba2 d_model 32 copies 1-5 symbols but none of 10+;
 #: d_model 128 reaches 0.82 exact-match after 3 epochs; the Transformer (d_model 32) copies up to ~15
-COPY_TRAIN = {"epochs": 8, "lr_peak": 1e-3, "train_samples": 30_000, "eval_samples": 3_000, "batch_size": 256}
+COPY_TRAIN = {"epochs": 4, "lr_peak": 1e-3, "train_samples": 30_000, "eval_samples": 3_000, "batch_size": 256}
 SHORT, LONG = range(1, 6), range(16, 21)  # trained lengths: short and long ends
 
 
@@ -70,7 +70,7 @@ copy_length = Recipe(
                   RunGroup("transformer", "transformer", "copy", task_settings=COPY_TASK, model={"d_model": 32},
                            seeds=3, train=COPY_TRAIN)),
             departures=("Strings of 1-20 symbols in training and 1-30 in test over 26 symbols; 2-layer models of "
-                        "d_model 32 (Mamba2 and Transformer) and 128 (Mamba2); 30,000 training strings for 8 "
+                        "d_model 32 (Mamba2 and Transformer) and 128 (Mamba2); 30,000 training strings for 4 "
                         "epochs at peak lr 1e-3 (batch 256). The paper's lengths reach 70 and its models d = 256. "
                         "Accuracies are teacher-forced (each copied symbol predicted from the true prefix)."),
         ),
