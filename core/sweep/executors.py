@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from ..cpu_threads import usable_cpus
 from ..errors import AchillesError
 from ..trainer import resolve_device
 from .worker import prepare_worker, statuses_on_disk, train_unit, unit_error
@@ -30,10 +31,8 @@ class Interrupted(Exception):
 
 
 def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    """The CPUs this process may use (its affinity, capped by a cgroup CPU quota)."""
+    return usable_cpus()
 
 
 def default_ensemble(device: str = "auto", executor: str = "local") -> bool:
