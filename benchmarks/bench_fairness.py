@@ -1,7 +1,7 @@
 """Is `achilles train` fair on a shared CPU? Samples/s alone, beside a busy process, and two at once.
 
     python benchmarks/bench_fairness.py [--shapes composite,inverse] [--rounds 3]
-                                        [--configs default,threads=1,threads=2+spin]
+                                        [--configs default,threads=1,threads=2] [--epochs 4]
 
 Each run is a real ``achilles train`` process (the command a user types; its samples/s are the
 trainer's own per-epoch numbers, so start-up and evaluation are excluded) at a paper shape:
@@ -19,8 +19,9 @@ A run trains ``--epochs`` short epochs and counts the middle ones only (not the 
 start the two trainings of ``two`` may not share, nor the last, which one of them may train
 alone). A config is a set of environment variables for the training processes:
 
-    default      what `achilles train` does by itself
-    threads=N    ACHILLES_THREADS=N
+    default      what `achilles train` does by itself: threads adapted to the other work
+                 (achilles.cpu_threads.ThreadGovernor), idle threads sleep (OMP_WAIT_POLICY=PASSIVE)
+    threads=N    ACHILLES_THREADS=N: N threads throughout, idle threads sleep
     +spin        GOMP_SPINCOUNT=300000: libgomp's own default wait (idle threads spin), as before
                  achilles chose OMP_WAIT_POLICY=PASSIVE
 
@@ -50,8 +51,8 @@ sys.path.insert(0, ".")  # run from the repository root
 from achilles.table import format_table  # noqa: E402
 
 SHAPES = {
-    "composite": dict(arch="mamba2", task="composite", d_model=32, batch=2048, samples=32768),
-    "inverse": dict(arch="mamba2-residual", task="inverse", d_model=128, batch=1024, samples=6144),
+    "composite": dict(arch="mamba2", task="composite", d_model=32, batch=2048, samples=24576),
+    "inverse": dict(arch="mamba2-residual", task="inverse", d_model=128, batch=1024, samples=4096),
 }
 SCENARIOS = ("quiet", "competitor", "two")
 BUSY_LOOP = "while True: pass"
@@ -108,19 +109,21 @@ def run_scenario(scenario: str, shape: dict, folder: Path, epochs: int, env: dic
     busy = None
     if scenario == "competitor":
         busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+    runs = []
     try:
         runs = [start_training(shape, folder, epochs, env) for _ in range(2 if scenario == "two" else 1)]
         return sum(samples_per_second(proc, out) for proc, out in runs)
     finally:
-        if busy is not None:
-            busy.kill()
-            busy.wait()
+        for proc in [busy] + [p for p, _ in runs]:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="composite,inverse")
-    parser.add_argument("--configs", default="default")
+    parser.add_argument("--configs", default="default,threads=1,threads=2")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run; the first and last are not counted")
     args = parser.parse_args()

@@ -8,16 +8,21 @@ CPU build uses GNU OpenMP (libgomp), which reads its wait policy once, when it i
   CPU another process needs, and a thread whose partner was descheduled spins instead of giving
   the partner its core. ``OMP_WAIT_POLICY=PASSIVE`` makes idle threads sleep at once; measured in
   ``benchmarks/RESULTS-train.md``. An ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` already set is kept.
-* **Threads.** ``ACHILLES_THREADS`` (or ``--threads``) sets the number of torch threads; the
-  default is every CPU this process may use (``usable_cpus()``: its CPU affinity, capped by a
-  cgroup CPU quota, as in a container started with ``--cpus``).
+* **Threads.** ``ACHILLES_THREADS`` (or ``--threads``) fixes the number of torch threads. Without
+  it, ``achilles train`` starts with every CPU this process may use (``usable_cpus()``: its CPU
+  affinity, capped by a cgroup CPU quota, as in a container started with ``--cpus``) and, while
+  it trains on a CPU, ``ThreadGovernor`` gives up the threads that other processes' work leaves
+  no core for.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
+
+log = logging.getLogger("achilles.training")
 
 ENV_THREADS = "ACHILLES_THREADS"
 WAIT_POLICY_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
@@ -147,6 +152,8 @@ class ThreadGovernor:
         except AttributeError:  # pragma: no cover - not Linux
             self.cpus = set(range(os.cpu_count() or 1))
         self.others = 0.0
+        self.threads = max_threads
+        self.set(max_threads)
         self._mark = self._sample()
 
     @classmethod
@@ -174,7 +181,11 @@ class ThreadGovernor:
             return
         others = max(0.0, (busy1 - busy0) - (own1 - own0)) / (t1 - t0)
         self.others = 0.5 * (self.others + others)
-        self.set(self.choose(self.others))
+        threads = self.choose(self.others)
+        if threads != self.threads:
+            log.debug(f"threads: {threads} (other processes keep {self.others:.1f} of {len(self.cpus)} CPUs busy)")
+            self.set(threads)
+            self.threads = threads
 
     def choose(self, others: float) -> int:
         """Threads for a machine where other processes keep ``others`` CPUs busy."""
