@@ -11,6 +11,10 @@ plugins are named ``DISTRIBUTION:ENTRY-POINT``, so none can pass for a first-par
 ``ACHILLES_PLUGINS`` restricts loading to a comma-separated allow-list of distributions
 (``ACHILLES_PLUGINS=achilles`` loads only the first-party plugins; an empty value loads none);
 ``DISTRIBUTION:ENTRY-POINT`` allows one entry point of a distribution.
+
+Loading has two steps: import and register every plugin with pluggy, then run the registration
+hooks that fill the registries. ``get_state()`` does both; the CLI does the first alone to find
+plugin commands (``--help``, completion), so those import no torch through the first-party plugins.
 """
 
 from __future__ import annotations

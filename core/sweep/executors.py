@@ -37,8 +37,10 @@ def cpu_count() -> int:
 
 def default_ensemble(device: str = "auto", executor: str = "local") -> bool:
     """Ensembles on a GPU, one-by-one on a CPU: the faster path as measured
-    (benchmarks/RESULTS-sweep.md: on a 2-core CPU, ensembling gained at most 11% for the
-    Transformer and cost 13-41% for mamba2). A Ray sweep ensembles when this machine has a GPU."""
+    (benchmarks/RESULTS-sweep.md: on a CPU a step's cost per sample is flat from the papers'
+    batch up, so members batched together save ~3% at best, and a sweep's ensembles load its
+    workers unevenly: 0.59x cells/hour on the composite grid). A Ray sweep ensembles when this
+    machine has a GPU."""
     try:
         return resolve_device(device).type == "cuda"
     except AchillesError:
