@@ -2,6 +2,7 @@
 
     python benchmarks/bench_fairness.py [--shapes composite,inverse] [--rounds 3]
                                         [--configs default,threads=1,threads=2] [--epochs 4]
+                                        [--scenarios quiet,competitor,two] [--rt]
 
 Each run is a real ``achilles train`` process (the command a user types; its samples/s are the
 trainer's own per-epoch numbers, so start-up and evaluation are excluded) at a paper shape:
@@ -20,10 +21,17 @@ start the two trainings of ``two`` may not share, nor the last, which one of the
 alone). A config is a set of environment variables for the training processes:
 
     default      what `achilles train` does by itself: threads adapted to the other work
-                 (achilles.cpu_threads.ThreadGovernor), idle threads sleep (OMP_WAIT_POLICY=PASSIVE)
-    threads=N    ACHILLES_THREADS=N: N threads throughout, idle threads sleep
-    +spin        GOMP_SPINCOUNT=300000: libgomp's own default wait (idle threads spin), as before
-                 achilles chose OMP_WAIT_POLICY=PASSIVE
+                 (achilles.cpu_threads.ThreadGovernor), idle threads spin briefly (GOMP_SPINCOUNT=1000)
+    threads=N    ACHILLES_THREADS=N: N threads throughout
+    +passive     OMP_WAIT_POLICY=PASSIVE: idle threads sleep at once
+    +spin        GOMP_SPINCOUNT=300000: libgomp's own default (idle threads spin for milliseconds),
+                 what `achilles train` did before it chose a wait policy
+
+``--rt`` runs every process under ``chrt -f 1`` (SCHED_FIFO): on a machine shared with other work
+they then take the CPUs ahead of it (the kernel still leaves others 5% of each second), which
+stands in for a quiet machine. Use it with ``--scenarios quiet`` only: the busy loop and the
+second training would be real-time too, and real-time threads do not share a CPU the way the
+ordinary scheduler does.
 
 The table shows best and median over rounds of samples/s, and of the ratios competitor / quiet
 and two / quiet (each taken within a round). The targets (issue 14): competitor >= 40% of quiet
@@ -76,16 +84,19 @@ def config_env(name: str) -> dict[str, str]:
             continue
         if part == "spin":
             env["GOMP_SPINCOUNT"] = "300000"
+        elif part == "passive":
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
         elif part.startswith("threads="):
             env["ACHILLES_THREADS"] = part.split("=", 1)[1]
         else:
-            sys.exit(f"Error: unknown config part {part!r} (default, threads=N, +spin)")
+            sys.exit(f"Error: unknown config part {part!r} (default, threads=N, +passive, +spin)")
     return env
 
 
-def start_training(shape: dict, folder: Path, epochs: int, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+def start_training(shape: dict, folder: Path, epochs: int, env: dict[str, str],
+                   rt: bool = False) -> tuple[subprocess.Popen, Path]:
     out = folder / f"run-{time.monotonic_ns()}"
-    cmd = [*achilles_command(), "train", "--arch", shape["arch"], "--task", shape["task"], "--profile", "paper",
+    cmd = [*(["chrt", "-f", "1"] if rt else []), *achilles_command(), "train", "--arch", shape["arch"], "--task", shape["task"], "--profile", "paper",
            "--layers", "2", "--d-model", str(shape["d_model"]), "--batch-size", str(shape["batch"]),
            "--samples", str(shape["samples"]), "--eval-samples", "128", "--epochs", str(epochs),
            "--out", str(out), "--no-progress"]
@@ -105,13 +116,13 @@ def samples_per_second(proc: subprocess.Popen, out: Path) -> float:
     return statistics.mean(r["samples_per_second"] for r in middle)
 
 
-def run_scenario(scenario: str, shape: dict, folder: Path, epochs: int, env: dict[str, str]) -> float:
+def run_scenario(scenario: str, shape: dict, folder: Path, epochs: int, env: dict[str, str], rt: bool) -> float:
     busy = None
     if scenario == "competitor":
-        busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+        busy = subprocess.Popen([*(["chrt", "-f", "1"] if rt else []), sys.executable, "-c", BUSY_LOOP])
     runs = []
     try:
-        runs = [start_training(shape, folder, epochs, env) for _ in range(2 if scenario == "two" else 1)]
+        runs = [start_training(shape, folder, epochs, env, rt) for _ in range(2 if scenario == "two" else 1)]
         return sum(samples_per_second(proc, out) for proc, out in runs)
     finally:
         for proc in [busy] + [p for p, _ in runs]:
@@ -126,12 +137,17 @@ def main() -> None:
     parser.add_argument("--configs", default="default,threads=1,threads=2")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run; the first and last are not counted")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--rt", action="store_true", help="run every process under chrt -f 1 (see above)")
     args = parser.parse_args()
     shapes = [s.strip() for s in args.shapes.split(",")]
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
         parser.error(f"unknown shape(s) {unknown}; shapes: {', '.join(SHAPES)}")
     configs = {c.strip(): config_env(c.strip()) for c in args.configs.split(",")}
+    scenarios = [s.strip() for s in args.scenarios.split(",")]
+    if any(s not in SCENARIOS for s in scenarios) or "quiet" not in scenarios:
+        parser.error(f"scenarios are some of {', '.join(SCENARIOS)}, quiet among them")
     values: dict[tuple, list[float]] = {}
     loads: dict[tuple, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,8 +155,8 @@ def main() -> None:
             for shape_name in shapes:
                 for config, env in configs.items():
                     load = os.getloadavg()[0]
-                    for scenario in SCENARIOS:
-                        sps = run_scenario(scenario, SHAPES[shape_name], Path(tmp), args.epochs, env)
+                    for scenario in scenarios:
+                        sps = run_scenario(scenario, SHAPES[shape_name], Path(tmp), args.epochs, env, args.rt)
                         values.setdefault((shape_name, config, scenario), []).append(sps)
                         print(f"round {rnd + 1} {shape_name} {config} {scenario}: {sps:.0f} samples/s "
                               f"(load {load:.1f})", file=sys.stderr, flush=True)
@@ -150,18 +166,20 @@ def main() -> None:
         for config in configs:
             quiet = values[(shape_name, config, "quiet")]
             cells = [shape_name, config]
-            for scenario in SCENARIOS:
+            for scenario in scenarios:
                 v = values[(shape_name, config, scenario)]
                 cells.append(f"{max(v):.0f} / {statistics.median(v):.0f}")
-            for scenario in ("competitor", "two"):
+            for scenario in [s for s in scenarios if s != "quiet"]:
                 ratios = [a / q for a, q in zip(values[(shape_name, config, scenario)], quiet)]
                 cells.append(f"{max(ratios):.0%} / {statistics.median(ratios):.0%}")
             cells.append(" ".join(f"{x:.1f}" for x in loads[(shape_name, config)]))
             rows.append(cells)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.rounds} interleaved rounds; "
-          f"{args.epochs} epochs per run, middle ones counted; samples/s as best / median")
-    print(format_table(rows, ["shape", "config", "quiet", "competitor", "two (sum)", "competitor/quiet",
-                              "two/quiet", "load per round"]))
+          f"{args.epochs} epochs per run, middle ones counted; samples/s as best / median"
+          + ("; every process under chrt -f 1" if args.rt else ""))
+    names = {"quiet": "quiet", "competitor": "competitor", "two": "two (sum)"}
+    print(format_table(rows, ["shape", "config", *(names[s] for s in scenarios),
+                              *(f"{s}/quiet" for s in scenarios if s != "quiet"), "load per round"]))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 import click
 
 from . import __version__
-from .cpu_threads import prefer_passive_wait
+from .cpu_threads import choose_wait_policy
 from .errors import AchillesError
 from .logs import install_cli_handler
 
@@ -141,7 +141,7 @@ def get_cli() -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
-    prefer_passive_wait()  # before torch loads: idle OpenMP threads sleep instead of spinning
+    choose_wait_policy()  # before torch loads: idle OpenMP threads spin briefly, then sleep
     for stream in (sys.stdout, sys.stderr):  # a path that is not UTF-8 prints escaped, never fails
         try:
             stream.reconfigure(errors="backslashreplace")

@@ -1,13 +1,17 @@
 """How many threads a CPU training uses, and how its idle threads wait.
 
-Imports no torch: ``prepare_process()`` must run before torch is first imported, because torch's
-CPU build uses GNU OpenMP (libgomp), which reads its wait policy once, when it is loaded.
+Imports no torch: ``choose_wait_policy()`` must run before torch is first imported, because
+torch's CPU build uses GNU OpenMP (libgomp), which reads its wait policy once, when it is loaded.
 
-* **Wait policy.** By default libgomp's idle threads spin for about 300,000 iterations before
-  sleeping. On a machine shared with other work that is wrong twice: a spinning thread burns the
-  CPU another process needs, and a thread whose partner was descheduled spins instead of giving
-  the partner its core. ``OMP_WAIT_POLICY=PASSIVE`` makes idle threads sleep at once; measured in
-  ``benchmarks/RESULTS-train.md``. An ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` already set is kept.
+* **Wait policy.** By default libgomp's idle threads spin for 300,000 iterations (milliseconds)
+  before sleeping. On a machine shared with other work a spinning thread burns the CPU that the
+  partner it waits for, descheduled, needs: two threads beside other work trained 60x slower.
+  Sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) costs 10-30% on a quiet machine instead, where
+  the next parallel region follows within microseconds and a sleeping thread must be woken.
+  ``GOMP_SPINCOUNT=1000`` (tens of microseconds, libgomp's own count for oversubscribed
+  machines) keeps the quiet speed and bounds the waste; the thread governor below removes the
+  second thread when others need its core. Measured in ``benchmarks/RESULTS-train.md``. An
+  ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` already set is kept.
 * **Threads.** ``ACHILLES_THREADS`` (or ``--threads``) fixes the number of torch threads. Without
   it, ``achilles train`` starts with every CPU this process may use (``usable_cpus()``: its CPU
   affinity, capped by a cgroup CPU quota, as in a container started with ``--cpus``) and, while
@@ -88,13 +92,16 @@ def default_threads() -> int:
     return requested_threads() or usable_cpus()
 
 
-def prefer_passive_wait(environ: dict | None = None) -> bool:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose a wait policy; True if set here.
+SPIN_COUNT = "1000"  # iterations an idle OpenMP thread spins before it sleeps
+
+
+def choose_wait_policy(environ: dict | None = None) -> bool:
+    """Set ``GOMP_SPINCOUNT=1000`` unless the user chose a wait policy; True if set here.
     Only effective before torch (libgomp) is loaded; the sweep's worker processes inherit it."""
     environ = os.environ if environ is None else environ
     if any(var in environ for var in WAIT_POLICY_VARS):
         return False
-    environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    environ["GOMP_SPINCOUNT"] = SPIN_COUNT
     return True
 
 

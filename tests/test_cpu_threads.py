@@ -123,5 +123,5 @@ def test_train_refuses_a_bad_thread_count_in_one_line():
 def test_sweep_workers_inherit_the_wait_policy(monkeypatch):
     from achilles.sweep.worker import worker_env
 
-    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
-    assert worker_env(1, "cpu", "auto")["env"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
+    assert worker_env(1, "cpu", "auto")["env"]["GOMP_SPINCOUNT"] == "1000"

@@ -56,14 +56,16 @@ def test_shell_completion_of_a_command_name_imports_no_torch():
 
 
 def test_an_omp_wait_policy_is_chosen_before_torch_loads():
-    """The CLI asks idle OpenMP threads to sleep (a shared machine), unless the user chose."""
+    """The CLI asks idle OpenMP threads to spin only briefly (a shared machine), before torch
+    loads libgomp, unless the user chose a wait policy."""
     code = ("import os, sys; sys.argv = ['achilles', '--version']\n"
             "from achilles.cli import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules, file=sys.stderr)")
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules, "
+            "file=sys.stderr)")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert chosen.stderr.split()[-2:] == ["PASSIVE", "False"]
+    assert chosen.stderr.split()[-3:] == ["1000", "None", "False"]
     kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, timeout=120)
-    assert kept.stderr.split()[-2] == "ACTIVE"
+                          env={**env, "OMP_WAIT_POLICY": "PASSIVE"}, timeout=120)
+    assert kept.stderr.split()[-3:-1] == ["None", "PASSIVE"]
