@@ -145,9 +145,9 @@ class ThreadGovernor:
     """Re-chooses the number of torch threads every ``interval`` seconds from what other processes
     use: threads = the usable CPUs minus the CPUs others kept busy (at least 1).
 
-    Measured in ``benchmarks/RESULTS-train.md``: on 2 cores, 2 threads train ~1.6x faster than 1
-    when the machine is quiet, but beside one busy process they are slower than 1 thread (a
-    parallel region waits for the thread that shares its core). Others' use is the busy time of
+    Measured in ``benchmarks/RESULTS-train.md``: on 2 cores, 2 threads train ~1.8x faster than 1
+    when the machine is quiet, but beside other work a parallel region waits for the thread that
+    shares its core, and one thread that owns a core does better. Others' use is the busy time of
     this process's CPUs (``/proc/stat``) minus this process's own CPU time, smoothed over two
     intervals. Call ``tick()`` between steps, in the thread that trains (OpenMP's thread count is
     per calling thread)."""
