@@ -1,20 +1,39 @@
-"""Cells/hour of a small sweep: one-by-one versus ensembled, through the real `run_sweep`.
+"""Cells/hour of a phase-diagram sweep of small models: one-by-one versus ensembled, and why.
 
-    python benchmarks/bench_sweep.py [--archs mamba2,transformer] [--task composite]
-                                     [--cells 4] [--epochs 4] [--samples 16384] [--batch-size 256]
-                                     [--repeats 2] [--device auto] [--modes ...]
+    python benchmarks/bench_sweep.py [--archs mamba2] [--task composite] [--device auto] [--modes ...]
+                                     [--repeats 1] [--samples 80000] [--epochs 6] [--batch-size N]
+                                     [--gammas 0.5,0.75,1.0] [--depths 2,3,4] [--seeds 3]
+                                     [--step-cost-only | --no-step-cost]
 
-Each arch trains the same grid: gamma in {0.5, 1.0} x seeds (``--cells`` cells in all), d_model 32,
-2 layers, quick profile with the sizes above. Every mode is a whole ``run_sweep`` into a fresh
-folder, so the times include what a user waits for: worker start-up, data generation, per-epoch
-evaluation and checkpoints, the figures and card of every cell. Modes:
+Two tables.
 
-    one-by-one Pp x Tt   --no-ensemble, P worker processes with T torch threads each
-    ensembled  Pp x Tt   --ensemble (method auto: vmap where the arch's forward batches, else loop)
+**Step cost** (``--members 9``): the CPU time of one optimizer step per member and sample, one
+thread, at the task's paper batch (composite: 2048), through the real steppers of the epoch loop
+(``achilles.epoch_loop.LoopStepper``, ``achilles.ensemble.VmapStepper``) on real trainers:
 
-The best of ``--repeats`` runs is reported (the box may be shared; the load column is the 1-minute
-load average when the best run started); steps/cell is the number of optimizer steps per cell.
-The numbers go into benchmarks/RESULTS-sweep.md by hand.
+    one model, batch/8   one run's step on a batch 8 times smaller (the fixed cost of a step)
+    one model            one run's step
+    one model, M x batch one model on a batch M times larger: what any "members as a batch
+                         dimension" formulation computes at best (the same arithmetic per sample,
+                         with per-member weights on top)
+    ensemble loop        M members stepped in turn in one process
+    ensemble vmap        M members in one vmapped forward and backward
+
+CPU time (``time.process_time``) is what the step costs a core; it moves little when other
+processes share the machine, unlike wall time, which is shown too.
+
+**Sweep** (the default grid, issue 14): gamma {0.5, 0.75, 1.0} x n_layers {2, 3, 4} x 3 seeds =
+27 cells, d_model 32, the quick profile (80,000 training samples x 6 epochs at batch 2048, 2,000
+evaluation samples per split). Each mode is a whole ``run_sweep`` into a fresh folder, so the
+time is what a user waits for (workers, data, evaluation, checkpoints, figures and cards):
+
+    one-by-one   SweepOptions(ensemble=False): today's CPU default, one single-threaded worker per CPU
+    ensembled    SweepOptions(ensemble=True): cells differing only in seed and gamma as one
+                 ensemble (method auto: the faster of vmap and loop on one timed step)
+    auto         SweepOptions(ensemble=None): what `achilles sweep` picks on this device
+
+Modes run interleaved, ``--repeats`` times; best and median wall time. The load column is
+``os.getloadavg()`` (1 minute) at each run's start.
 """
 
 from __future__ import annotations
@@ -22,6 +41,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -31,113 +51,144 @@ import torch
 
 sys.path.insert(0, ".")  # run from the repository root
 
+from achilles.cputune import tune_cpu_allocator  # noqa: E402
+from achilles.ensemble import VmapStepper  # noqa: E402
+from achilles.epoch_loop import LoopStepper  # noqa: E402
 from achilles.sweep import SweepOptions, cpu_count, make_spec, run_sweep  # noqa: E402
 from achilles.table import format_table  # noqa: E402
+from achilles.trainer import resolve_device, start_run  # noqa: E402
+
+MODES = {"one-by-one": dict(ensemble=False), "ensembled": dict(ensemble=True), "auto": dict(ensemble=None)}
 
 
-def modes(cores: int) -> dict[str, dict]:
-    """name -> run_sweep options. ``1p x 1t``: one worker process with one torch thread (the
-    ensemble's own effect, at equal resources); ``Np x 1t``: the CPU default (one single-threaded
-    worker per core); ``1p x Nt``: one worker using every core through intra-op threads."""
-    out = {"one-by-one 1p x 1t": dict(ensemble=False, workers=1, threads=1),
-           "ensembled 1p x 1t": dict(ensemble=True, workers=1, threads=1),
-           "ensembled-loop 1p x 1t": dict(ensemble=True, workers=1, threads=1, ensemble_method="loop")}
-    if cores > 1:
-        out.update({f"one-by-one {cores}p x 1t": dict(ensemble=False, workers=cores, threads=1),
-                    f"ensembled {cores}p x 1t": dict(ensemble=True, workers=cores, threads=1),
-                    f"one-by-one 1p x {cores}t": dict(ensemble=False, workers=1, threads=cores),
-                    f"ensembled 1p x {cores}t": dict(ensemble=True, workers=1, threads=cores)})
-    return out
+def step_cost(arch: str, task: str, d_model: int, layers: int, members: int, seconds: float,
+              device: str, batch_size: int | None) -> list[list]:
+    """Rows of the step-cost table (see the module docstring)."""
+    torch.set_num_threads(1)
+    cuda = device.startswith("cuda")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        made = iter(range(10**6))
+
+        def trainers(n: int, batch: int | None = None):
+            return [start_run(arch, task, profile="paper", seed=s, out=f"{tmp}/run{next(made)}", device=device,
+                              model_config={"d_model": d_model, "n_layers": layers, "gamma": 0.5 + 0.25 * (s % 3)},
+                              batch_size=batch, progress=False) for s in range(n)]
+
+        one = trainers(1, batch_size)
+        batch = one[0].settings.batch_size
+        data = one[0].task.generate("train", batch * members, seed=0).to(one[0].device)
+        cases = [(f"one model, batch {batch // 8}", LoopStepper(one), [data[:batch // 8]]),
+                 ("one model", LoopStepper(one), [data[:batch]]),
+                 (f"one model, {members} x batch", LoopStepper(one), [data]),
+                 (f"ensemble loop, {members} members", LoopStepper(trainers(members, batch)),
+                  [data[m * batch:(m + 1) * batch] for m in range(members)])]
+        vmap_members = trainers(members, batch)
+        cases.append((f"ensemble vmap, {members} members", VmapStepper(vmap_members),
+                      [data[m * batch:(m + 1) * batch] for m in range(members)]))
+        for name, stepper, batches in cases:
+            alive = [True] * len(batches)
+            samples = sum(len(b) for b in batches)
+            stepper.step(batches, 1e-4, alive)  # warm-up
+            walls, cpu0, n, started = [], time.process_time(), 0, time.perf_counter()
+            while time.perf_counter() - started < seconds or n < 2:
+                t0 = time.perf_counter()
+                stepper.step(batches, 1e-4, alive)
+                if cuda:
+                    torch.cuda.synchronize()
+                walls.append(time.perf_counter() - t0)
+                n += 1
+            cpu = (time.process_time() - cpu0) / n
+            rows.append([arch, name, samples, n, f"{1e6 * cpu / samples:.1f}", f"{1e6 * min(walls) / samples:.1f}",
+                         f"{1e6 * statistics.median(walls) / samples:.1f}", f"{os.getloadavg()[0]:.1f}"])
+    return rows
 
 
-DEFAULT_MODES = ("one-by-one 1p x 1t", "ensembled 1p x 1t", "ensembled-loop 1p x 1t", "one-by-one {c}p x 1t",
-                 "ensembled {c}p x 1t")
+def sweep_rows(args, arch: str) -> list[list]:
+    results: dict[str, list[tuple[float, float, int, str]]] = {}
+    for rep in range(args.repeats):
+        for name in args.modes.split(","):
+            with tempfile.TemporaryDirectory() as tmp:
+                load = os.getloadavg()[0]
+                started = time.perf_counter()
+                spec = make_spec(arch, args.task, [f"gamma={args.gammas}", f"n_layers={args.depths}"],
+                                 args.seeds, "quick", args.device, {"d_model": args.d_model},
+                                 epochs=args.epochs, train_samples=args.samples, eval_samples=args.eval_samples,
+                                 batch_size=args.batch_size)
+                result = run_sweep(spec, SweepOptions(folder=Path(tmp) / "sweep", device=args.device,
+                                                      progress=False, **MODES[name]))
+                wall = time.perf_counter() - started
+                assert not result.errors, result.errors
+                results.setdefault(name, []).append((wall, load, result.trained, _methods(result)))
+                print(f"{arch} {name} (repeat {rep + 1}): {wall:.0f}s, {result.trained} cells, {_methods(result)}, "
+                      f"load {load:.1f}", file=sys.stderr, flush=True)
+    base = statistics.median(w for w, *_ in results[next(iter(results))])
+    rows = []
+    for name, runs in results.items():
+        walls = [w for w, *_ in runs]
+        cells = runs[0][2]
+        rows.append([arch, name, runs[0][3], cells, f"{min(walls):.0f} / {statistics.median(walls):.0f}",
+                     f"{cells * 3600 / min(walls):.0f} / {cells * 3600 / statistics.median(walls):.0f}",
+                     f"{base / statistics.median(walls):.2f}x", " ".join(f"{l:.1f}" for _, l, *_ in runs)])
+    return rows
+
+
+def _methods(result) -> str:
+    """How the cells trained: one per cell, or ensembles (method, largest unit)."""
+    from achilles.runs import RunFolder
+
+    firsts = [RunFolder(result.path / r["run"]).read_metrics()[:1] for r in result.rows]
+    sizes = {rec[0].get("ensemble", 1) for rec in firsts if rec}
+    if sizes <= {1}:
+        return "one per cell"
+    methods = sorted({rec[0].get("ensemble_method", "?") for rec in firsts if rec and rec[0].get("ensemble")})
+    return f"{'/'.join(methods)}, up to {max(sizes)} per unit"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", default="mamba2,transformer")
-    parser.add_argument("--task", default="composite")
-    parser.add_argument("--cells", type=int, default=4, help="gamma {0.5, 1.0} x cells/2 seeds")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--samples", type=int, default=16384)
-    parser.add_argument("--eval-samples", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--d-model", type=int, default=32)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--archs", default="mamba2", help="comma-separated")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--modes", default=None, help="comma-separated subset of the mode names")
+    parser.add_argument("--task", default="composite")
+    parser.add_argument("--d-model", type=int, default=32)
+    parser.add_argument("--gammas", default="0.5,0.75,1.0")
+    parser.add_argument("--depths", default="2,3,4")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=80_000, help="training samples per cell (quick: 80,000)")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per cell (quick: 6)")
+    parser.add_argument("--eval-samples", type=int, default=None, help="per split (quick: 2,000)")
+    parser.add_argument("--batch-size", type=int, default=None, help="(default: the task's paper batch)")
+    parser.add_argument("--modes", default="one-by-one,ensembled", help=f"comma-separated: {', '.join(MODES)}")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--members", type=int, default=9, help="ensemble size of the step-cost table")
+    parser.add_argument("--step-seconds", type=float, default=6.0, help="time per step-cost row")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--step-cost-only", action="store_true")
+    group.add_argument("--no-step-cost", action="store_true")
     args = parser.parse_args()
-
-    cores = cpu_count()
-    chosen = modes(cores)
-    if not args.modes:  # the 1p x Nt modes are slow on a shared box; ask for them with --modes
-        chosen = {k: v for k, v in chosen.items() if k in [m.format(c=cores) for m in DEFAULT_MODES]}
-    if args.device != "cpu" and torch.cuda.is_available():  # one GPU: one process drives it
-        chosen = {"one-by-one 1p x 1t": dict(ensemble=False, workers=1, threads=1),
-                  "ensembled 1p x 1t": dict(ensemble=True, workers=1, threads=1)}
-    if args.modes:
-        wanted = [m.strip() for m in args.modes.split(",")]
-        unknown = [m for m in wanted if m not in chosen]
-        if unknown:
-            parser.error(f"unknown mode(s) {unknown}; modes: {', '.join(chosen)}")
-        chosen = {k: v for k, v in chosen.items() if k in wanted}
-    seeds = max(1, args.cells // 2)
-    steps = args.epochs * -(-args.samples // args.batch_size)
-    rows = []
-    for arch in args.archs.split(","):
-        base = None
-        for rep in range(args.repeats):
-            for name, mode in chosen.items():
-                with tempfile.TemporaryDirectory() as tmp:
-                    load = os.getloadavg()[0]
-                    started = time.perf_counter()
-                    # Ctrl-C raises SweepInterrupted, which stops the benchmark
-                    spec = make_spec(arch, args.task, {"gamma": [0.5, 1.0]}, seeds, "quick", args.device,
-                                     {"d_model": args.d_model, "n_layers": args.layers}, epochs=args.epochs,
-                                     train_samples=args.samples, eval_samples=args.eval_samples,
-                                     batch_size=args.batch_size)
-                    result = run_sweep(spec, SweepOptions(folder=Path(tmp) / "sweep", device=args.device,
-                                                          progress=False, **mode))
-                    wall = time.perf_counter() - started
-                    assert not result.errors, result.errors
-                    method, train = _method_and_train_seconds(result)
-                key = (arch, name)
-                best = next((r for r in rows if r[0] == key), None)
-                if best is None:
-                    rows.append([key, wall, method, load, result.trained, train])
-                elif wall < best[1]:
-                    best[1:] = [wall, method, load, result.trained, train]
-                print(f"{arch} {name}: {wall:.1f}s, training {train:.1f}s ({method}, load {load:.1f})",
-                      file=sys.stderr, flush=True)
-    table = []
-    for (arch, name), wall, method, load, trained, train in rows:
-        one = next((r[1] for r in rows if r[0] == (arch, "one-by-one 1p x 1t")), wall)
-        table.append([arch, name, method, trained, steps, f"{wall:.1f}", f"{train:.1f}",
-                      f"{trained * 3600 / wall:.0f}", f"{one / wall:.2f}x", f"{load:.1f}"])
-    device = "cuda" if (args.device != "cpu" and torch.cuda.is_available()) else "cpu"
-    print(f"torch {torch.__version__}, {cores} cores, device {device}, "
-          f"{platform.processor() or platform.machine()}; task {args.task}, d_model {args.d_model}, "
-          f"{args.layers} layers, batch {args.batch_size}, {args.samples} samples x {args.epochs} epochs, "
-          f"best of {args.repeats}")
-    print(format_table(table, ["arch", "mode", "method", "cells", "steps/cell", "wall s", "train s", "cells/hour",
-                               "vs one-by-one 1p x 1t", "load"]))
-
-
-def _method_and_train_seconds(result) -> tuple[str, float]:
-    """How the cells trained, and the seconds spent in training steps (evaluation, checkpoints and
-    set-up excluded; an ensemble's epoch counts once, not once per member)."""
-    from achilles.runs import RunFolder
-
-    records = [RunFolder(result.path / r["run"]).read_metrics() for r in result.rows]
-    train = sum(e["train_seconds"] / e.get("ensemble", 1) for rec in records for e in rec)
-    firsts = [rec[0] for rec in records if rec]
-    sizes = {r.get("ensemble", 1) for r in firsts}
-    if sizes == {1}:
-        return "one per cell", train
-    methods = sorted({r.get("ensemble_method", "?") for r in firsts})
-    return f"{'/'.join(methods)}, {max(sizes)} per unit", train
+    unknown = [m for m in args.modes.split(",") if m not in MODES]
+    if unknown:
+        parser.error(f"unknown mode(s) {unknown}; modes: {', '.join(MODES)}")
+    args.device = str(resolve_device(args.device))
+    if args.device == "cpu":
+        tune_cpu_allocator()  # as `achilles train` and the sweep's workers do on a CPU
+    archs = [a.strip() for a in args.archs.split(",")]
+    print(f"torch {torch.__version__}, device {args.device}, {cpu_count()} usable CPUs, "
+          f"{platform.processor() or platform.machine()}; {args.task}, d_model {args.d_model}")
+    if not args.no_step_cost:
+        rows = [row for arch in archs for row in step_cost(arch, args.task, args.d_model, 2, args.members,
+                                                            args.step_seconds, args.device, args.batch_size)]
+        print("\nStep cost, one thread, 2 layers (microseconds per member and sample):")
+        print(format_table(rows, ["arch", "step", "samples", "steps", "CPU us", "wall us best", "wall us median",
+                                  "load"]))
+    if not args.step_cost_only:
+        torch.set_num_threads(max(1, cpu_count()))
+        rows = [row for arch in archs for row in sweep_rows(args, arch)]
+        print(f"\nSweep: gamma {args.gammas} x n_layers {args.depths} x {args.seeds} seeds, quick profile, "
+              f"{args.samples} samples x {args.epochs} epochs; wall s and cells/hour as best / median of "
+              f"{args.repeats}")
+        print(format_table(rows, ["arch", "mode", "how cells trained", "cells", "wall s", "cells/hour",
+                                  "vs first mode (median)", "load per run"]))
 
 
 if __name__ == "__main__":

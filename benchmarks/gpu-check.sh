@@ -78,7 +78,9 @@ export PYTHONPATH="$VENDOR/mamba:$VENDOR/causal-conv1d:$VENDOR/build${PYTHONPATH
 
 if [ "$MODE" = dry-run ]; then
   DEVICE=cpu
-  BUDGET=${GPU_CHECK_BUDGET:-150}
+  # the dry run checks the wiring, not the time: a loaded CPU gets four times each step's limit
+  BUDGET=${GPU_CHECK_BUDGET:-600}
+  LIMIT_SCALE=4
 else
   DEVICE=cuda
 fi
@@ -98,7 +100,7 @@ TABLES=$WORK/tables.md
 # NAME.out and stderr to NAME.err, one summary row; the step's stdout (the tables) goes into the
 # summary too. A step gets at most what is left of the budget; with under 10 s left it is skipped.
 step() {
-  local name=$1 limit=$2; shift 2
+  local name=$1 limit=$(( $2 * ${LIMIT_SCALE:-1} )); shift 2
   if [ -n "${GPU_CHECK_ONLY:-}" ] && [[ ",$GPU_CHECK_ONLY," != *",$name,"* ]]; then
     return 0
   fi
@@ -169,8 +171,8 @@ if [ "$MODE" = dry-run ]; then
     --device cpu --epochs 1 --samples 64 --eval-samples 32 --batch-size 32 --out "$WORK/fig9" --no-progress
   step bench-train-inverse 60 "$PY" benchmarks/bench_train.py --device cpu --task inverse --archs mamba2 --samples 64
   step bench-logits 60 "$PY" benchmarks/bench_logits.py --device cpu --tasks inverse --batch 4 --rounds 1 --steps 1 --no-memory
-  step bench-sweep 90 "$PY" benchmarks/bench_sweep.py --device cpu --archs transformer --cells 2 --epochs 1 \
-    --samples 64 --eval-samples 32 --batch-size 32 --repeats 1 --modes "one-by-one 1p x 1t"
+  step bench-sweep 90 "$PY" benchmarks/bench_sweep.py --device cpu --archs transformer --gammas 0.5 --depths 1 \
+    --seeds 2 --epochs 1 --samples 64 --eval-samples 32 --batch-size 32 --members 2 --step-seconds 0.2
 else
   step bench-archs 90 "$PY" benchmarks/bench_archs.py --device cuda --archs mamba2,mamba2-residual,transformer \
     --rounds 3 --steps 5
@@ -183,8 +185,8 @@ else
   step bench-train-composite 45 "$PY" benchmarks/bench_train.py --device cuda --task composite \
     --archs mamba2,transformer --samples 65536
   step bench-logits 60 "$PY" benchmarks/bench_logits.py --device cuda --rounds 3
-  step bench-sweep 90 "$PY" benchmarks/bench_sweep.py --device cuda --archs mamba2,transformer --cells 4 \
-    --epochs 2 --samples 16384 --repeats 1
+  step bench-sweep 90 "$PY" benchmarks/bench_sweep.py --device cuda --archs mamba2,transformer --depths 2 \
+    --seeds 2 --epochs 2 --samples 16384 --repeats 1
 fi
 
 # figure 9's record: epochs done, seconds and samples/s per epoch, accuracies per split

@@ -12,6 +12,7 @@ import sys
 import click
 
 from . import __version__
+from .cpu_threads import choose_wait_policy
 from .errors import AchillesError
 from .logs import install_cli_handler
 
@@ -54,7 +55,18 @@ def _has_surrogates(text: str) -> bool:
 
 
 class AchillesGroup(click.Group):
-    """Turns user errors into one line on stderr and a non-zero exit, never a traceback."""
+    """Turns user errors into one line on stderr and a non-zero exit, never a traceback. Plugin
+    commands are added when a command name is not a built-in one or the list is asked for
+    (``--help``, completion), so ``--version`` and built-in commands load no plugin first."""
+
+    def list_commands(self, ctx):
+        get_cli()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name not in self.commands:
+            get_cli()
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx):
         if os.environ.get("NO_COLOR"):  # https://no-color.org: any non-empty value
@@ -119,8 +131,9 @@ BUILTIN_COMMANDS = frozenset(cli.commands)
 
 
 def get_cli() -> click.Group:
-    """The ``achilles`` command with the plugin commands attached: what ``main`` runs, and what a
-    plugin's tests invoke under ``click.testing.CliRunner``."""
+    """The ``achilles`` command with the plugin commands attached: what a plugin's tests invoke
+    under ``click.testing.CliRunner``. ``main`` attaches them only when a command it does not know
+    or the list of commands is asked for, so ``--version`` and built-in commands start faster."""
     from .plugin_manager import attach_plugin_commands
 
     attach_plugin_commands(cli, BUILTIN_COMMANDS)
@@ -128,13 +141,14 @@ def get_cli() -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
+    choose_wait_policy()  # before torch loads: idle OpenMP threads spin briefly, then sleep
     for stream in (sys.stdout, sys.stderr):  # a path that is not UTF-8 prints escaped, never fails
         try:
             stream.reconfigure(errors="backslashreplace")
         except (AttributeError, ValueError):
             pass
     try:
-        get_cli().main(args=argv, prog_name="achilles")
+        cli.main(args=argv, prog_name="achilles")  # plugin commands attach when asked for (AchillesGroup)
     except BrokenPipeError:  # raised by click's own output, outside the group's invoke
         _quiet_broken_pipe()
 

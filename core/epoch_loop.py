@@ -25,6 +25,7 @@ from typing import Any, Protocol, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .cpu_threads import ThreadGovernor
 from .errors import AchillesError
 from .events import CheckpointSaved, EpochEnded, EventEmitter, RunEnded, RunFailed, RunStarted
 from .logits import task_loss
@@ -188,6 +189,7 @@ def _train_epochs(members: Sequence[Member], stepper: Stepper, data: tuple[Batch
                disable=(not progress) if progress is not None else None, file=sys.stderr,
                desc=f"ensemble of {size}" if size > 1 else None)
     epoch = epoch0
+    threads = ThreadGovernor.for_training(device.type)  # None unless the CLI left threads to achilles
     try:
         with StopSignal() as stop:
             while epoch < s.epochs and any(alive):
@@ -202,6 +204,8 @@ def _train_epochs(members: Sequence[Member], stepper: Stepper, data: tuple[Batch
                     idx = orders[:, step * s.batch_size: (step + 1) * s.batch_size]
                     lr = s.lr_at(epoch + step / steps_per_epoch)
                     losses = stepper.step([train[idx[m]] for m in range(size)], lr, alive)
+                    if threads is not None:
+                        threads.tick()
                     values = losses.tolist()
                     for m, value in enumerate(values):
                         if alive[m] and not torch.isfinite(torch.tensor(value)):

@@ -11,6 +11,10 @@ plugins are named ``DISTRIBUTION:ENTRY-POINT``, so none can pass for a first-par
 ``ACHILLES_PLUGINS`` restricts loading to a comma-separated allow-list of distributions
 (``ACHILLES_PLUGINS=achilles`` loads only the first-party plugins; an empty value loads none);
 ``DISTRIBUTION:ENTRY-POINT`` allows one entry point of a distribution.
+
+Loading has two steps: import and register every plugin with pluggy, then run the registration
+hooks that fill the registries. ``get_state()`` does both; the CLI does the first alone to find
+plugin commands (``--help``, completion), so those import no torch through the first-party plugins.
 """
 
 from __future__ import annotations
@@ -82,9 +86,12 @@ class PluginState:
         self.plugins: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
         self.conflicts: list[NameConflict] = []
+        self.pending: list[str] = []  # loaded, registration hooks not yet run (see get_state)
 
     # -- loading -------------------------------------------------------------------
-    def load_entry_points(self) -> None:
+    def load_entry_points(self, components: bool = True) -> None:
+        """Import and register every allowed entry point; run their registration hooks now, or
+        (``components=False``) later, in ``register_pending()``."""
         allow = _allow_list()
         entry_points = _entry_points()
         if allow is not None:
@@ -109,19 +116,33 @@ class PluginState:
                 if name in self.plugins:
                     continue
             version = ep.dist.version if ep.dist is not None else "?"
-            self.add_plugin(module, name, distribution=dist, version=version)
+            self.add_plugin(module, name, distribution=dist, version=version, components=components)
 
     def add_plugin(self, plugin: Any, name: str, distribution: str = IN_PROCESS,
-                   version: str = "") -> bool:
-        """Register one plugin object (module or class instance) and run its hooks."""
+                   version: str = "", components: bool = True) -> bool:
+        """Register one plugin object (module or class instance) and run its registration hooks
+        (``components=False``: leave them to ``register_pending()``)."""
         try:
             self.pm.register(plugin, name=name)
         except Exception as exc:
             self.report_failure(name, "register", exc)
             return False
-        info = PluginInfo(name, distribution, version, getattr(plugin, "__name__", type(plugin).__name__),
-                          hooks=sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or []))
-        self.plugins[name] = info
+        self.plugins[name] = PluginInfo(name, distribution, version, getattr(plugin, "__name__", type(plugin).__name__),
+                                        hooks=sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or []))
+        if not components:
+            self.pending.append(name)
+            return True
+        return self.register_components(name)
+
+    def register_pending(self) -> None:
+        """Run the registration hooks of the plugins loaded with ``components=False``."""
+        while self.pending:
+            self.register_components(self.pending.pop(0))
+
+    def register_components(self, name: str) -> bool:
+        """Run plugin ``name``'s registration hooks (tasks, architectures, probes, zoo entries);
+        on an error, roll the plugin back and report it."""
+        info = self.plugins[name]
         for hook_name, kind in _KINDS.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 if impl.plugin_name != name:
@@ -161,6 +182,8 @@ class PluginState:
             registry.remove_plugin(name)
         self.zoo_entries = [e for e in self.zoo_entries if e.get("plugin") != name]
         self.plugins.pop(name, None)
+        if name in self.pending:
+            self.pending.remove(name)
         if self.pm.is_registered(self.pm.get_plugin(name)):
             self.pm.unregister(name=name)
 
@@ -270,14 +293,18 @@ _state: PluginState | None = None
 _lock = threading.Lock()
 
 
-def get_state() -> PluginState:
-    """The loaded plugin state, loading entry points on first use."""
+def get_state(components: bool = True) -> PluginState:
+    """The loaded plugin state, loading entry points on first use. ``components=False`` imports
+    and registers the plugins without running their registration hooks (which import what the
+    components need, torch for the first-party ones): the CLI finds plugin commands this way."""
     global _state
     with _lock:
         if _state is None:
             state = PluginState()
-            state.load_entry_points()
+            state.load_entry_points(components=False)
             _state = state
+        if components:
+            _state.register_pending()
         return _state
 
 
@@ -310,7 +337,7 @@ def attach_plugin_commands(cli: Any, builtin: frozenset[str]) -> None:
     skipped with a warning naming both owners."""
     import click
 
-    state = get_state()
+    state = get_state(components=False)  # commands need the plugins, not their components
     if _attached_for[0] is state:
         return
     _attached_for[0] = state

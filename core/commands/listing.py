@@ -46,6 +46,8 @@ def list_command(kind: str | None, pattern: str) -> None:
 @click.command("plugins")
 def plugins_command() -> None:
     """Installed plugins, their versions, what each registers, and any that failed."""
+    ctx = click.get_current_context()
+    ctx.find_root().command.list_commands(ctx)  # attaches the plugins' commands, so they are listed
     state = get_state()
     rows = []
     for info in state.plugins.values():  # one row per kind of hook, every name listed

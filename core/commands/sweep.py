@@ -33,7 +33,8 @@ from .train import parse_settings
 @click.option("--workers", type=int, default=None,
               help="Local worker processes (default: one per core on a CPU, one on a GPU; 0 trains in this process).")
 @click.option("--threads", type=int, default=None,
-              help="Torch threads per worker (default: cores / workers; 1 per Ray task).")
+              help="Torch threads per worker (default: $ACHILLES_THREADS, else the CPUs this process may use "
+                   "divided among the workers; 1 per Ray task).")
 @click.option("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local instance).")
 @click.option("--ray-gpus", "gpus_per_unit", type=float, default=0.0, show_default=True,
               help="GPUs each Ray task reserves (e.g. 0.25: four units share a GPU; 0: Ray hides GPUs).")

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..cli_options import info, is_quiet, verbosity_option
+from ..cpu_threads import ENV_THREADS, apply_threads
 from ..errors import AchillesError, ConfigError, TrainingFailed
 from ..table import format_table
 
@@ -36,6 +37,12 @@ def metrics_table(results: dict[str, dict[str, float]]) -> str:
     return format_table(rows, ["metric"] + splits)
 
 
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), default=None,
+    help=f"Torch threads (default: ${ENV_THREADS}, else every CPU this process may use: "
+         "its affinity, capped by a cgroup CPU quota).")
+
+
 @click.command("train")
 @click.option("--arch", help="Architecture name (see `achilles list archs`).")
 @click.option("--task", "task_name", help="Task name (see `achilles list tasks`).")
@@ -61,10 +68,11 @@ def metrics_table(results: dict[str, dict[str, float]]) -> str:
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on in a terminal).")
 @click.option("--log", "loggers", multiple=True, type=click.Choice(["tensorboard"]),
               help="Also log to TensorBoard: event files in RUN/tensorboard/ (pip install \"achilles[tensorboard]\").")
+@threads_option
 @verbosity_option
 def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, epochs, batch_size, lr_peak,
                   train_samples, eval_samples, device, backend, task_set, model_set, out, overwrite, resume, progress,
-                  loggers):
+                  loggers, threads):
     """Train an architecture on a task into a run folder (weights, metrics, card, figures).
 
     \b
@@ -73,6 +81,7 @@ def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, epoc
     """
     from ..trainer import finalize_run, resume_run, start_run
 
+    apply_threads(threads)
     if "tensorboard" in loggers:
         from ..plugin_manager import register_plugin
         from ..tensorboard import TensorBoardWriter

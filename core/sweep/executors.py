@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from ..cpu_threads import usable_cpus
 from ..errors import AchillesError
 from ..trainer import resolve_device
 from .worker import prepare_worker, statuses_on_disk, train_unit, unit_error
@@ -30,16 +31,16 @@ class Interrupted(Exception):
 
 
 def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    """The CPUs this process may use (its affinity, capped by a cgroup CPU quota)."""
+    return usable_cpus()
 
 
 def default_ensemble(device: str = "auto", executor: str = "local") -> bool:
     """Ensembles on a GPU, one-by-one on a CPU: the faster path as measured
-    (benchmarks/RESULTS-sweep.md: on a 2-core CPU, ensembling gained at most 11% for the
-    Transformer and cost 13-41% for mamba2). A Ray sweep ensembles when this machine has a GPU."""
+    (benchmarks/RESULTS-sweep.md: on a CPU a step's cost per sample is flat from the papers'
+    batch up, so members batched together save ~3% at best, and a sweep's ensembles load its
+    workers unevenly: 0.59x cells/hour on the composite grid). A Ray sweep ensembles when this
+    machine has a GPU."""
     try:
         return resolve_device(device).type == "cuda"
     except AchillesError:

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
+from ..cpu_threads import requested_threads
 from ..ensemble import METHODS
 from ..errors import ConfigError
 from .executors import (EXECUTORS, Interrupted, cpu_count, default_ensemble, default_workers, execute_local,
@@ -34,8 +35,8 @@ class SweepOptions:
     ``folder``: the sweep folder (None: ``sweeps/<arch>.<task>-<digest>``). ``executor``: ``local``
     (a process pool of ``workers``; ``workers=0`` trains in this process) or ``ray`` (``address``
     or ``RAY_ADDRESS``, else a local Ray instance; each Ray task reserves ``threads`` CPUs and
-    ``gpus_per_unit`` GPUs). ``threads``: torch threads per worker (default: the cores divided
-    among the workers; 1 per Ray task). ``ensemble``: train cells that differ only in seed and
+    ``gpus_per_unit`` GPUs). ``threads``: torch threads per worker (default: ``ACHILLES_THREADS``,
+    else the usable CPUs divided among the workers; 1 per Ray task). ``ensemble``: train cells that differ only in seed and
     gamma as one ensemble of at most ``max_ensemble`` (default: on a GPU yes, on a CPU no);
     ``ensemble_method``: auto, vmap or loop. ``metrics``: the phase-diagram metrics (default: the
     task's). ``draw``: write the heatmaps. ``progress``: a bar over cells (None: in a terminal)."""
@@ -75,10 +76,11 @@ class SweepOptions:
     def parallelism(self) -> tuple[int, int, int]:
         """(workers, threads per worker, parallel slots): workers 0 means this process."""
         if self.executor == "ray":
-            threads = self.threads or 1
+            threads = self.threads or requested_threads() or 1
             return self.workers or 0, threads, self.workers or max(1, cpu_count() // threads)
         workers = default_workers(self.device) if self.workers is None else self.workers
-        return workers, self.threads or max(1, cpu_count() // max(1, workers)), max(1, workers)
+        threads = self.threads or requested_threads() or max(1, cpu_count() // max(1, workers))
+        return workers, threads, max(1, workers)
 
 
 @dataclass

@@ -11,8 +11,7 @@ import time
 import types
 from pathlib import Path
 
-import torch
-
+from ..cpu_threads import WAIT_POLICY_VARS, apply_threads
 from ..ensemble import EnsembleTrainer
 from ..logs import captured_logs
 from ..plugin_manager import IN_PROCESS, get_state, register_plugin
@@ -39,7 +38,8 @@ def forwardable_plugins() -> list[tuple[str, str, str | None]]:
 def worker_env(threads: int, device: str, method: str, gpus: float = 0.0) -> dict:
     """Everything a worker needs besides its cells (plain data: it crosses process boundaries)."""
     return {"threads": threads, "device": device, "method": method, "gpus": gpus, "plugins": forwardable_plugins(),
-            "env": {k: os.environ[k] for k in ("ACHILLES_PLUGINS", "MPLBACKEND") if k in os.environ}}
+            "env": {k: os.environ[k] for k in ("ACHILLES_PLUGINS", "MPLBACKEND", *WAIT_POLICY_VARS)
+                    if k in os.environ}}
 
 
 _prepared: dict | None = None
@@ -51,7 +51,7 @@ def prepare_worker(env: dict, ignore_sigint: bool = False) -> None:
     if ignore_sigint:  # the parent stops workers with SIGTERM, which the trainer turns into a clean stop
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, _interrupt)  # outside training too: stop, never start the next cell
-    torch.set_num_threads(max(1, int(env["threads"])))
+    apply_threads(max(1, int(env["threads"])))
     if _prepared == env:
         return
     os.environ.update(env.get("env", {}))
