@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..cli_options import is_quiet, verbosity_option
 from ..table import format_table
 from .train import parse_settings
 
@@ -91,6 +92,9 @@ def _dry_run(recipe, options, echo) -> None:
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: a process pool on this machine; ray: a Ray cluster.")
 @click.option("--workers", type=int, default=None, help="Local worker processes (default: one per core on a CPU).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads per worker (default: $ACHILLES_THREADS, else the usable CPUs divided among the "
+                   "workers).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output folder (default reproductions/NAME-PROFILE; with --all, one sub-folder per recipe).")
 @click.option("--runs", "runs_dir", type=click.Path(file_okay=False), default=None,
@@ -103,7 +107,8 @@ def _dry_run(recipe, options, echo) -> None:
 @click.option("--summary", "summary", type=click.Path(file_okay=False, exists=True), default=None,
               help="Only (re)write FOLDER/README.md: one row per claim of every FOLDER/*/report.json.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on in a terminal).")
-def reproduce_command(names, profile, seeds, overrides, executor, workers, out, runs_dir, device, dry_run, list_, all_,
+@verbosity_option
+def reproduce_command(names, profile, seeds, overrides, executor, workers, threads, out, runs_dir, device, dry_run, list_, all_,
                       summary, progress):
     """Reproduce a finding of the papers with one command: train the recipe's runs (resumably),
     probe them, and write report.md / report.json with each claim of the paper next to what this
@@ -140,7 +145,8 @@ def reproduce_command(names, profile, seeds, overrides, executor, workers, out, 
         store = Path(runs_dir) if runs_dir else (Path(out) / "runs" if out else None)
         jobs.append((recipe, ReproduceOptions(profile=profile, out=folder, runs=store, seeds=seeds,
                                               train_overrides=train_overrides, executor=executor, workers=workers,
-                                              device=device, progress=progress)))
+                                              threads=threads, device=device,
+                                              progress=False if is_quiet() and progress is None else progress)))
     if dry_run:
         for recipe, options in jobs:
             _dry_run(recipe, options, click.echo)

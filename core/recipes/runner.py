@@ -62,6 +62,7 @@ class ReproduceOptions:
     train_overrides: Mapping[str, Any] = field(default_factory=dict)   # --set epochs=2
     executor: str = "local"
     workers: int | None = None
+    threads: int | None = None                      # torch threads per worker (default: see SweepOptions)
     device: str = "auto"
     progress: bool | None = None
 

@@ -39,7 +39,8 @@ def train(jobs: list[tuple["sweep.SweepSpec", Path]], options: "ReproduceOptions
     if not todo:
         return []
     return sweep.run_sweeps(todo, sweep.SweepOptions(executor=options.executor, workers=options.workers,
-                                                     device=options.device, progress=options.progress))
+                                                     threads=options.threads, device=options.device,
+                                                     progress=options.progress))
 
 
 def call_probe(probe, model, task, out_dir: Path, run_dir: Path, config: dict, options: dict[str, Any]) -> dict[str, Any]:
