@@ -180,6 +180,21 @@ def test_reproduce_end_to_end(tmp_path):
     assert [w.stat().st_mtime_ns for w in weights] == stamps  # finished runs reused, not retrained
 
 
+def test_a_newer_report_of_the_same_recipe_replaces_the_old_link(tmp_path):
+    register_toy([toy_recipe()])
+    store = tmp_path / "runs"
+    for out in ("first", "second"):
+        result = invoke("toy-count", "--out", str(tmp_path / out / "toy-count"), "--runs", str(store))
+        assert result.exit_code == 0, result.output
+    from achilles.runs import RunFolder
+
+    runs = [p.parent for p in store.glob("*/*/model.safetensors")]
+    assert runs
+    for run in runs:
+        reports = RunFolder(run).read_config()["reports"]
+        assert reports == [str((tmp_path / "second" / "toy-count" / "report.md").resolve())]
+
+
 def test_reproduce_resumes_after_an_interrupt(tmp_path, monkeypatch):
     from achilles import sweep
     from achilles.sweep import SweepInterrupted

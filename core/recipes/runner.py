@@ -201,7 +201,8 @@ def draw_figures(results: RecipeResults, out: Path) -> list[dict[str, str]]:
 
 def link_report(results: RecipeResults, report: Path) -> None:
     """Record ``report`` in each finished run's record and write its card again, so the card
-    says which report the checkpoint backs (a run several recipes share lists each report)."""
+    says which report the checkpoint backs (a run several recipes share lists each recipe's
+    latest report)."""
     from ..run_card import write_card
 
     where = os.path.relpath(Path(report).resolve(), Path.cwd())
@@ -211,7 +212,9 @@ def link_report(results: RecipeResults, report: Path) -> None:
             continue
         folder = RunFolder(run.path)
         with folder.lock("reproduce"):
-            reports = sorted({*(folder.read_config().get("reports") or []), where})
+            # a recipe's newer report (another --out) replaces its older one: one link per recipe
+            kept = [r for r in folder.read_config().get("reports") or [] if Path(r).parent.name != Path(where).parent.name]
+            reports = sorted({*kept, where})
             if reports != run.config.get("reports"):
                 run.config = folder.update_config(reports=reports)
                 write_card(run.path)
