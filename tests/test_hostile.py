@@ -626,7 +626,7 @@ def test_allow_list_matches_distributions(hostile_site, monkeypatch, capsys):
     monkeypatch.setenv("ACHILLES_PLUGINS", "achilles,Evil_One")  # as a user writes it: any case, '_' or '-'
     assert "evil-one:aaa" in achilles.reload_plugins().plugins
     monkeypatch.setenv("ACHILLES_PLUGINS", "achilles,archs")  # an entry-point name is not a distribution
-    assert set(achilles.reload_plugins().plugins) == {"tasks", "archs", "probes"}
+    assert set(achilles.reload_plugins().plugins) == {"tasks", "archs", "probes", "recipes"}
     assert "'archs', which is no installed distribution" in capsys.readouterr().err
 
 

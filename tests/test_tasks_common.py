@@ -49,7 +49,8 @@ def test_declarations_are_well_formed(name):
     assert isinstance(task.paper, achilles.Paper) and task.paper.title and task.paper.section
     assert re.fullmatch(r"\d{4}\.\d{4,5}", task.paper.arxiv)
     assert task.paper.as_dict() == {"title": task.paper.title, "arxiv": task.paper.arxiv,
-                                    "section": task.paper.section}
+                                    "section": task.paper.section, "short": task.paper.short}
+    assert task.paper.short and task.paper.label.startswith(task.paper.short)  # how reports cite it
     assert set(task.variant_settings) <= set(task.config), "variant settings must be settings of the task"
     assert all(isinstance(c, str) and c for c in task.capabilities)
     if "pair_shift" in task.capabilities:  # the contract the anchor-pair probes rely on
