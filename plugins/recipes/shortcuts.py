@@ -17,6 +17,9 @@ PAPER = SHORTCUTS
 # pairs in 16 tokens it fits the trained placement in 3 epochs (~2 minutes a run).
 MQAR_QUICK_TASK = {"vocab_size": 64, "length": 16, "n_pairs": 2}
 MQAR_QUICK_MODEL = {"d_model": 64, "n_heads": 4}
+#: a run takes about 2 minutes, and the placements' accuracies vary from seed to seed (last: 0.19-0.40 over 3 seeds),
+#: so 5 seeds narrow the across-seed interval where 3 left every failure claim inconclusive
+MQAR_QUICK_SEEDS = 5
 MQAR_QUICK_TRAIN = {"epochs": 10, "lr_peak": 3e-3, "train_samples": 20_000, "eval_samples": 3_000,
                     "batch_size": 128}
 MQAR_BUDGET_TEXT = ("a 64-token vocabulary instead of 8,192; 2-layer models of d_model 64 with 4 heads; 20,000 "
@@ -43,9 +46,9 @@ shortcuts_position = Recipe(
     plans={
         "quick": Plan(
             runs=(RunGroup("mamba2", "mamba2", "mqar", model=MQAR_QUICK_MODEL, task_settings=MQAR_QUICK_TASK,
-                           seeds=3, train=MQAR_QUICK_TRAIN),
+                           seeds=MQAR_QUICK_SEEDS, train=MQAR_QUICK_TRAIN),
                   RunGroup("mamba2-global", "mamba2-global", "mqar", model=MQAR_QUICK_MODEL,
-                           task_settings=MQAR_QUICK_TASK, seeds=3, train=MQAR_QUICK_TRAIN)),
+                           task_settings=MQAR_QUICK_TASK, seeds=MQAR_QUICK_SEEDS, train=MQAR_QUICK_TRAIN)),
             departures=("2 key-value pairs in 16 tokens (the paper's grid runs from 4 pairs in 64 tokens to 128 in "
                         "512: at 4 pairs in 64 tokens Mamba2 did not fit the trained placement at this budget); "
                         + MQAR_BUDGET_TEXT + ", mixing the three placements equally. The paper trains "
@@ -106,7 +109,7 @@ shortcuts_ngram = Recipe(
     plans={
         "quick": Plan(
             runs=(RunGroup("mamba2", "mamba2", "mqar", model=MQAR_QUICK_MODEL, task_settings=NGRAM_QUICK_TASK,
-                           seeds=3, train=MQAR_QUICK_TRAIN,
+                           seeds=MQAR_QUICK_SEEDS, train=MQAR_QUICK_TRAIN,
                            evals=(Evaluation("trained-ngrams", {"test_ngrams": "K1V1,K1V2"}, ("test",), 3_000),)),),
             departures=("2 key-value pairs in 32 tokens (a K2V2 block takes 7 tokens with its delimiters); "
                         + MQAR_BUDGET_TEXT + ". The trained n-grams are scored on held-out test samples of the "
