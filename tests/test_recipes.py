@@ -279,7 +279,10 @@ def test_summary_page_has_one_row_per_claim(tmp_path):
                         "measured": "0.5 [0.4, 0.6]", "verdict": verdict}]}))
     page = write_summary(tmp_path).read_text()
     assert "claim of a" in page and "claim of b" in page and "1 held, 1 not held, 0 inconclusive" in page
-    assert "[a](a/report.md)" in page
+    assert "[a](a/report.md)" in page and "NOTES.md" not in page
+    (tmp_path / "NOTES.md").write_text("# reading the numbers")
+    assert "(NOTES.md)" in write_summary(tmp_path).read_text()  # hand-written notes are linked, not overwritten
+    assert (tmp_path / "NOTES.md").read_text() == "# reading the numbers"
 
 
 def test_cost_estimate_from_a_throughput_table(tmp_path, monkeypatch):

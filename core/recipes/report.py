@@ -15,6 +15,7 @@ from .spec import Plan, RunGroup
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
+NOTES_MD = "NOTES.md"  # optional, hand-written: linked from the summary page
 REPORT_FORMAT = "achilles-report/1"
 VERDICT_MARK = {"held": "✅ held", "not held": "❌ not held", "inconclusive": "⚠️ inconclusive"}
 
@@ -191,5 +192,8 @@ def write_summary(folder: Path, out: Path | None = None) -> Path:
              f"{total['inconclusive']} inconclusive.", "",
              _table(["recipe", "claim", "paper", "measured [95% interval]", "verdict", "profile"], rows), "",
              "Re-run any of them with `achilles reproduce NAME --profile quick` (see `achilles reproduce --list`).", ""]
+    notes = folder / NOTES_MD
+    if notes.is_file():  # hand-written reading of the numbers, kept beside the generated page
+        lines[-1:-1] = ["", f"How to read these numbers, and what the probes add: [{NOTES_MD}]({os.path.relpath(notes, out.parent)})."]
     atomic_write_text(out, "\n".join(lines))
     return out
