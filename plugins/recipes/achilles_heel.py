@@ -51,6 +51,25 @@ def seen_pairs_fitted(group: str, where: dict[str, Any] | None = None, threshold
                         rate(group, "acc_seen_pairs", where=where, share=(PAIRS - 1) / PAIRS), at_least(threshold))
 
 
+def pair43(group: str, solution: str, gamma: float | None = None) -> Any:
+    """Test accuracy of the held-out pair 43 against the ``composite`` or ``symmetric`` truth
+    (one pair in ``PAIRS`` of the test split), optionally at one γ."""
+    return rate(group, f"acc_43_{solution}", where=None if gamma is None else {"gamma": gamma}, share=1 / PAIRS)
+
+
+def composite_minus_symmetric(group: str, gamma: float | None = None) -> Any:
+    return minus(pair43(group, "composite", gamma), pair43(group, "symmetric", gamma))
+
+
+def composite_phase_diagram(group: str, caption: str) -> Figure:
+    """Figures 4 and 8: 43's composite and symmetric accuracy, and the seen pairs', per γ × depth."""
+    return Figure("phase-diagram", figures.heatmaps(
+        group, [("test", "acc_43_composite", "43: composite solution"),
+                ("test", "acc_43_symmetric", "43: symmetric solution"),
+                ("test", "acc_seen_pairs", "seen pairs (fit)")],
+        title=f"{group} on composite: test accuracy, mean over seeds"), caption)
+
+
 def composite_paper(group: str, arch: str, grid: dict[str, list], task: str = "composite") -> RunGroup:
     return RunGroup(group, arch, task, grid=grid, seeds=3)
 
@@ -82,35 +101,30 @@ fig4 = Recipe(
         Claim("composite-at-large-gamma",
               "For large γ (small initialization) Mamba learns the composite solution for the unseen pair 43",
               Source(PAPER, "Fig. 4a, §4", "composite accuracy near 1 at large γ"),
-              rate("mamba2", "acc_43_composite", where={"gamma": 1.0}, share=1 / PAIRS), at_least(0.5),
+              pair43("mamba2", "composite", 1.0), at_least(0.5),
               "test accuracy of 43 against the composite truth at γ = 1.0, all depths and seeds pooled",
               requires=(seen_pairs_fitted("mamba2", {"gamma": 1.0}),)),
         Claim("symmetric-rare",
               "The symmetric solution for 43 is (nearly) never learned",
               Source(PAPER, "Fig. 4b, §4", "symmetric accuracy near 0 everywhere"),
-              rate("mamba2", "acc_43_symmetric", share=1 / PAIRS), at_most(0.2),
+              pair43("mamba2", "symmetric"), at_most(0.2),
               "test accuracy of 43 against the symmetric truth, every cell and seed pooled"),
         Claim("composite-beats-symmetric",
               "Mamba biases the composite over the symmetric solution",
               Source(PAPER, "Fig. 4, §4"),
-              minus(rate("mamba2", "acc_43_composite", where={"gamma": 1.0}, share=1 / PAIRS),
-                    rate("mamba2", "acc_43_symmetric", where={"gamma": 1.0}, share=1 / PAIRS)),
+              composite_minus_symmetric("mamba2", 1.0),
               at_least(0.0), "composite minus symmetric accuracy of 43 at γ = 1.0"),
         Claim("neither-at-small-gamma",
               "For small γ (large initialization) Mamba learns neither solution",
               Source(PAPER, "Fig. 4, §4", "both accuracies low at γ = 0.5"),
-              rate("mamba2", "acc_43_composite", where={"gamma": 0.5}, share=1 / PAIRS), at_most(0.2),
+              pair43("mamba2", "composite", 0.5), at_most(0.2),
               "test composite accuracy of 43 at γ = 0.5 (the symmetric one is covered by symmetric-rare)",
               requires=(seen_pairs_fitted("mamba2", {"gamma": 0.5}),)),
     ),
     figures=(
-        Figure("phase-diagram", figures.heatmaps(
-            "mamba2", [("test", "acc_43_composite", "43: composite solution"),
-                       ("test", "acc_43_symmetric", "43: symmetric solution"),
-                       ("test", "acc_seen_pairs", "seen pairs (fit)")],
-            title="mamba2 on composite: test accuracy, mean over seeds"),
-            "Test accuracy of the held-out pair 43 against the composite and symmetric truths, and of the "
-            "seen pairs, per γ (x) and depth (y); mean over seeds (figure 4)."),
+        composite_phase_diagram(
+            "mamba2", "Test accuracy of the held-out pair 43 against the composite and symmetric truths, and of "
+            "the seen pairs, per γ (x) and depth (y); mean over seeds (figure 4)."),
     ),
     paper_budget={**ACHILLES_TRAINING, "d_model": 32, "batch": 2048, "data": "300,000 samples (C.1)",
                   "grid": "γ 0.5-1.0 × depth 2-6", "seeds": 3},
@@ -174,7 +188,7 @@ fig6 = Recipe(
         Claim("model-learned-composite",
               "Five layers at γ = 1 learn the composite solution (the figure's premise)",
               Source(PAPER, "§4.1, E.1.2", "5 layers at γ = 1 learn the composite solution"),
-              rate("mamba2-l5", "acc_43_composite", share=1 / PAIRS), at_least(0.8),
+              pair43("mamba2-l5", "composite"), at_least(0.8),
               "test composite accuracy of 43"),
         Claim("blocking-output-unchanged",
               "Blocking the SSM flow from key and anchors leaves the output nearly identical",
@@ -256,26 +270,25 @@ fig7 = Recipe(
         Claim("allone-symmetric",
               "With an all-one convolution kernel Mamba learns the symmetric solution",
               Source(PAPER, "Fig. 7b, §4.2"),
-              rate("allone-l5", "acc_43_symmetric", share=1 / PAIRS), at_least(0.5),
+              pair43("allone-l5", "symmetric"), at_least(0.5),
               "test symmetric accuracy of 43, mamba2-allone (5 layers, γ = 1)",
               requires=(seen_pairs_fitted("allone-l5"),)),
         Claim("standard-composite-at-l5",
               "With its trained convolution the same Mamba learns the composite solution",
               Source(PAPER, "Fig. 7b, §4.2"),
-              minus(rate("mamba2-l5", "acc_43_composite", share=1 / PAIRS),
-                    rate("mamba2-l5", "acc_43_symmetric", share=1 / PAIRS)), at_least(0.0),
+              composite_minus_symmetric("mamba2-l5"), at_least(0.0),
               "composite minus symmetric test accuracy of 43, standard mamba2 (5 layers, γ = 1)",
               requires=(seen_pairs_fitted("mamba2-l5"),)),
         Claim("posenc-symmetric",
               "With positional encoding Mamba at γ = 0.5 learns the symmetric solution",
               Source(PAPER, "Fig. 7c, §4.2"),
-              rate("posenc-l2", "acc_43_symmetric", share=1 / PAIRS), at_least(0.5),
+              pair43("posenc-l2", "symmetric"), at_least(0.5),
               "test symmetric accuracy of 43, mamba2-posenc (2 layers, γ = 0.5)",
               requires=(seen_pairs_fitted("posenc-l2"),)),
         Claim("standard-neither-at-small-gamma",
               "Without positional encoding the same Mamba learns neither solution",
               Source(PAPER, "Fig. 7c, §4.2, E.1.3"),
-              rate("mamba2-l2", "acc_43_composite", share=1 / PAIRS), at_most(0.2),
+              pair43("mamba2-l2", "composite"), at_most(0.2),
               "test composite accuracy of 43, standard mamba2 (2 layers, γ = 0.5); its symmetric accuracy is "
               "in the figure",
               requires=(seen_pairs_fitted("mamba2-l2"),)),
@@ -324,30 +337,24 @@ fig8 = Recipe(
         Claim("symmetric-at-large-gamma",
               "For relatively large γ the conv-Transformer fits the data by the symmetric solution (§4.3, first reading)",
               Source(PAPER, "§4.3, Fig. 8"),
-              rate("conv-transformer", "acc_43_symmetric", where={"gamma": 1.0}, share=1 / PAIRS), at_least(0.5),
+              pair43("conv-transformer", "symmetric", 1.0), at_least(0.5),
               "test symmetric accuracy of 43 at γ = 1.0, all depths pooled",
               requires=(seen_pairs_fitted("conv-transformer", {"gamma": 1.0}),)),
         Claim("composite-like-mamba",
               "The conv-Transformer prefers the composite solution, as Mamba does (§4.3, second reading)",
               Source(PAPER, "§4.3, Fig. 8"),
-              minus(rate("conv-transformer", "acc_43_composite", where={"gamma": 1.0}, share=1 / PAIRS),
-                    rate("conv-transformer", "acc_43_symmetric", where={"gamma": 1.0}, share=1 / PAIRS)),
+              composite_minus_symmetric("conv-transformer", 1.0),
               at_least(0.0), "composite minus symmetric test accuracy of 43 at γ = 1.0",
               requires=(seen_pairs_fitted("conv-transformer", {"gamma": 1.0}),)),
         Claim("no-generalisation-at-small-gamma",
               "For small γ the conv-Transformer does not generalise to 43",
               Source(PAPER, "§4.3, Fig. 8"),
-              rate("conv-transformer", "acc_43_symmetric", where={"gamma": 0.5}, share=1 / PAIRS), at_most(0.2),
+              pair43("conv-transformer", "symmetric", 0.5), at_most(0.2),
               "test symmetric accuracy of 43 at γ = 0.5 (its composite accuracy is in the figure)",
               requires=(seen_pairs_fitted("conv-transformer", {"gamma": 0.5}),)),
     ),
     figures=(
-        Figure("phase-diagram", figures.heatmaps(
-            "conv-transformer", [("test", "acc_43_composite", "43: composite solution"),
-                                 ("test", "acc_43_symmetric", "43: symmetric solution"),
-                                 ("test", "acc_seen_pairs", "seen pairs (fit)")],
-            title="conv-transformer on composite: test accuracy, mean over seeds"),
-            "Figure 8: per γ (x) and depth (y), mean over seeds."),
+        composite_phase_diagram("conv-transformer", "Figure 8: per γ (x) and depth (y), mean over seeds."),
     ),
     paper_budget={**ACHILLES_TRAINING, "d_model": 32, "grid": "γ 0.5-1.0 × depth 2-6", "seeds": 3},
 )
