@@ -12,7 +12,7 @@ pushed a bundled entry::
      "published": "2026-02-01", "arch": "mamba2-residual", "task": "inverse", "variant": null,
      "seed": 0, "profile": "quick", "budget": {"epochs": 6, "train_samples": 80000, ...},
      "headline": {"split": "test", "metric": "acc", "value": 0.98},
-     "metrics": {"test": 0.98, "ood": 0.51}, "report": "examples/reports/inverse-comparison.md", "added": "2026-01-31"}
+     "metrics": {"test": 0.98, "ood": 0.51}, "report": "examples/reports/achilles-fig9/report.md", "added": "2026-01-31"}
 
 Adding entries and publishing them is ``achilles.zoo_curation`` (``achilles zoo add|publish``).
 

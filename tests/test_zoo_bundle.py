@@ -70,14 +70,14 @@ def bundle(run_dir: Path, zoo_id: str, *extra) -> dict:
 
 # -- bundling --------------------------------------------------------------------------------
 def test_zoo_add_bundle_ships_a_finished_run(zoo_registry, run_dir, tmp_path):
-    report = Path(__file__).resolve().parent.parent / "examples" / "reports" / "inverse-comparison.md"
+    report = Path(__file__).resolve().parent.parent / "examples" / "reports" / "achilles-fig9" / "report.md"
     entry = bundle(run_dir, "tiny-inverse", "--report", report)
     record = RunFolder(run_dir).read_config()
     assert entry["sha256"] == record["weights_sha256"] and entry["bundled"] == "bundled/tiny-inverse"
     assert "repo_id" not in entry and "revision" not in entry
     assert entry["profile"] == "quick" and entry["budget"] == {"epochs": 1, "train_samples": 64, "batch_size": 32,
                                                                "lr_peak": 1e-3}
-    assert entry["report"].endswith("examples/reports/inverse-comparison.md") and "train" not in entry["metrics"]
+    assert entry["report"].endswith("examples/reports/achilles-fig9/report.md") and "train" not in entry["metrics"]
 
     folder = zoo_registry.parent / "bundled" / "tiny-inverse"
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
@@ -86,7 +86,7 @@ def test_zoo_add_bundle_ships_a_finished_run(zoo_registry, run_dir, tmp_path):
         "run.json", "training_curves.png"]  # no checkpoint/, no init weights unless --with-init
     assert json.loads((folder / "config.json").read_text())["d_model"] == 16
     card = ModelCard.load(folder / "README.md")
-    assert card.data.model_name == "tiny-inverse" and "inverse-comparison" in card.text and "conv-similarity" in card.text
+    assert card.data.model_name == "tiny-inverse" and "achilles-fig9/report.md" in card.text and "conv-similarity" in card.text
 
     listed = achilles_cli("zoo", "list")
     assert "tiny-inverse" in listed.stdout and "bundled (unpublished)" in listed.stdout
