@@ -121,6 +121,20 @@ def test_sweep_trains_aggregates_draws_and_resumes(tmp_path):
     assert len(list(csv.DictReader(open(folder / "results.csv")))) == 6
 
 
+def test_task_settings_given_as_text_resume_the_runs_they_recorded(tmp_path):
+    """mqar records ``ngrams="K1V1,K1V2"`` as a list: the same sweep again reuses those runs."""
+    small = {"vocab_size": 16, "length": 32, "n_pairs": 2, "ngrams": "K1V1,K1V2", "test_ngrams": "K1V1"}
+
+    def mqar_sweep():
+        spec = make_spec("toy-mixer", "mqar", {}, 1, "quick", task_config=small, **TINY)
+        return run_sweep(spec, SweepOptions(folder=sweep_folder(spec, None, tmp_path), workers=0, **QUIET))
+
+    first = mqar_sweep()
+    assert first.trained == 1 and not first.errors
+    again = mqar_sweep()
+    assert again.trained == 0 and again.skipped == 1
+
+
 def test_interrupted_cell_resumes_and_failed_cell_is_kept(tmp_path):
     spec = SweepSpec("toy-mixer", "toy-count", "quick", {"gamma": [0.5]}, [0, 1], settings=dict(TINY))
     folder = tmp_path / "s"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..api import registry
+from ..api import get_task, registry
 from ..errors import AchillesError
 from ..profiles import settings_for
 from ..runs import RunFolder
@@ -117,14 +117,27 @@ def _check_cell_folder(spec: SweepSpec, cell: Cell) -> None:
     for k, v in cell.model_config.items():
         if k in config.get("model", {}) and config["model"][k] != v:
             mismatch.append(f"{k} {config['model'][k]!r} != {v!r}")
-    for k, v in cell.task_config.items():
-        if k in config.get("task_config", {}) and config["task_config"][k] != v:
-            mismatch.append(f"task.{k} {config['task_config'][k]!r} != {v!r}")
+    recorded = config.get("task_config", {})
+    given = cell.task_config
+    if any(k in recorded and recorded[k] != v for k, v in given.items()):
+        given = {**given, **_as_the_task_records(spec.task, given)}  # "K1V1,K1V2" is recorded as a list
+    for k, v in given.items():
+        if k in recorded and recorded[k] != v:
+            mismatch.append(f"task.{k} {recorded[k]!r} != {v!r}")
     if config.get("training", {}).get("profile") != spec.profile:
         mismatch.append(f"profile {config.get('training', {}).get('profile')} != {spec.profile}")
     if mismatch:
         raise AchillesError(f"run folder {cell.path} does not belong to this sweep's cell ({'; '.join(mismatch)}); "
                             "move it away or use another sweep folder")
+
+
+def _as_the_task_records(task: str, task_config: dict) -> dict:
+    """``task_config`` as the task normalises it into a run record (parsed lists, defaults); the
+    settings as given when the task refuses them (the mismatch message then shows them)."""
+    try:
+        return {k: v for k, v in get_task(task, **task_config).config.items() if k in task_config}
+    except AchillesError:
+        return {}
 
 
 def validate_cells(spec: SweepSpec, cells: list[Cell]) -> None:
