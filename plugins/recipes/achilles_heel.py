@@ -579,6 +579,11 @@ conv_similarity = Recipe(
               Source(PAPER, "Fig. 12, E.1.5", "nearly orthogonal"),
               _conv_cos("final"), at_most(0.2), "mean |cosine| between distinct taps after training"),
     ),
+    figures=(
+        Figure("tap-similarity", figures.tap_similarity("mamba2", title="Convolution taps: cosine similarity"),
+               "Figure 12: cosine similarity between the convolution kernel's taps (t = the current token), at "
+               "initialization and after training, per layer."),
+    ),
     paper_budget={**ACHILLES_TRAINING, "d_model": 32, "layers": 2, "γ": 1.0},
 )
 

@@ -203,3 +203,45 @@ def lines_by(group_labels: Sequence[tuple[str, str]], axis: Callable[[Any], floa
         _save(fig, path)
 
     return draw
+
+
+def tap_similarity(group: str, *, title: str) -> Callable[[RecipeResults, Path], None]:
+    """Figure 12: per layer, the cosine similarity between the convolution's taps at initialization
+    and after training (the ``conv-similarity`` probe's matrices), averaged over the group's runs."""
+
+    def draw(results: RecipeResults, path: Path) -> None:
+        import numpy as np
+
+        layers: dict[int, dict[str, list]] = {}
+        runs = [r for r in results.group(group) if r.finished and "conv-similarity" in r.probes]
+        for run in runs:
+            for layer in run.probes["conv-similarity"].get("layers", []):
+                for when in ("init", "final"):
+                    if layer.get(when) is not None:
+                        layers.setdefault(layer["layer"], {}).setdefault(when, []).append(np.array(layer[when]))
+        if not layers:
+            return
+        fig, axes = plt.subplots(len(layers), 2, figsize=(6.4, 3.0 * len(layers)), layout="constrained",
+                                 squeeze=False)
+        for row, (index, by_when) in enumerate(sorted(layers.items())):
+            for col, (when, label) in enumerate((("init", "at initialization"), ("final", "after training"))):
+                ax = axes[row][col]
+                if when not in by_when:
+                    ax.set_axis_off()
+                    continue
+                matrix = np.mean(by_when[when], axis=0)
+                width = matrix.shape[0]
+                image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
+                names = [f"t-{width - 1 - i}" if i < width - 1 else "t" for i in range(width)]
+                ax.set_xticks(range(width), names)
+                ax.set_yticks(range(width), names)
+                for i in range(width):
+                    for j in range(width):
+                        ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                                color="white" if abs(matrix[i, j]) > 0.6 else "black")
+                ax.set_title(f"layer {index}, {label}", fontsize=9)
+            fig.colorbar(image, ax=axes[row].tolist(), label="cosine similarity", shrink=0.8)
+        fig.suptitle(f"{title} (mean over {len(runs)} run(s))", fontsize=10)
+        _save(fig, path)
+
+    return draw
