@@ -43,7 +43,9 @@ def entry_from_run(run_dir: str | Path, zoo_id: str | None = None, **where: Any)
     if sha != config.get("weights_sha256"):
         raise CheckpointError(f"{run.path}/{WEIGHTS} does not match the sha256 recorded in its run record; "
                               "an entry must describe the weights as recorded")
-    headline = config.get("headline") or None
+    headline = dict(config.get("headline") or {}) or None
+    if headline and isinstance(headline.get("value"), float):
+        headline["value"] = round(headline["value"], 4)  # float32 noise is not information
     metric = (headline or {}).get("metric")
     metrics = {split: round(values[metric], 4) for split, values in (config.get("final_metrics") or {}).items()
                if split != "train" and isinstance(values, dict) and isinstance(values.get(metric), (int, float))}

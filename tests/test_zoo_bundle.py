@@ -114,7 +114,7 @@ def test_bundle_with_init_weights_serves_conv_similarity_at_init(zoo_registry, r
                           "--out", tmp_path / "probe")
     assert probed.exit_code == 0, probed.output
     result = json.loads(probed.stdout)
-    assert result["init_weights"].endswith("with-init/init.safetensors") and "init" in result["layers"][0]
+    assert result["init_weights"] == "init.safetensors" and "init" in result["layers"][0]  # the bundle's own file
 
 
 def test_only_finished_runs_are_bundled(zoo_registry, run_dir):

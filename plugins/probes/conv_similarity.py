@@ -75,6 +75,8 @@ class ConvSimilarityProbe(Probe):
         if init_weights is None:
             return None, None
         source = "state dict" if isinstance(init_weights, dict) else str(init_weights)
+        if run_dir is not None and source == str(Path(run_dir) / INIT_WEIGHTS):
+            source = INIT_WEIGHTS  # the run's own file: no machine-specific path in a published result
         state = init_weights if isinstance(init_weights, dict) else load_tensors(init_weights)
         fresh = achilles.create_model(model.arch_name, **model.config)
         missing, unexpected = fresh.load_state_dict(state, strict=False)
