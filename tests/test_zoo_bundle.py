@@ -154,6 +154,33 @@ def test_packaged_bundles_match_the_index_and_stay_small():
             assert achilles.load(entry.id).config["weights_sha256"] == entry.sha256
 
 
+def test_the_shipped_zoo_works_offline_as_a_user_runs_it(tmp_path):
+    """The checkpoints the reports rest on: listed, evaluated and probed by zoo id with no network;
+    the index says which profile trained each and links the report it backs."""
+    from achilles.registry import REGISTRY_FILE
+    from achilles.zoo import first_party_entries
+
+    entries = first_party_entries(REGISTRY_FILE)
+    repo = REGISTRY_FILE.parent.parent
+    assert len(entries) >= 10
+    for entry in entries.values():
+        assert entry.bundled and entry.profile in ("quick", "paper") and entry.budget
+        assert entry.report and (repo / entry.report).is_file(), entry.report
+    listed = achilles_cli("zoo", "list")
+    assert listed.exit_code == 0 and all(zoo_id in listed.output for zoo_id in entries)
+    for zoo_id in ("mamba2-residual.inverse-l2-g0.5-s0-quick", "mamba2.composite-l3-g1.0-s0-quick"):
+        entry = entries[zoo_id]
+        evaluated = achilles_cli("eval", zoo_id, "--split", entry.headline["split"], "--samples", 256,
+                                 "--device", "cpu", "--json")
+        assert evaluated.exit_code == 0, evaluated.output
+        measured = json.loads(evaluated.stdout)["metrics"][entry.headline["split"]][entry.headline["metric"]]
+        assert abs(measured - entry.headline["value"]) < 0.15, (zoo_id, measured, entry.headline)
+    probed = achilles_cli("probe", "mamba2.composite-l2-g1.0-s0-quick", "--probe", "conv-similarity",
+                          "--device", "cpu", "--json", "--out", tmp_path / "probe")
+    assert probed.exit_code == 0, probed.output
+    assert "init" in json.loads(probed.stdout)["layers"][0]  # the at-initialization half of figure 12
+
+
 # -- publishing --------------------------------------------------------------------------------
 def two_bundles(run_dir: Path) -> None:
     bundle(run_dir, "zoo-a")
