@@ -40,7 +40,7 @@ def bars(groups: Sequence[tuple[str, str]], metrics: Sequence[tuple[str, str, st
                                layout="constrained")
         width = 0.8 / max(1, len(metrics))
         for j, (split, metric, eval_name, label) in enumerate(metrics):
-            xs, means, sds = [], [], []
+            xs, means, sds, tops = [], [], [], []
             for i, (group, _) in enumerate(groups):
                 values, _, _ = results.metric(group, metric, split=split, eval=eval_name, where=where)
                 mean, sd = _mean_sd(values)
@@ -48,12 +48,12 @@ def bars(groups: Sequence[tuple[str, str]], metrics: Sequence[tuple[str, str, st
                 xs.append(x)
                 means.append(mean)
                 sds.append(sd)
+                tops.append(max([0.0 if math.isnan(mean) else mean + sd, *values]))  # label above bar, bar and dots
                 ax.scatter([x] * len(values), values, s=10, color="black", zorder=3)
             ax.bar(xs, [0 if math.isnan(m) else m for m in means], width * 0.92, yerr=sds, capsize=3,
                    color=COLORS[j % len(COLORS)], label=label)
-            for x, m in zip(xs, means):
-                ax.text(x, (0 if math.isnan(m) else m) + 0.03, "n/a" if math.isnan(m) else f"{m:.2f}",
-                        ha="center", fontsize=7)
+            for x, m, top in zip(xs, means, tops):
+                ax.text(x, min(top, 1.0) + 0.02, "n/a" if math.isnan(m) else f"{m:.2f}", ha="center", fontsize=7)
         if chance is not None:
             ax.axhline(chance, color="grey", ls="--", lw=0.8, label=f"chance ({chance:g})")
         ax.set_xticks(range(len(groups)), [label for _, label in groups])
