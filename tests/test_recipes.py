@@ -271,15 +271,16 @@ def test_an_out_folder_of_something_else_is_refused_untouched(tmp_path):
 def test_summary_page_has_one_row_per_claim(tmp_path):
     from achilles.recipes.report import write_summary
 
-    for name, verdict in (("a", HELD), ("b", NOT_HELD)):
+    for name, verdict in (("fig13", HELD), ("fig4", NOT_HELD)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "report.json").write_text(json.dumps({
             "recipe": name, "profile": "quick", "complete": True,
             "claims": [{"statement": f"claim of {name}", "paper": "Toy", "where": "Fig. 1", "paper_value": "",
                         "measured": "0.5 [0.4, 0.6]", "verdict": verdict}]}))
     page = write_summary(tmp_path).read_text()
-    assert "claim of a" in page and "claim of b" in page and "1 held, 1 not held, 0 inconclusive" in page
-    assert "[a](a/report.md)" in page and "NOTES.md" not in page
+    assert "claim of fig4" in page and "claim of fig13" in page and "1 held, 1 not held, 0 inconclusive" in page
+    assert page.index("[fig4](fig4/report.md)") < page.index("[fig13](fig13/report.md)")  # natural order
+    assert "NOTES.md" not in page
     (tmp_path / "NOTES.md").write_text("# reading the numbers")
     assert "(NOTES.md)" in write_summary(tmp_path).read_text()  # hand-written notes are linked, not overwritten
     assert (tmp_path / "NOTES.md").read_text() == "# reading the numbers"

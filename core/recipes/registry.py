@@ -12,8 +12,12 @@ from .spec import Recipe
 def list_recipes(filter: str | list[str] = "", exclude: str | list[str] = "") -> list[str]:
     """Registered recipe names in natural order (fig4 before fig13), optionally filtered by
     wildcards: ``list_recipes('achilles-*')``."""
-    names = get_state().registries["recipe"].names(filter, exclude)
-    return sorted(names, key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)])
+    return sorted(get_state().registries["recipe"].names(filter, exclude), key=natural_key)
+
+
+def natural_key(name: str) -> list:
+    """Sort key that puts fig4 before fig13."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
 
 def get_recipe(name: str) -> Recipe:

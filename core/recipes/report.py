@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runs import atomic_write_json, atomic_write_text
+from .registry import natural_key
 from .results import RecipeResults
 from .spec import Plan, RunGroup
 
@@ -167,7 +168,7 @@ def write_summary(folder: Path, out: Path | None = None) -> Path:
     first. Written to ``out`` (default ``folder/README.md``)."""
     folder = Path(folder)
     reports = []
-    for file in sorted(folder.glob("*/" + REPORT_JSON)):
+    for file in sorted(folder.glob("*/" + REPORT_JSON), key=lambda f: natural_key(f.parent.name)):
         try:
             reports.append((file.parent, json.loads(file.read_text())))
         except (OSError, json.JSONDecodeError):
