@@ -60,6 +60,11 @@ def by_size(metric: str):
 
 TEST_SIZES = COPY_TASK["test_max_size"]
 
+
+def exact(group: str, sizes: range) -> Any:
+    """The group's exact-match of strings whose length is in ``sizes`` (test split)."""
+    return sizes_rate(group, "exact", sizes, TEST_SIZES)
+
 copy_length = Recipe(
     name="copy-length",
     title="COPY: a constant-size Mamba2 loses long strings; the Transformer and a larger Mamba2 copy them",
@@ -94,20 +99,17 @@ copy_length = Recipe(
         Claim("transformer-copies-better",
               "A Transformer copies long strings more accurately than a Mamba of the same width",
               Source(PAPER, "Figs. 4-5, Theorems 1-2"),
-              minus(sizes_rate("transformer", "exact", LONG, TEST_SIZES),
-                    sizes_rate("mamba2", "exact", LONG, TEST_SIZES)), at_least(0.1),
+              minus(exact("transformer", LONG), exact("mamba2", LONG)), at_least(0.1),
               "exact-match of strings of 16-20 symbols: transformer minus mamba2 of the same width"),
         Claim("mamba-degrades-with-length",
               "A constant-size Mamba's copy accuracy falls as the string grows",
               Source(PAPER, "Fig. 3 (right), Theorem 1"),
-              minus(sizes_rate("mamba2", "exact", SHORT, TEST_SIZES),
-                    sizes_rate("mamba2", "exact", LONG, TEST_SIZES)), at_least(0.1),
+              minus(exact("mamba2", SHORT), exact("mamba2", LONG)), at_least(0.1),
               "mamba2 (the narrow one) exact-match of strings of 1-5 minus 16-20 symbols"),
         Claim("larger-mamba-copies-longer",
               "A larger Mamba copies long strings better (size must grow with length)",
               Source(PAPER, "Figs. 3 (left), 5, Theorem 3"),
-              minus(sizes_rate("mamba2-wide", "exact", LONG, TEST_SIZES),
-                    sizes_rate("mamba2", "exact", LONG, TEST_SIZES)), at_least(0.1),
+              minus(exact("mamba2-wide", LONG), exact("mamba2", LONG)), at_least(0.1),
               "exact-match of strings of 16-20 symbols: the wide mamba2 minus the narrow one"),
     ),
     figures=(
