@@ -286,6 +286,23 @@ def test_summary_page_has_one_row_per_claim(tmp_path):
     assert (tmp_path / "NOTES.md").read_text() == "# reading the numbers"
 
 
+@pytest.mark.parametrize("content", ["{broken", '{"recipe": "x", "profile": "quick", "claims": [{"a": 1}]}'])
+def test_summary_refuses_a_corrupt_report_in_one_line(tmp_path, content):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "report.json").write_text(content)
+    result = invoke("--summary", str(tmp_path))
+    assert result.exit_code == 2 and "x/report.json is not a readable achilles report" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "README.md").exists()
+
+
+def test_summary_never_overwrites_a_readme_of_the_user(tmp_path):
+    (tmp_path / "README.md").write_text("my notes")
+    result = invoke("--summary", str(tmp_path))
+    assert result.exit_code == 2 and "not an achilles summary page" in result.output
+    assert (tmp_path / "README.md").read_text() == "my notes"
+
+
 def test_cost_estimate_from_a_throughput_table(tmp_path, monkeypatch):
     from achilles.recipes import cost
 

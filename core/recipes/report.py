@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..errors import AchillesError
 from ..runs import atomic_write_json, atomic_write_text
 from .registry import natural_key
 from .results import RecipeResults
@@ -17,6 +18,8 @@ from .spec import Plan, RunGroup
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 NOTES_MD = "NOTES.md"  # optional, hand-written: linked from the summary page
+SUMMARY_TITLE = "# What achilles reproduces"
+SUMMARY_FIELDS = {"statement", "paper", "where", "paper_value", "measured", "verdict"}
 REPORT_FORMAT = "achilles-report/1"
 VERDICT_MARK = {"held": "✅ held", "not held": "❌ not held", "inconclusive": "⚠️ inconclusive"}
 
@@ -163,17 +166,30 @@ def _headline_of(run: dict[str, Any]) -> str:
     return f"{head.get('split')} {head.get('metric')} {value:.3f}" if isinstance(value, (int, float)) else "-"
 
 
+def _read_report(file: Path) -> dict:
+    """A report.json with what the summary reads (its recipe, profile and claims), or a one-line error."""
+    try:
+        data = json.loads(file.read_text())
+        if isinstance(data, dict) and isinstance(data.get("recipe"), str) and isinstance(data.get("profile"), str) \
+                and isinstance(data.get("claims"), list) \
+                and all(isinstance(c, dict) and SUMMARY_FIELDS <= set(c) for c in data["claims"]):
+            return data
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    raise AchillesError(f"{file} is not a readable achilles report; run its recipe again or move the folder away")
+
+
 def write_summary(folder: Path, out: Path | None = None) -> Path:
     """One row per claim across every ``*/report.json`` under ``folder``: the page a reader opens
     first. Written to ``out`` (default ``folder/README.md``)."""
     folder = Path(folder)
     reports = []
     for file in sorted(folder.glob("*/" + REPORT_JSON), key=lambda f: natural_key(f.parent.name)):
-        try:
-            reports.append((file.parent, json.loads(file.read_text())))
-        except (OSError, json.JSONDecodeError):
-            continue
+        reports.append((file.parent, _read_report(file)))
     out = Path(out) if out else folder / "README.md"
+    if out.is_file() and not out.read_text(errors="replace").startswith(SUMMARY_TITLE):
+        raise AchillesError(f"{out} exists and is not an achilles summary page; it is left as it is "
+                            "(choose another folder)")
     total = {v: 0 for v in VERDICT_MARK}
     rows = []
     for path, data in reports:
@@ -183,7 +199,7 @@ def write_summary(folder: Path, out: Path | None = None) -> Path:
             rows.append([link, c["statement"], f"{c['paper']} {c['where']}" + (f": {c['paper_value']}" if c["paper_value"] else ""),
                          c["measured"], VERDICT_MARK.get(c["verdict"], c["verdict"]), data["profile"]
                          + ("" if data.get("complete", True) else " (incomplete)")])
-    lines = ["# What achilles reproduces", "",
+    lines = [SUMMARY_TITLE, "",
              "One row per claim of the three papers, as measured by `achilles reproduce` "
              "(each recipe's report has the figures, the budget and how it departs from the paper). "
              "Verdicts are computed from the runs, never written by hand: *held* when the whole 95% "
