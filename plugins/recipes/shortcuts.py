@@ -29,6 +29,12 @@ MQAR_PAPER_TASK = {"vocab_size": 8192, "length": 64, "n_pairs": 4}
 PLACEMENT_SHARE = 1 / 3  # the test split mixes standard, last and shuffle in equal shares
 
 
+def quick_mqar(arch: str, task_settings: dict, **extra) -> RunGroup:
+    """A quick-profile MQAR run group named after its architecture (model, budget and seeds shared)."""
+    return RunGroup(arch, arch, "mqar", model=MQAR_QUICK_MODEL, task_settings=task_settings, seeds=MQAR_QUICK_SEEDS,
+                    train=MQAR_QUICK_TRAIN, **extra)
+
+
 def fits_standard(group: str) -> Precondition:
     return Precondition(f"{group} solves the trained (standard) placement (acc_standard ≥ 0.9)",
                         rate(group, "acc_standard", share=PLACEMENT_SHARE), at_least(0.9))
@@ -45,10 +51,7 @@ shortcuts_position = Recipe(
              "mitigates the shortcut."),
     plans={
         "quick": Plan(
-            runs=(RunGroup("mamba2", "mamba2", "mqar", model=MQAR_QUICK_MODEL, task_settings=MQAR_QUICK_TASK,
-                           seeds=MQAR_QUICK_SEEDS, train=MQAR_QUICK_TRAIN),
-                  RunGroup("mamba2-global", "mamba2-global", "mqar", model=MQAR_QUICK_MODEL,
-                           task_settings=MQAR_QUICK_TASK, seeds=MQAR_QUICK_SEEDS, train=MQAR_QUICK_TRAIN)),
+            runs=(quick_mqar("mamba2", MQAR_QUICK_TASK), quick_mqar("mamba2-global", MQAR_QUICK_TASK)),
             departures=("2 key-value pairs in 16 tokens (the paper's grid runs from 4 pairs in 64 tokens to 128 in "
                         "512: at 4 pairs in 64 tokens Mamba2 did not fit the trained placement at this budget); "
                         + MQAR_BUDGET_TEXT + ", mixing the three placements equally. The paper trains "
@@ -108,9 +111,8 @@ shortcuts_ngram = Recipe(
              "otherwise: Mamba recalls through frequent local templates."),
     plans={
         "quick": Plan(
-            runs=(RunGroup("mamba2", "mamba2", "mqar", model=MQAR_QUICK_MODEL, task_settings=NGRAM_QUICK_TASK,
-                           seeds=MQAR_QUICK_SEEDS, train=MQAR_QUICK_TRAIN,
-                           evals=(Evaluation("trained-ngrams", {"test_ngrams": "K1V1,K1V2"}, ("test",), 3_000),)),),
+            runs=(quick_mqar("mamba2", NGRAM_QUICK_TASK,
+                             evals=(Evaluation("trained-ngrams", {"test_ngrams": "K1V1,K1V2"}, ("test",), 3_000),)),),
             departures=("2 key-value pairs in 32 tokens (a K2V2 block takes 7 tokens with its delimiters); "
                         + MQAR_BUDGET_TEXT + ". The trained n-grams are scored on held-out test samples of the "
                         "same format."),
