@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import AchillesError, CheckpointError
-from .runs import CARD, CONFIG, INIT_WEIGHTS, METRICS, RECORD, WEIGHTS, RunFolder, file_sha256, own_regular_file
+from .runs import (CARD, CONFIG, INIT_WEIGHTS, METRICS, RECORD, WEIGHTS, RunFolder, file_sha256, own_regular_file,
+                   owned_names)
 
 HUB_PREFIX = "hf-hub:"
 PROBES_DIR = "probes"
@@ -167,7 +168,8 @@ def run_files(run_dir: Path) -> list[str]:
     """The files of a run folder that get published besides its record and card: weights,
     metrics, figures and probe outputs (``probes/NAME/*``); only the run's own regular files,
     never a link or anything outside the folder."""
-    names = [WEIGHTS, INIT_WEIGHTS, METRICS] + sorted(p.name for p in run_dir.glob("*.png"))
+    owned = owned_names(run_dir)  # a figure the run wrote, never a user's *.png beside it
+    names = [WEIGHTS, INIT_WEIGHTS, METRICS] + sorted(p.name for p in run_dir.glob("*.png") if p.name in owned)
     names += sorted(p.relative_to(run_dir).as_posix() for p in run_dir.glob(f"{PROBES_DIR}/*/*")
                     if not p.name.startswith("."))
     return [name for name in names if own_regular_file(run_dir, name)]

@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # headless: runs train on servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MultipleLocator  # noqa: E402
 
-from .runs import RunFolder  # noqa: E402
+from .runs import RunFolder, claim  # noqa: E402
 
 CURVES_PNG = "training_curves.png"
 
@@ -24,6 +24,8 @@ def plot_training_curves(run: RunFolder, headline_metric: str | None = None) -> 
     fig = training_curves_figure(run, headline_metric)
     path = run.path / CURVES_PNG
     tmp = run.path / f".{CURVES_PNG}.tmp.png"
+    claim(run.path, CURVES_PNG)  # the run's own figure: --overwrite removes it, never a user's *.png
+    tmp.unlink(missing_ok=True)  # a leftover (or a link planted there) is replaced, never written through
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)

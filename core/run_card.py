@@ -15,8 +15,8 @@ from typing import Any
 from achilles.cards import CardData, Paper, render
 
 from .component_info import arch_tags, task_papers, task_variant
-from .runs import (CARD, CONFIG, INIT_WEIGHTS, METRICS, RECORD, RUN_FORMAT_V1, WEIGHTS, RunFolder,
-                   atomic_write_text)
+from .runs import (CARD, CONFIG, INIT_WEIGHTS, MANIFEST, METRICS, RECORD, RUN_FORMAT_V1, WEIGHTS, RunFolder,
+                   atomic_write_text, claim)
 
 PROBES_DIR = "probes"
 
@@ -89,5 +89,7 @@ def write_card(run_dir: str | Path, repo_id: str | None = None, zoo_id: str | No
                report: str | None = None) -> Path:
     """Render the card and write it atomically to ``run_dir/README.md``; return its path."""
     path = Path(run_dir) / CARD
+    if (Path(run_dir) / MANIFEST).is_file():  # a run folder that lists what it writes (not a bundle)
+        claim(run_dir, CARD)
     atomic_write_text(path, render_card(run_dir, repo_id=repo_id, zoo_id=zoo_id, report=report))
     return path

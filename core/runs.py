@@ -115,10 +115,21 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except SafetensorError as exc:  # safetensors reports a full disk as its own error: say it as an OSError
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(_errno_of(str(exc)), f"could not save {path.name} ({exc})", str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return file_sha256(path)
+
+
+def _errno_of(message: str) -> int:
+    """The errno in a safetensors I/O error (``Os { code: 28, ... }``), else EIO."""
+    import errno
+
+    found = re.search(r"code: (\d+)", message)
+    return int(found.group(1)) if found else errno.EIO
 
 
 def load_tensors(path: str | Path, expected_sha256: str | None = None,
@@ -250,6 +261,8 @@ class RunFolder:
         return config
 
     def write_config(self, config: dict[str, Any]) -> None:
+        weights = [n for n, key in ((WEIGHTS, "weights_sha256"), (INIT_WEIGHTS, "init_sha256")) if config.get(key)]
+        claim(self.path, CONFIG, *([] if self.layout() == RUN_FORMAT_V1 else [RECORD]), *weights)
         if self.layout() == RUN_FORMAT_V1:  # an old folder keeps its layout
             atomic_write_json(self.path / CONFIG, {**config, "format": RUN_FORMAT_V1})
             return
@@ -269,11 +282,13 @@ class RunFolder:
     def append_metrics(self, record: dict[str, Any]) -> None:
         # Rewritten whole and atomically: a crash never leaves a torn last line.
         lines = self.read_metrics() + [record]
+        claim(self.path, METRICS)
         atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in lines))
 
     def truncate_metrics(self, epochs: int) -> None:
         """Keep the records of the first ``epochs`` epochs (on resume from a checkpoint)."""
         lines = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs]
+        claim(self.path, METRICS)
         atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in lines))
 
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -289,6 +304,7 @@ class RunFolder:
         return RunLock(self.path, action, reading)
 
     def save_weights(self, state_dict: dict[str, torch.Tensor], name: str = WEIGHTS) -> str:
+        claim(self.path, name)
         return save_tensors(self.path / name, state_dict, metadata={"format": "pt"})
 
     def load_weights(self, name: str = WEIGHTS, verify: bool = True) -> dict[str, torch.Tensor]:
@@ -460,16 +476,75 @@ class RunLock:
 #: Files achilles writes at the top of a run folder (run.json: the record of the split layout)
 OWNED_FILES = (CONFIG, "run.json", WEIGHTS, INIT_WEIGHTS, METRICS, CARD)
 #: Folders achilles writes in a run folder
-OWNED_DIRS = (CHECKPOINT_DIR, PROBES_DIR, "tensorboard")
-_OWNED_PATTERNS = ("*.png", ".*.tmp")  # figures; leftovers of an interrupted atomic write
-_KEPT = (LOCK_FILE, LOCK_OWNER)
+OWNED_DIRS = (CHECKPOINT_DIR, PROBES_DIR, "tensorboard", "evals")
+#: The run's own list of what it wrote at the top of its folder (JSON list of names), kept in the
+#: folder and written atomically: --overwrite removes these names (and the leftovers of their
+#: interrupted atomic writes), nothing else. A folder from before the list: the fixed names below.
+MANIFEST = ".achilles-files"
+_LEGACY_OWNED = (*OWNED_FILES, *OWNED_DIRS, "training_curves.png")
+_KEPT = (LOCK_FILE, LOCK_OWNER, MANIFEST)
 
 
-def is_owned_name(name: str) -> bool:
-    import fnmatch
+def is_owned_name(name: str, owned: set[str] | tuple[str, ...] = _LEGACY_OWNED) -> bool:
+    """Whether ``name`` is one the run wrote (in ``owned``), or the leftover of an interrupted atomic
+    write of one (``.NAME.XXXX.tmp``, ``.NAME.tmp.png``); never decided by a pattern alone."""
+    return name in owned or any(name.startswith(f".{o}.") and name.endswith((".tmp", ".tmp.png")) for o in owned)
 
-    return (name in OWNED_FILES or name in OWNED_DIRS
-            or any(fnmatch.fnmatchcase(name, p) for p in _OWNED_PATTERNS))
+
+def read_manifest(path: str | Path) -> set[str] | None:
+    """The names the run in ``path`` recorded as written by it (None: no list, or not readable)."""
+    file = Path(path) / MANIFEST
+    if file.is_symlink() or not file.is_file():
+        return None
+    try:
+        names = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(names, list):
+        return None
+    return {n for n in names if isinstance(n, str) and n not in ("", ".", "..") and Path(n).name == n}
+
+
+def owned_names(path: str | Path) -> set[str]:
+    """What the run in ``path`` wrote at the top of its folder (its manifest, else the fixed names)."""
+    manifest = read_manifest(path)
+    return set(_LEGACY_OWNED) if manifest is None else manifest
+
+
+def claim(path: str | Path, *names: str) -> None:
+    """Record in the run folder's manifest that the run writes ``names`` (top-level files or folders),
+    before writing them. A folder from before the manifest starts it with the fixed names it holds."""
+    path = Path(path)
+    known = read_manifest(path)
+    if known is not None and known.issuperset(names):
+        return
+    if known is None:
+        known = {n for n in _LEGACY_OWNED if os.path.lexists(path / n)}
+    atomic_write_json(path / MANIFEST, sorted(known | set(names)))
+
+
+def owned_folder(root: str | Path, *parts: str, create: bool = True) -> Path:
+    """``root/parts...``, a folder achilles writes into inside ``root``: every part below ``root`` must
+    be a real folder, never a symbolic link (the writes would land wherever it points) nor a file.
+    Missing parts are created (``create``). The one check of every write site below a folder
+    achilles owns (run folders, sweep and reproduction folders, the run store)."""
+    current = Path(root)
+    for part in parts:
+        current = current / part
+        try:
+            mode = current.lstat().st_mode
+        except FileNotFoundError:
+            if create:
+                current.mkdir(exist_ok=True)
+            continue
+        if stat.S_ISLNK(mode):
+            raise CheckpointError(f"{current} is a symbolic link (to {os.readlink(current)}); achilles writes only "
+                                  "inside folders it owns, never through a link: remove the link and run the "
+                                  "command again")
+        if not stat.S_ISDIR(mode):
+            raise CheckpointError(f"{current} should be a folder but is a file; move it away and run the command "
+                                  "again")
+    return current
 
 
 def is_run_folder(path: str | Path) -> bool:
@@ -500,19 +575,24 @@ def check_run_target(path: str | Path, option: str = "--out") -> None:
 
 
 def clear_run_folder(path: str | Path) -> list[str]:
-    """Remove what a run folder owns (record, weights, metrics, card, figures, checkpoint/, probes/)
-    and nothing else; a link is removed, never followed. Returns the names removed."""
+    """Remove what the run wrote (the names its manifest lists: record, weights, metrics, card, its
+    figures, checkpoint/, probes/, ...) and nothing else; a link is removed, never followed.
+    Returns the names removed."""
     path = Path(path)
+    owned = owned_names(path)
     removed = []
     for entry in sorted(path.iterdir()):
-        if entry.name in _KEPT or not is_owned_name(entry.name):
-            continue
         mode = entry.lstat().st_mode
+        # a link where the run writes is removed too (the link only: nothing of the user's is lost)
+        link_in_the_way = stat.S_ISLNK(mode) and entry.name in _LEGACY_OWNED
+        if entry.name in _KEPT or not (is_owned_name(entry.name, owned) or link_in_the_way):
+            continue
         if stat.S_ISDIR(mode):
             shutil.rmtree(entry)  # removes links inside, never their targets
         else:
             entry.unlink()  # a file, or a link (the link only)
         removed.append(entry.name)
+    (path / MANIFEST).unlink(missing_ok=True)  # the next run lists what it writes
     return removed
 
 

@@ -35,6 +35,10 @@ class TensorBoardWriter:
 
     def _writer(self, run: Path) -> Any:
         if run not in self._writers:
+            from .runs import claim, owned_folder
+
+            claim(run, TENSORBOARD_DIR)
+            owned_folder(run, TENSORBOARD_DIR)  # never written through a link out of the run
             self._writers[run] = self.writer_class(log_dir=str(Path(run) / TENSORBOARD_DIR))
         return self._writers[run]
 

@@ -8,6 +8,7 @@ an interrupted ``publish`` leaves every entry either published and pinned or unt
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import shutil
 import sys
@@ -19,6 +20,10 @@ from .errors import CheckpointError
 from .runs import INIT_WEIGHTS, WEIGHTS, RunFolder, file_sha256
 from .zoo import (COMMIT, BUNDLE_DIR, MAX_REPO_NAME, ZooEntry, check_zoo_id, first_party_entries, registry_path,
                   suggest_zoo_id, verified_bundle, write_entry, zoo_index)
+
+
+#: In a bundle folder: the files ``zoo add`` wrote there (all an interrupted add may remove later)
+BUNDLE_MARKER = ".achilles-bundle"
 
 
 # -- adding entries -----------------------------------------------------------------------
@@ -151,13 +156,39 @@ def bundle_run(run_dir: Path, target: Path, zoo_id: str, *, report: str | None =
         if copied != expected:
             raise CheckpointError(f"copying {run.path / WEIGHTS} gave sha256 {copied}, not the recorded {expected}")
         write_card(tmp, zoo_id=zoo_id, report=report)
-        if target.exists():  # an orphan of an interrupted add: not in the index, so ours to replace
-            shutil.rmtree(target)
+        written = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        (tmp / BUNDLE_MARKER).write_text(json.dumps(written) + "\n")  # what zoo add wrote: all it may remove
+        if os.path.lexists(target):  # an orphan of an interrupted add: only what zoo add wrote goes
+            remove_orphan_bundle(target)
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def remove_orphan_bundle(target: Path) -> None:
+    """Remove a bundle folder that is not in the index (left by an interrupted ``zoo add``): only the
+    files its marker lists as written by zoo add, then the folders they leave empty. A folder
+    without the marker, a link, or one holding anything else is the user's: refused, untouched."""
+    marker = target / BUNDLE_MARKER
+    if target.is_symlink() or not target.is_dir() or marker.is_symlink() or not marker.is_file():
+        raise CheckpointError(f"{target} exists and was not written by `achilles zoo add` (no {BUNDLE_MARKER}); "
+                              "move it away, or choose another --id")
+    try:
+        listed = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        listed = None
+    if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+        raise CheckpointError(f"{marker} is not a list of files; move {target} away, or choose another --id")
+    ours = {name for name in listed if ".." not in Path(name).parts and not Path(name).is_absolute()}
+    others = sorted(p.relative_to(target).as_posix() for p in target.rglob("*")
+                    if not p.is_dir() or p.is_symlink())
+    others = [name for name in others if name not in ours and name != BUNDLE_MARKER]
+    if others:
+        raise CheckpointError(f"{target} holds files `achilles zoo add` did not write ({', '.join(others[:4])}); "
+                              "move them away, or choose another --id")
+    shutil.rmtree(target)  # only zoo add's own files are left in it (checked above)
 
 
 def bundled_size(entries: list[ZooEntry] | None = None) -> int:

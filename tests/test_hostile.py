@@ -28,7 +28,7 @@ from click.testing import CliRunner
 
 import achilles
 from achilles import hookimpl
-from achilles.runs import RunFolder
+from achilles.runs import RunFolder, claim
 
 import huggingface_hub.file_download  # noqa: F401  (the hub fixture quiets its progress bars)
 import toy_plugin
@@ -148,6 +148,44 @@ def unchanged_status(status: str) -> Callable:
     return check
 
 
+def users_files_in_run(tmp: Path, run: Path) -> None:
+    """A user's figure and a user's dot-file that end like the leftover of an atomic write, in a run."""
+    (run / "photo.png").write_bytes(b"my photo")
+    (run / ".draft.tmp").write_text("my draft")
+
+
+def users_files_kept(tmp: Path, run: Path) -> None:
+    assert (run / "photo.png").read_bytes() == b"my photo" and (run / ".draft.tmp").read_text() == "my draft"
+    assert (run / "training_curves.png").is_file()  # the run's own figure, written again
+
+
+def user_sweep_folder(tmp: Path, run: Path) -> None:
+    user_folder(tmp)
+    (tmp / "mine" / "metrics.jsonl").unlink()
+    (tmp / "mine" / "results.csv").write_text("mine,1\n")
+
+
+def user_sweep_folder_intact(tmp: Path, *_) -> None:
+    assert sorted(p.name for p in (tmp / "mine").iterdir()) == ["README.md", "results.csv"]
+    assert (tmp / "mine" / "results.csv").read_text() == "mine,1\n"
+
+
+SWEEP_ARGS = ("--epochs", "1", "--samples", "32", "--eval-samples", "16", "--batch-size", "16")
+
+
+def sweep_with_a_linked_cell(tmp: Path, run: Path) -> None:
+    """A sweep folder (sweep.json) whose first cell's run folder is a link to a user's folder."""
+    from achilles import sweep
+
+    spec = sweep.make_spec("toy-mixer", "toy-count", ["gamma=0.5,0.6"], 1, "quick", "cpu", epochs=1, train_samples=32,
+                           eval_samples=16, batch_size=16)
+    folder = tmp / "sweep"
+    folder.mkdir()
+    sweep.prepare_folder(spec, folder)
+    cell = sweep.plan_cells(spec, folder)[0]
+    cell.path.symlink_to(precious(tmp).resolve())
+
+
 def settings_for_new_run(tmp: Path, run: Path) -> None:
     """A run folder made by a long-gone training, not finished yet."""
     interrupted(run)
@@ -185,7 +223,7 @@ CASES = [
          lambda tmp, run: link(run, "model.safetensors", precious(tmp) / "thesis.tex"), precious_intact),
     Case(1, "overwrite-clears-stale-probes", "--overwrite removes the old run's probes/",
          ("train", *TOY, *TINY, "--out", "{run}", "--overwrite"), 0, (),
-         lambda tmp, run: (run / "probes" / "old").mkdir(parents=True),
+         lambda tmp, run: ((run / "probes" / "old").mkdir(parents=True), claim(run, "probes")),  # as a probe does
          lambda tmp, run: not (run / "probes").exists() or pytest.fail("stale probes/ kept")),
     Case(1, "overwrite-keeps-user-file", "--overwrite keeps a user's notes.txt inside the run folder",
          ("train", *TOY, *TINY, "--out", "{run}", "--overwrite"), 0, (),
@@ -218,6 +256,23 @@ CASES = [
     Case(1, "resume-checkpoint-is-file", "--resume a run whose checkpoint is a file",
          ("train", "--resume", "{run}", "--no-progress"), 2, ("should be a folder",),
          lambda tmp, run: (interrupted(run), shutil.rmtree(run / "checkpoint"), (run / "checkpoint").write_text("x"))),
+
+    # Hostile round two (issue 19), point 1: nothing of a user's is deleted or overwritten, by any command
+    Case(19, "overwrite-keeps-user-png", "--overwrite a run holding a user's photo.png and .draft.tmp",
+         ("train", *TOY, *TINY, "--out", "{run}", "--overwrite"), 0, (), users_files_in_run, users_files_kept),
+    Case(19, "overwrite-old-run-keeps-user-png", "--overwrite a run from before the manifest, holding a user's photo.png",
+         ("train", *TOY, *TINY, "--out", "{run}", "--overwrite"), 0, (),
+         lambda tmp, run: ((run / ".achilles-files").unlink(), users_files_in_run(tmp, run)), users_files_kept),
+    Case(19, "sweep-out-user-folder", "sweep --out into a user's folder holding results.csv",
+         ("sweep", *TOY, "--grid", "gamma=0.5", *SWEEP_ARGS, "--out", "{tmp}/mine", "--workers", "0"), 2,
+         ("not a sweep folder", "results.csv"), user_sweep_folder, user_sweep_folder_intact),
+    Case(19, "sweep-cell-link", "sweep --resume a sweep whose cell folder is a link to a user folder",
+         ("sweep", "--resume", "{tmp}/sweep", "--workers", "0", "--no-progress"), 2, ("symbolic link",),
+         sweep_with_a_linked_cell, precious_intact),
+    Case(19, "probe-name-link", "probe a run whose probes/conv-similarity links to a user folder",
+         ("probe", "{run}", "--probe", "conv-similarity"), 2, ("symbolic link", "conv-similarity"),
+         lambda tmp, run: ((run / "probes").mkdir(), link(run, "probes/conv-similarity", precious(tmp))),
+         precious_intact),
 
     # 4. Failure is a state: push refuses what is not finished or not what was recorded
     Case(4, "push-interrupted", "push an interrupted run",
@@ -404,6 +459,59 @@ def test_overwrite_removes_only_what_the_run_owns(trained, tmp_path):
     removed = clear_run_folder(run)
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".achilles")) == ["data", "notes.txt"]
     assert {"config.json", "model.safetensors", "checkpoint", "metrics.jsonl"} <= set(removed)
+
+
+# -- round two (issue 19), point 1: what a command may remove or write through ------------------
+def test_zoo_add_removes_only_an_orphan_it_wrote(zoo_registry, trained, tmp_path):
+    """An orphan bundle folder (not in the index) is replaced only when it holds nothing but what zoo add
+    wrote there (its .achilles-bundle list); a user's folder of that name, or a user's file in an
+    orphan, is refused and left untouched."""
+    folder = zoo_registry.parent / "bundled" / "toy-b"
+    folder.mkdir(parents=True)
+    (folder / "thesis.tex").write_text("years of work\n")
+    add = ("zoo", "add", trained, "--bundle", "--id", "toy-b")
+    assert_one_line_error(achilles_cli(*add), "was not written by `achilles zoo add`")
+    assert [p.name for p in folder.iterdir()] == ["thesis.tex"]
+    (folder / "config.json").write_text("{}")  # an interrupted add's own file, listed, beside the user's
+    (folder / ".achilles-bundle").write_text('["config.json"]')
+    assert_one_line_error(achilles_cli(*add), "did not write (thesis.tex)")
+    assert (folder / "thesis.tex").read_text() == "years of work\n"
+    (folder / "thesis.tex").unlink()  # now only what zoo add wrote: replaced by the new bundle
+    result = achilles_cli(*add)
+    assert result.exit_code == 0, result.output
+    assert (folder / "model.safetensors").is_file() and "config.json" in json.loads((folder / ".achilles-bundle").read_text())
+
+
+def _one_run_recipe(name: str = "toy-one"):
+    from test_recipes import TOY_TRAIN, register_toy, toy_recipe
+    from achilles.plugins.recipes import figures
+    from achilles.recipes import RunGroup
+
+    groups = (RunGroup("mixer", "toy-mixer", "toy-count", grid={"gamma": [0.5]}, seeds=1,
+                       train={**TOY_TRAIN, "epochs": 1}),)
+    bars = figures.bars([("mixer", "mixer")], [("test", "acc", None, "test")], title="toy")
+    register_toy([toy_recipe(name, groups=groups, figures=(achilles.recipes.Figure("bars", bars, "toy bars"),))])
+    return name
+
+
+def test_reproduce_writes_only_into_its_own_folders(tmp_path):
+    """A --runs store that is a user's folder is refused untouched; a link at figures/ in the output
+    folder, or at probes/ or evals/ of a run, is refused, never written through."""
+    recipe = _one_run_recipe()
+    precious(tmp_path)
+    mine = user_folder(tmp_path)
+    reproduce = ("reproduce", recipe, "--workers", "0", "--no-progress", "--out", tmp_path / "out")
+    assert_one_line_error(achilles_cli(*reproduce, "--runs", mine), "is not a run store")
+    user_folder_intact(tmp_path)
+    first = achilles_cli(*reproduce)
+    assert first.exit_code == 0, first.output
+    link(tmp_path / "out", "figures", tmp_path / "precious")
+    assert_one_line_error(achilles_cli(*reproduce), "symbolic link", "figures")
+    precious_intact(tmp_path)
+    (tmp_path / "out" / "figures").unlink()
+    (group,) = (tmp_path / "out" / "runs").iterdir()
+    link(tmp_path / "out" / "runs", "elsewhere", group)  # a link among the run store's sweep folders
+    assert_one_line_error(achilles_cli(*reproduce), "symbolic link", "run store")
 
 
 # -- 2. one writer per run folder --------------------------------------------------------------

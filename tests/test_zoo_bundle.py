@@ -81,7 +81,7 @@ def test_zoo_add_bundle_ships_a_finished_run(zoo_registry, run_dir, tmp_path):
 
     folder = zoo_registry.parent / "bundled" / "tiny-inverse"
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
-        "README.md", "config.json", "metrics.jsonl", "model.safetensors",
+        ".achilles-bundle", "README.md", "config.json", "metrics.jsonl", "model.safetensors",
         "probes/conv-similarity/conv-similarity.json", "probes/conv-similarity/conv-similarity.png",
         "run.json", "training_curves.png"]  # no checkpoint/, no init weights unless --with-init
     assert json.loads((folder / "config.json").read_text())["d_model"] == 16

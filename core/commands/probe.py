@@ -147,8 +147,14 @@ def probe_command(run_id, probe_name, out, settings, device, as_json, **flags):
         loaded = load(run_id)
         device = resolve_device(device)
         model = loaded.model.to(device).eval()
-        probe.check(model, loaded.task)
         out_dir = Path(out) if out else default_out_dir(run_id, loaded.path, probe.name)
+        if not out and out_dir.parent.parent == Path(loaded.path):  # RUN/probes/NAME: no link on the way
+            from ..runs import MANIFEST, claim, owned_folder
+
+            owned_folder(loaded.path, out_dir.parent.name, out_dir.name, create=False)
+            if (Path(loaded.path) / MANIFEST).is_file():  # a run that lists what it wrote: probes/ is its own
+                claim(loaded.path, out_dir.parent.name)
+        probe.check(model, loaded.task)
         context = ProbeContext(out_dir=out_dir, run_dir=loaded.path, config=loaded.config, device=device)
         result = check_probe_result(probe.name, probe.run(model, loaded.task, context, **options))
     if as_json:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import AchillesError
-from ..runs import RunFolder, atomic_write_json
+from ..runs import RunFolder, atomic_write_json, claim, owned_folder
 from . import sweeps
 from .results import EVALS_DIR, PROBES_DIR, RecipeResults, RunRecord, read_run
 from .spec import Plan, Recipe, RunGroup, with_seeds, with_train_overrides
@@ -82,6 +82,9 @@ def group_folder(runs: Path, spec) -> Path:
 def check_out_folder(out: Path, recipe: Recipe, profile: str) -> None:
     """A folder that holds another recipe's (or profile's) reproduction is refused, not mixed."""
     file = Path(out) / RECIPE_JSON
+    if file.is_symlink():
+        raise AchillesError(f"{file} is a symbolic link; a reproduction folder holds its own {RECIPE_JSON}: "
+                            "choose another --out")
     if not file.is_file():
         if Path(out).is_dir() and any(Path(out).iterdir()):
             raise AchillesError(f"{out} exists and is not a reproduction folder (no {RECIPE_JSON}); "
@@ -94,6 +97,29 @@ def check_out_folder(out: Path, recipe: Recipe, profile: str) -> None:
     if data.get("recipe") != recipe.name or data.get("profile") != profile:
         raise AchillesError(f"{out} holds a reproduction of {data.get('recipe')!r} at profile "
                             f"{data.get('profile')!r}, not {recipe.name!r} at {profile!r}; choose another --out")
+
+
+def check_run_store(runs: Path) -> None:
+    """The run store holds sweep folders only: it is new, empty, or each entry is a folder (not a
+    link) of a run group (its sweep.json, or nothing yet but the sweep's lock); never a user's
+    folder, whose files would be mixed with the runs."""
+    from ..sweep import SWEEP_JSON
+
+    runs = Path(runs)
+    if not os.path.lexists(runs):
+        return
+    if not runs.is_dir():
+        raise AchillesError(f"the run store {runs} exists and is not a folder; choose another --runs")
+    for entry in sorted(runs.iterdir()):
+        if entry.is_symlink():
+            raise AchillesError(f"{entry} in the run store is a symbolic link (to {os.readlink(entry)}); achilles "
+                                "writes only inside folders it owns, never through a link: remove the link")
+        own = entry.is_dir() and ((entry / SWEEP_JSON).is_file()
+                                  or all(p.name.startswith(".") for p in entry.iterdir()))
+        if not own and not entry.name.startswith("."):
+            raise AchillesError(f"{runs} is not a run store ({entry.name} is not a run group's sweep folder); a "
+                                "reproduction keeps its runs in a new or empty folder or a run store of its own: "
+                                "choose another --runs (or --out)")
 
 
 def plan_record(recipe: Recipe, profile: str, plan: Plan) -> dict[str, Any]:
@@ -145,7 +171,8 @@ def run_evaluations(results: RecipeResults, device: str = "auto") -> int:
                     model = loaded.model.to(resolve_device(device))
                     metrics = evaluate(model, task, spec.splits, samples=wanted["samples"], seed=0)
                     record = {**wanted, "task": task.name, "task_config": task.config, "metrics": metrics}
-                    atomic_write_json(run.path / EVALS_DIR / f"{spec.name}.json", record)
+                    claim(run.path, EVALS_DIR)
+                    atomic_write_json(owned_folder(run.path, EVALS_DIR) / f"{spec.name}.json", record)
                 run.evals[spec.name] = record
                 done += 1
                 log.info(f"evaluated {run.label} on {spec.name}")
@@ -170,6 +197,8 @@ def run_probes(results: RecipeResults, device: str = "auto") -> int:
             if step.probe in run.probes and marker.is_file() and json.loads(marker.read_text()) == request:
                 continue
             with RunFolder(run.path).lock("probe"):
+                claim(run.path, PROBES_DIR)
+                owned_folder(run.path, PROBES_DIR, step.probe)  # a link at probes/NAME is refused
                 loaded = load(str(run.path))
                 model = loaded.model.to(resolve_device(device)).eval()
                 probe.check(model, loaded.task)
@@ -185,11 +214,12 @@ def run_probes(results: RecipeResults, device: str = "auto") -> int:
 def draw_figures(results: RecipeResults, out: Path) -> list[dict[str, str]]:
     """The recipe's figures; a figure that fails is reported in the report, not fatal."""
     figures = []
-    folder = Path(out) / FIGURES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = owned_folder(out, FIGURES_DIR)  # never through a link out of the output folder
     for figure in results.recipe.figures:
         path = folder / f"{figure.name}.png"
         entry = {"name": figure.name, "caption": figure.caption, "path": f"{FIGURES_DIR}/{path.name}"}
+        if path.is_symlink():
+            path.unlink()  # a link planted there is removed, never written through
         try:
             figure.draw(results, path)
         except Exception as exc:  # a broken figure must not lose the claims
@@ -244,6 +274,7 @@ def train_together(jobs: list[tuple[Recipe, ReproduceOptions]]) -> None:
     for recipe, options in jobs:
         out = Path(options.out) if options.out else default_out(recipe.name, options.profile)
         check_out_folder(out, recipe, options.profile)
+        check_run_store(Path(options.runs) if options.runs else default_runs(options.out))
         pairs += [p for p in training_jobs(recipe, options) if p not in pairs]
     if jobs:
         sweeps.train(pairs, jobs[0][1])
@@ -262,6 +293,7 @@ def reproduce(recipe: Recipe, options: ReproduceOptions) -> ReproduceResult:
     out = Path(options.out) if options.out else default_out(recipe.name, options.profile)
     runs_dir = Path(options.runs) if options.runs else default_runs(options.out)
     check_out_folder(out, recipe, options.profile)
+    check_run_store(runs_dir)
     specs = [(group, sweeps.spec_for(group, plan, options.device)) for group in plan.runs]  # bad settings fail here
     out.mkdir(parents=True, exist_ok=True)
     previous = out / RECIPE_JSON

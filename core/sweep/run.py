@@ -22,7 +22,8 @@ from .executors import (EXECUTORS, Interrupted, cpu_count, default_ensemble, def
 from .lock import SweepLock
 from .plan import DEFAULT_MAX_ENSEMBLE, make_units, plan_cells, unit_cost, validate_cells
 from .results import aggregate
-from .spec import SweepSpec, prepare_folder, sweep_folder
+from ..runs import owned_folder
+from .spec import SweepSpec, check_sweep_folder, prepare_folder, sweep_folder
 from .worker import cell_payload, worker_env
 
 log = logging.getLogger("achilles.sweep")
@@ -125,6 +126,8 @@ def run_sweeps(sweeps: Sequence[tuple[SweepSpec, Path | None]], options: SweepOp
     workers, threads, slots = options.parallelism()
     jobs = []
     targets = [(spec, Path(folder) if folder else sweep_folder(spec)) for spec, folder in sweeps]
+    for _, folder in targets:  # never among a user's files: new, empty or a sweep folder of its own
+        check_sweep_folder(folder)
     new = {folder for _, folder in targets if not folder.exists()}
     for spec, folder in targets:  # a new sweep: every setting checked before its folder is created
         if folder in new:
@@ -138,6 +141,8 @@ def run_sweeps(sweeps: Sequence[tuple[SweepSpec, Path | None]], options: SweepOp
                 seen[folder] = set()
             prepare_folder(spec, folder)
             cells = plan_cells(spec, folder)
+            for cell in cells:  # a cell's run folder is the sweep's own: never a link out of it
+                owned_folder(folder, cell.path.name, create=False)
             if folder not in new:
                 validate_cells(spec, cells)
             fresh = [c for c in cells if c.path not in seen[folder]]  # a cell two specs share trains once

@@ -91,6 +91,32 @@ def sweep_folder(spec: SweepSpec, name: str | None = None, sweeps_dir: str | Pat
     return Path(sweeps_dir) / f"{spec.arch}.{spec.task}-{name or spec.digest()}"
 
 
+def check_sweep_folder(folder: Path, option: str = "--out") -> None:
+    """A sweep writes only into a new or empty folder or one of its own (recognised by its sweep.json,
+    or holding nothing but run folders, its cells): never among a user's files. Checked before
+    anything is created or written."""
+    import os
+
+    from .lock import LOCK
+
+    folder = Path(folder)
+    if not os.path.lexists(folder):
+        return
+    if not folder.is_dir():
+        raise AchillesError(f"{option} {folder} exists and is not a folder; choose another {option}")
+    file = folder / SWEEP_JSON
+    if file.is_file() and not file.is_symlink():
+        return
+    from ..runs import is_run_folder
+
+    entries = sorted(p.name for p in folder.iterdir() if p.name not in (LOCK, SWEEP_JSON)
+                     and (p.is_symlink() or not is_run_folder(p)))  # a sweep's cells without its sweep.json yet
+    if entries or file.is_symlink():
+        shown = ", ".join((entries or [SWEEP_JSON])[:4]) + (", ..." if len(entries) > 4 else "")
+        raise AchillesError(f"{option} {folder} is not a sweep folder (no {SWEEP_JSON}; it holds {shown}); a sweep "
+                            f"writes only into a new or empty folder or one of its own: choose another {option}")
+
+
 def prepare_folder(spec: SweepSpec, folder: Path) -> None:
     """Create the sweep folder's sweep.json, or check that an existing one holds the same sweep."""
     file = folder / SWEEP_JSON
