@@ -3,6 +3,8 @@
     python benchmarks/bench_archs.py                      # CPU, all archs, both shapes, HF anchor
     python benchmarks/bench_archs.py --archs mamba2,transformer --shapes inverse --rounds 6
     python benchmarks/bench_archs.py --device cuda        # GPU: torch path vs fused kernels
+    python benchmarks/bench_archs.py --archs transformer,transformer-rope,transformer-nope --no-anchor
+                                                          # the positional schemes (learned, rotary, none)
 
 One step = forward + loss + backward + gradient clipping (max norm 1) + AdamW, as in the paper's
 training setup (appendix D: AdamW, clip 1, cross-entropy on the last position only). As the
@@ -24,7 +26,9 @@ All models of a shape are timed in interleaved rounds (anchor, then each archite
 and each row reports its fastest step ("best") and its median step. On a shared machine, bursts
 of other load slow whichever model happens to be running; the fastest step is the least
 disturbed estimate and is taken under the same conditions for every row, so the "best" ratios
-are the ones to compare. The package itself never imports transformers.
+are the ones to compare. The package itself never imports transformers. "all" (the default) is
+every registered architecture, the positional variants ``transformer-rope`` and
+``transformer-nope`` included; the last column compares each to ``transformer``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ def _require_kernels():
 
 # (arch, shape): the paper's two shapes at reduced batch, plus a long sequence (chunked scan)
 CASES = [(name, shape) for name in ["mamba2", "mamba2-allone", "mamba2-posenc", "mamba2-residual",
-                                    "mamba2-gated", "mamba2-global", "transformer", "conv-transformer"]
+                                    "mamba2-gated", "mamba2-global", "transformer", "conv-transformer",
+                                    "transformer-rope", "transformer-nope"]
          for shape in [(64, 8, 32), (32, 29, 128), (4, 300, 64)]]
 
 

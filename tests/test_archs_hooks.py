@@ -99,7 +99,9 @@ def _block(i, j, site):
 
 @pytest.mark.parametrize("name,site", [("mamba2", "layers.{l}.ssm.matrix"), ("mamba2-posenc", "layers.{l}.ssm.matrix"),
                                        ("transformer", "layers.{l}.attn.scores"),
-                                       ("conv-transformer", "layers.{l}.attn.scores")])
+                                       ("conv-transformer", "layers.{l}.attn.scores"),
+                                       ("transformer-rope", "layers.{l}.attn.scores"),
+                                       ("transformer-nope", "layers.{l}.attn.scores")])
 def test_blocking_one_entry_changes_only_downstream(name, site):
     """Blocking the attention from token j to token i in layer l changes that layer's output at
     position i only; later layers mix position i forward. So: logits before i never change, at i
@@ -201,6 +203,6 @@ def test_list_archs_shows_every_architecture_with_parameter_counts():
     result = CliRunner().invoke(list_command, ["archs"])
     assert result.exit_code == 0, result.output
     for name in ["mamba2", "mamba2-allone", "mamba2-posenc", "mamba2-residual", "mamba2-gated",
-                 "mamba2-global", "transformer", "conv-transformer"]:
+                 "mamba2-global", "transformer", "conv-transformer", "transformer-rope", "transformer-nope"]:
         line = next(l for l in result.output.splitlines() if l.startswith(name + " "))
         assert "k" in line.split()[1], line

@@ -28,7 +28,8 @@ def random_mask(n, length, seed=0):
     return mask
 
 
-@pytest.mark.parametrize("name", ["mamba2", "mamba2-residual", "mamba2-global", "transformer", "conv-transformer"])
+@pytest.mark.parametrize("name", ["mamba2", "mamba2-residual", "mamba2-global", "transformer", "conv-transformer",
+                                  "transformer-rope", "transformer-nope"])
 def test_masked_logits_are_the_rows_of_the_full_logits_with_the_same_gradients(name):
     model = tiny(name)
     tokens = torch.randint(0, 37, (4, 9))

@@ -1,13 +1,16 @@
-"""First-party architectures: Mamba2 and its variants, Transformer, conv-Transformer.
+"""First-party architectures: Mamba2 and its variants, Transformer, conv-Transformer, and the
+Transformer with rotary positions or none (transformer-rope, transformer-nope).
 
 Every factory takes keyword settings (``vocab_size``, ``n_layers``, ``d_model``, ``gamma``,
 ``max_len``, ``backend`` and the architecture's own) and returns an ``achilles.HookedModel``
 whose ``config`` rebuilds it: ``create_model(name, **model.config)``. The registered names are
-presets of two builders (``mamba2.build_mamba2``, ``transformer.build_transformer``), each from
-its typed settings (``Mamba2Config``, ``TransformerConfig``, subclasses of ``achilles.ModelConfig``):
-a variant differs from its base only in the defaults it sets, e.g. ``mamba2-residual`` is
-``ssm_input="residual", pos_enc=True``. Every module of this package that defines
-``ARCHITECTURES`` is registered.
+presets of builders (``mamba2.build_mamba2``, ``transformer.build_transformer`` and its
+``build_transformer_rope``/``build_transformer_nope``), each from its typed settings
+(``Mamba2Config``, ``TransformerConfig``, ..., subclasses of ``achilles.ModelConfig``): a variant
+differs from its base only in the defaults it sets, e.g. ``mamba2-residual`` is
+``ssm_input="residual", pos_enc=True``; the Transformer's positional schemes differ in their
+settings too (only ``transformer-rope`` has ``rope_base``). Every module of this package that
+defines ``ARCHITECTURES`` is registered.
 """
 
 import importlib

@@ -47,6 +47,9 @@ def presets(build: Callable[..., Any], variants: dict[str, tuple[dict, str]]) ->
 class TokenModel(HookedModel):
     """Token embedding (+ learned absolute positional encoding) -> layers -> final norm -> unembed.
 
+    The learned encoding (``pos_enc``; a config without that setting has none) is a table of
+    ``max_len`` rows, so only it limits the sequence length.
+
     Every layer maps the residual stream (N, S, d_model) to the next one and owns its hook points.
     Sites: ``embed`` (embedding + positional encoding), the layers' own sites, ``resid.{i}``.
     The unembedding is not tied to the embedding (the paper's init rate applies to each weight).
@@ -57,7 +60,7 @@ class TokenModel(HookedModel):
         self.config = config
         d_model = config["d_model"]
         self.embed = nn.Embedding(config["vocab_size"], d_model)
-        self.pos_embed = nn.Embedding(config["max_len"], d_model) if config["pos_enc"] else None
+        self.pos_embed = nn.Embedding(config["max_len"], d_model) if config.get("pos_enc") else None
         self.hook_embed = HookPoint("embed", absolute=True)
         self.layers = nn.ModuleList(layers)
         self.final_norm = make_norm(norm, d_model, norm_eps)
