@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
+from .errors import CheckpointError
 from .runs import CHECKPOINT_DIR, RunFolder, atomic_write_json, load_tensors, read_checkpoint_state, save_tensors
 
 CHECKPOINT_STATE = f"{CHECKPOINT_DIR}/state.json"
+
+log = logging.getLogger("achilles.training")
 
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -18,17 +23,44 @@ def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Te
     return tensors, {"param_groups": sd["param_groups"]}
 
 
-def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict,
+                           model: torch.nn.Module | None = None) -> None:
+    """Load the state ``optimizer_to_tensors`` saved. With ``model``, a one-group state saved
+    before the no-weight-decay group existed is regrouped onto ``opt``'s groups (see ``_regroup``)."""
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("state."):
             _, pid, name = key.split(".", 2)
             state.setdefault(int(pid), {})[name] = value
-    groups = meta["param_groups"]
+    groups = [dict(group) for group in meta["param_groups"]]
     for group in groups:
         if "betas" in group:
             group["betas"] = tuple(group["betas"])
+    if model is not None and len(groups) == 1 and len(opt.param_groups) > 1:
+        state, groups = _regroup(opt, model, state, groups[0])
     opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _regroup(opt: torch.optim.Optimizer, model: torch.nn.Module, state: dict[int, dict], old: dict
+             ) -> tuple[dict[int, dict], list[dict]]:
+    """A checkpoint from before the no-weight-decay group (one AdamW group over ``model.parameters()``)
+    as the state of ``opt``'s groups: every moment is kept (AdamW's moments do not depend on the
+    decay), so the resume loses no work; from here on the marked parameters are not decayed."""
+    params = list(model.parameters())
+    if len(old["params"]) != len(params):
+        raise CheckpointError(f"the checkpoint's optimizer holds {len(old['params'])} parameters, the model "
+                              f"{len(params)}; train the run again with --overwrite")
+    new_id = {id(p): i for i, p in enumerate(p for group in opt.param_groups for p in group["params"])}
+    moved = {new_id[id(params[position])]: state[pid] for position, pid in enumerate(old["params"]) if pid in state}
+    groups, first = [], 0
+    for group in opt.param_groups:
+        count = len(group["params"])
+        groups.append({**{k: v for k, v in old.items() if k != "params"}, "weight_decay": group["weight_decay"],
+                       "params": list(range(first, first + count))})
+        first += count
+    log.warning("resuming a checkpoint saved before parameters marked _no_weight_decay had their own AdamW group: "
+                "its state is kept; from this epoch on those parameters are not decayed")
+    return moved, groups
 
 
 def save_checkpoint(run: RunFolder, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> str:
@@ -64,5 +96,5 @@ def load_checkpoint(run: RunFolder, model: torch.nn.Module, optimizer: torch.opt
     opt_tensors = load_tensors(ckpt / state["optimizer"], state["optimizer_sha256"])
     model.load_state_dict({k: v.to(device) for k, v in weights.items()})
     torch.set_rng_state(opt_tensors.pop("rng.torch"))
-    optimizer_from_tensors(optimizer, {k: v.to(device) for k, v in opt_tensors.items()}, state)
+    optimizer_from_tensors(optimizer, {k: v.to(device) for k, v in opt_tensors.items()}, state, model)
     return int(state["epoch"])

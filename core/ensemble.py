@@ -6,9 +6,12 @@ ordinary ``Trainer`` of each such run (from ``start_run`` or ``resume_run``) and
 together, keeping every run's semantics of the one-by-one trainer:
 
 * initialisation: each member is the seeded ``create_model`` of its own run;
-* data: the training split is generated once; member m reads its epoch in the order
-  ``epoch_order(seed_m, epoch)``, the same batches the one-by-one trainer would draw;
-* optimisation: AdamW on the stacked parameters is element-wise, so it is each member's AdamW;
+* data: each member trains and evaluates on its own data seed's samples (by default its run
+  seed: members of different seeds are independent replicates), generated once per distinct data
+  seed; member m reads its epoch in the order ``epoch_order(seed_m, epoch)``, the same batches the
+  one-by-one trainer would draw;
+* optimisation: AdamW on the stacked parameters is element-wise, so it is each member's AdamW,
+  with the same two parameter groups (no weight decay on parameters marked ``_no_weight_decay``);
   the gradient norm is clipped **per member** (each member's own global norm, as
   ``clip_grad_norm_`` computes it for one run); the lr schedule is the profile's;
 * output: one ordinary run folder per member (metrics.jsonl, checkpoints, weights, config
@@ -41,11 +44,11 @@ from typing import Sequence
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from .epoch_loop import LoopStepper, RunResult, train_epochs, training_data
+from .epoch_loop import LoopStepper, RunResult, members_data, train_epochs
 from .errors import AchillesError, ConfigError
 from .logits import accepts_logits_mask, reads_selected_logits, task_loss
 from .task import Batch
-from .trainer import Trainer
+from .trainer import Trainer, make_optimizer, no_weight_decay_names
 
 METHODS = ("auto", "vmap", "loop")
 
@@ -111,10 +114,10 @@ class EnsembleTrainer:
 
     def _check_compatible(self) -> None:
         first = self.trainers[0]
-        want = (first.settings.to_dict(), first.task.name, first.task.config, str(first.device),
+        want = (_shared(first.settings.to_dict()), first.task.name, first.task.config, str(first.device),
                 first.epoch, shape_signature(first.model))
         for t in self.trainers[1:]:
-            got = (t.settings.to_dict(), t.task.name, t.task.config, str(t.device), t.epoch,
+            got = (_shared(t.settings.to_dict()), t.task.name, t.task.config, str(t.device), t.epoch,
                    shape_signature(t.model))
             for what, a, b in zip(("training settings", "task", "task settings", "device", "epoch",
                                    "parameter shapes"), want, got):
@@ -193,8 +196,8 @@ class EnsembleTrainer:
 
     # -- training ------------------------------------------------------------------------------
     def fit(self) -> list[RunResult]:
-        data = training_data(self.task, self.settings, self.device)
-        self.method_used = self.choose_method(data[0])
+        data = members_data(self.trainers, self.device)
+        self.method_used = self.choose_method(data[0][0])
         stepper = VmapStepper(self.trainers) if self.method_used == "vmap" else LoopStepper(self.trainers)
         return train_epochs(self.trainers, stepper, data, progress=self.progress)
 
@@ -211,9 +214,8 @@ class VmapStepper:
         self.params, self.buffers, self.base, self.forward = stacked_forward([t.model for t in self.members])
         self.names = list(self.params)
         self.flat = [self.params[k] for k in self.names]
-        self.optimizer = torch.optim.AdamW(self.flat, lr=s.lr_start, betas=s.betas, eps=s.eps,
-                                           weight_decay=s.weight_decay)
-        load_stacked_optimizer(self.optimizer, self.names, self.members)
+        self.optimizer = make_optimizer(list(self.params.items()), no_weight_decay_names(self.members[0].model), s)
+        load_stacked_optimizer(self.optimizer, self.names, self.members, self.params)
         self.base.train()
         self.lr = s.lr_start
 
@@ -233,14 +235,13 @@ class VmapStepper:
     def sync(self, alive: list[bool]) -> None:
         """Copy each living member's slice of the stacked weights and AdamW state into its own
         module and optimizer, so its Trainer evaluates, checkpoints and resumes as a lone run."""
-        stacked = self.optimizer.param_groups[0]["params"]
         for m, t in enumerate(self.members):
             if not alive[m]:
                 continue
             own = dict(t.model.named_parameters())
             own_buffers = dict(t.model.named_buffers())
-            for name, p in zip(self.names, stacked):
-                own[name].copy_(self.params[name][m])
+            for name, p in self.params.items():
+                own[name].copy_(p[m])
                 state = self.optimizer.state.get(p)
                 if state:
                     t.optimizer.state[own[name]] = {"step": state["step"].clone(),
@@ -250,6 +251,11 @@ class VmapStepper:
                 own_buffers[name].copy_(b[m])
             for group in t.optimizer.param_groups:
                 group["lr"] = self.lr
+
+
+def _shared(settings: dict) -> dict:
+    """The training settings members must share: all but the data seed (each member has its own data)."""
+    return {k: v for k, v in settings.items() if k != "data_seed"}
 
 
 def clip_grad_norm_per_member_(params: Sequence[torch.Tensor], max_norm: float, size: int) -> torch.Tensor:
@@ -268,14 +274,17 @@ def clip_grad_norm_per_member_(params: Sequence[torch.Tensor], max_norm: float, 
     return total
 
 
-def load_stacked_optimizer(optimizer: torch.optim.Optimizer, names: list[str], members: Sequence[Trainer]) -> None:
-    """Stack the members' AdamW states (after a resume) into the ensemble's optimizer."""
+def load_stacked_optimizer(optimizer: torch.optim.Optimizer, names: list[str], members: Sequence[Trainer],
+                           stacked: dict[str, torch.Tensor]) -> None:
+    """Stack the members' AdamW states (after a resume) into the ensemble's optimizer, whose
+    parameters are ``stacked`` (by name; the groups may hold them in any order)."""
     member_params = [dict(t.model.named_parameters()) for t in members]
     states = [[t.optimizer.state.get(p) for p in (mp[k] for k in names)] for t, mp in zip(members, member_params)]
     if all(st is None for member in states for st in member):
         return
-    for i, p in enumerate(optimizer.param_groups[0]["params"]):
-        per = [member[i] for member in states]
+    index = {id(p): i for i, p in enumerate(stacked[k] for k in names)}
+    for p in (p for group in optimizer.param_groups for p in group["params"]):
+        per = [member[index[id(p)]] for member in states]
         if any(st is None for st in per):
             raise AchillesError("cannot ensemble runs whose optimizer states are partly missing")
         optimizer.state[p] = {

@@ -114,13 +114,29 @@ def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
 
 
 def training_data(task: Task, settings: TrainSettings, device: torch.device) -> tuple[Batch, dict[str, Batch]]:
-    """The training split (on ``device``) and the evaluation batches of every split, generated once."""
+    """The training split (on ``device``) and the evaluation batches of every split, generated once
+    from ``settings.data_seed`` (resolved: a run's is its seed unless pinned, ``TrainSettings.resolved``)."""
+    if settings.data_seed is None:
+        raise AchillesError("training data needs a resolved data seed (TrainSettings.resolved(seed))")
     train = task.generate("train", settings.train_samples, seed=settings.data_seed)
     evals = {split: task.generate(split, settings.eval_samples, seed=settings.data_seed)
              for split in task.splits if split != "train"}
     if "train" in task.splits:  # train accuracy on a slice of what is trained on
         evals["train"] = train[: settings.eval_samples or min(len(train), 10_000)]
     return train.to(device), evals
+
+
+Data = tuple[Batch, dict[str, Batch]]
+
+
+def members_data(members: Sequence[Member], device: torch.device) -> list[Data]:
+    """Each member's training and evaluation data (``training_data`` of its own data seed), generated
+    once per distinct data seed: members of equal data seed share one copy."""
+    by_seed: dict[int, Data] = {}
+    for member in members:
+        if member.settings.data_seed not in by_seed:
+            by_seed[member.settings.data_seed] = training_data(member.task, member.settings, device)
+    return [by_seed[member.settings.data_seed] for member in members]
 
 
 class StopSignal:
@@ -148,10 +164,12 @@ class _StopRequested(Exception):
     pass
 
 
-def train_epochs(members: Sequence[Member], stepper: Stepper, data: tuple[Batch, dict[str, Batch]],
+def train_epochs(members: Sequence[Member], stepper: Stepper, data: Data | Sequence[Data],
                  progress: bool | None = None) -> list[RunResult]:
-    """Train ``members`` (equal task, settings and epoch) to their last epoch; one result each. Each
-    member's run-folder lock is released when this ends, however it ends."""
+    """Train ``members`` (equal task, settings but the data seed, and epoch) to their last epoch; one
+    result each. ``data``: one (train, evals) for all members, or one per member (``members_data``;
+    the training splits must have equal sizes). Each member's run-folder lock is released when this
+    ends, however it ends."""
     try:
         return _train_epochs(members, stepper, data, progress)
     finally:
@@ -161,13 +179,16 @@ def train_epochs(members: Sequence[Member], stepper: Stepper, data: tuple[Batch,
                 close()
 
 
-def _train_epochs(members: Sequence[Member], stepper: Stepper, data: tuple[Batch, dict[str, Batch]],
+def _train_epochs(members: Sequence[Member], stepper: Stepper, data: Data | Sequence[Data],
                   progress: bool | None = None) -> list[RunResult]:
-    train, evals = data
     first, size = members[0], len(members)
+    datas = [data] * size if isinstance(data, tuple) else list(data)
+    trains, evals = [d[0] for d in datas], [d[1] for d in datas]
     s, task, epoch0 = first.settings, first.task, first.epoch
-    device = train.tokens.device
-    n = len(train)
+    device = trains[0].tokens.device
+    n = len(trains[0])
+    if len(datas) != size or any(len(t) != n for t in trains):
+        raise AchillesError("the members of an ensemble need training splits of one size, one per member")
     steps_per_epoch = max(1, -(-n // s.batch_size))
     extra = {"ensemble": size, "ensemble_method": stepper.method} if size > 1 else {}
     events = EventEmitter()
@@ -203,7 +224,7 @@ def _train_epochs(members: Sequence[Member], stepper: Stepper, data: tuple[Batch
                         raise _StopRequested()
                     idx = orders[:, step * s.batch_size: (step + 1) * s.batch_size]
                     lr = s.lr_at(epoch + step / steps_per_epoch)
-                    losses = stepper.step([train[idx[m]] for m in range(size)], lr, alive)
+                    losses = stepper.step([trains[m][idx[m]] for m in range(size)], lr, alive)
                     if threads is not None:
                         threads.tick()
                     values = losses.tolist()
@@ -225,7 +246,7 @@ def _train_epochs(members: Sequence[Member], stepper: Stepper, data: tuple[Batch
                         continue
                     try:
                         record, sha = member.end_epoch((loss_sums[m] / steps_per_epoch).item(), lr, train_seconds,
-                                                       n, evals, **extra)
+                                                       n, evals[m], **extra)
                     except NonFiniteError as exc:
                         fail(m, str(exc))
                         continue

@@ -27,7 +27,16 @@ class TrainSettings:
     grad_clip: float = 1.0
     train_samples: int | None = None  # None: the task's paper size
     eval_samples: int | None = None  # per split; None: the task's paper size
-    data_seed: int = 0
+    #: seed of the training and evaluation samples. None: derived from the run's seed when the run
+    #: starts (``resolved``), so each seed is an independent replicate (its own init, order and
+    #: data) and two architectures trained with the same seed see the same data (paired comparisons).
+    #: A number pins the data: runs that differ in seed then differ only in init and batch order.
+    data_seed: int | None = None
+
+    def resolved(self, seed: int) -> "TrainSettings":
+        """These settings with ``data_seed`` resolved for a run of ``seed`` (a pinned one is kept)."""
+        # choice: the derived data seed is the run seed itself (simplest; equal seeds pair the data)
+        return self if self.data_seed is not None else replace(self, data_seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -50,7 +59,11 @@ class TrainSettings:
                    "must lie between 0 and the end of the cosine decay"),
                   ("grad_clip", self.grad_clip > 0, "must be positive"),
                   ("train_samples", self.train_samples is None or self.train_samples >= 1, "must be at least 1"),
-                  ("eval_samples", self.eval_samples is None or self.eval_samples >= 1, "must be at least 1")]
+                  ("eval_samples", self.eval_samples is None or self.eval_samples >= 1, "must be at least 1"),
+                  ("data_seed", self.data_seed is None or (isinstance(self.data_seed, int)
+                                                           and not isinstance(self.data_seed, bool)
+                                                           and 0 <= self.data_seed < 2**32),
+                   "must be a whole number from 0 to 4294967295 (or unset: the run's seed)")]
         for setting, ok, why in checks:
             if not ok:
                 raise ConfigError(setting, why)
@@ -67,8 +80,20 @@ class TrainSettings:
         return self.lr_start + 0.5 * (self.lr_peak - self.lr_start) * (1 + math.cos(math.pi * progress))
 
 
+def recorded_data_seed(config: dict[str, Any]) -> int:
+    """The data seed a run record says its training and evaluation samples were drawn with: the
+    resolved ``training.data_seed`` (runs before per-seed data record 0), the run's seed where a
+    record leaves it unresolved, 0 for a record without training settings (a bare model)."""
+    training = config.get("training") or {}
+    value = training.get("data_seed", 0)
+    if value is None:
+        value = config.get("seed", 0)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def paper_settings(task_defaults: dict[str, Any]) -> TrainSettings:
-    """Appendix D: AdamW(0.9, 0.999, eps 1e-8, wd 1e-2); lr 1e-5 warmed up to 25x over 10
+    """Appendix D: AdamW(0.9, 0.999, eps 1e-8), weight decay 1e-2 on all weights except A_log, D
+    and dt_bias, which mamba_ssm marks ``_no_weight_decay`` (any parameter so marked gets 0); lr 1e-5 warmed up to 25x over 10
     epochs, then cosine back to 1e-5 at epoch 200; grad-norm clip 1; batch 2048 (composite)
     or 1024 (inverse), set by the task. Choice: 200 epochs in all (the appendix's "cosine
     decay at 200 epochs"; its figure 12 shows an epoch 209, so pass --epochs 210 to train on

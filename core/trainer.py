@@ -29,8 +29,8 @@ from .settings import factory_settings
 from .task import Batch, Task
 
 __all__ = ["CHECKPOINT_STATE", "NonFiniteError", "RunResult", "Trainer", "build_task_and_model", "default_profile",
-           "default_run_name", "epoch_order", "finalize_run", "non_finite", "resolve_device", "resume_run",
-           "start_run"]
+           "default_run_name", "epoch_order", "finalize_run", "make_optimizer", "no_weight_decay_names",
+           "non_finite", "parameter_groups", "resolve_device", "resume_run", "start_run"]
 
 log = logging.getLogger("achilles.training")
 
@@ -86,6 +86,29 @@ def build_task_and_model(arch: str, task_name: str, model_config: dict, task_con
     return task, model, dict(model.config), dict(task.config)
 
 
+def no_weight_decay_names(model: torch.nn.Module) -> set[str]:
+    """Names of the parameters an architecture marks ``_no_weight_decay`` (mamba2: A_log, D, dt_bias)."""
+    return {name for name, p in model.named_parameters() if getattr(p, "_no_weight_decay", False)}
+
+
+def parameter_groups(named: list[tuple[str, torch.Tensor]], no_decay: set[str], weight_decay: float) -> list[dict]:
+    """AdamW's parameter groups as mamba_ssm's training code builds them: the parameters named in
+    ``no_decay`` get weight decay 0.0, all others ``weight_decay``. The no-decay group exists only
+    when it has parameters, so the optimizer (and its checkpoints) of an architecture that marks
+    none keeps its one group."""
+    groups = [{"params": [p for name, p in named if name not in no_decay], "weight_decay": weight_decay}]
+    quiet = [p for name, p in named if name in no_decay]
+    if quiet:
+        groups.append({"params": quiet, "weight_decay": 0.0})
+    return groups
+
+
+def make_optimizer(named: list[tuple[str, torch.Tensor]], no_decay: set[str], settings: TrainSettings) -> torch.optim.AdamW:
+    """The profile's AdamW over ``named`` parameters, without weight decay on those in ``no_decay``."""
+    return torch.optim.AdamW(parameter_groups(named, no_decay, settings.weight_decay), lr=settings.lr_start,
+                             betas=settings.betas, eps=settings.eps, weight_decay=settings.weight_decay)
+
+
 def non_finite(model: torch.nn.Module, results: dict[str, dict[str, float]]) -> str | None:
     """What is not finite after an epoch (a split's evaluation loss, or the weights), else None."""
     for split, metrics in results.items():
@@ -104,13 +127,13 @@ class Trainer:
 
     def __init__(self, run: RunFolder, task: Task, model: torch.nn.Module, settings: TrainSettings,
                  seed: int, device: torch.device, progress: bool | None = None):
-        self.run, self.task, self.settings, self.seed = run, task, settings, seed
+        self.run, self.task, self.seed = run, task, seed
+        self.settings = settings.resolved(seed)  # a record's data seed, else the run seed's
         self.device = device
         self.model = model.to(device)
         self.progress = progress
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.lr_start,
-                                           betas=settings.betas, eps=settings.eps,
-                                           weight_decay=settings.weight_decay)
+        self.optimizer = make_optimizer(list(self.model.named_parameters()), no_weight_decay_names(self.model),
+                                        self.settings)
         self.epoch = 0
         self.lock: RunLock | None = None  # the run folder's one-writer lock, held from start_run/resume_run
 
@@ -203,7 +226,7 @@ def start_run(arch: str, task: str, *, profile: str | None = None, seed: int = 0
         why = "a GPU is available" if chosen == "paper" else "no GPU found; --profile paper for the paper's settings"
         log.info(f"Profile: {chosen} ({why})")
     task_defaults = getattr(registry("task").get(task).factory, "training_defaults", {})
-    train_settings = settings_for(chosen, task_defaults, **settings)
+    train_settings = settings_for(chosen, task_defaults, **settings).resolved(seed)  # run.json records the data seed
     task_obj, model, model_cfg, task_cfg = build_task_and_model(arch, task, dict(model_config or {}),
                                                                  dict(task_config or {}), seed,
                                                                  fits=train_settings, device=dev)

@@ -89,6 +89,10 @@ def _dry_run(recipe, options, echo) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Training setting for every run, e.g. --set epochs=2 (epochs, train_samples, eval_samples, "
                    "lr_peak, batch_size, ...).")
+@click.option("--data-seed", type=click.IntRange(min=0), default=None,
+              help="Pin every run's training and evaluation data to this seed, so seeds differ only in "
+                   "initialisation and batch order (default: each run's seed draws its own data; "
+                   "the same as --set data_seed=N).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: a process pool on this machine; ray: a Ray cluster.")
 @click.option("--workers", type=int, default=None, help="Local worker processes (default: one per core on a CPU).")
@@ -108,7 +112,7 @@ def _dry_run(recipe, options, echo) -> None:
               help="Only (re)write FOLDER/README.md: one row per claim of every FOLDER/*/report.json.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on in a terminal).")
 @verbosity_option
-def reproduce_command(names, profile, seeds, overrides, executor, workers, threads, out, runs_dir, device, dry_run, list_, all_,
+def reproduce_command(names, profile, seeds, overrides, data_seed, executor, workers, threads, out, runs_dir, device, dry_run, list_, all_,
                       summary, progress):
     """Reproduce a finding of the papers with one command: train the recipe's runs (resumably),
     probe them, and write report.md / report.json with each claim of the paper next to what this
@@ -139,6 +143,8 @@ def reproduce_command(names, profile, seeds, overrides, executor, workers, threa
     recipes = [get_recipe(n) for n in (list_recipes() if all_ else names)]  # unknown: close matches
     profile = profile or _default_profile(device)
     train_overrides = parse_settings(overrides, "--set")
+    if data_seed is not None:
+        train_overrides["data_seed"] = data_seed
     jobs = []
     for recipe in recipes:
         folder = (Path(out) / recipe.name if out else None) if several else (Path(out) if out else None)

@@ -50,6 +50,9 @@ from .train import parse_settings
 @click.option("--lr", "lr_peak", type=float, default=None, help="Override the peak learning rate.")
 @click.option("--samples", "train_samples", type=int, default=None, help="Training samples (default: profile's).")
 @click.option("--eval-samples", type=int, default=None, help="Evaluation samples per split (default: profile's).")
+@click.option("--data-seed", type=click.IntRange(min=0), default=None,
+              help="Pin every cell's training and evaluation data to this seed, so seeds differ only in "
+                   "initialisation and batch order (default: each cell's seed draws its own data).")
 @click.option("--set", "task_set", multiple=True, metavar="KEY=VALUE", help="Task setting shared by all cells.")
 @click.option("--model-set", multiple=True, metavar="KEY=VALUE", help="Architecture setting shared by all cells.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -62,7 +65,7 @@ from .train import parse_settings
 @verbosity_option
 def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, resume, executor, workers, threads,
                   address, gpus_per_unit, ensemble, max_ensemble, ensemble_method, epochs, batch_size, lr_peak, train_samples,
-                  eval_samples, task_set, model_set, device, metrics, dry_run, report_only, progress):
+                  eval_samples, data_seed, task_set, model_set, device, metrics, dry_run, report_only, progress):
     """Train a grid of runs (a phase diagram), resumably, and aggregate it.
 
     Each cell is an ordinary run folder inside the sweep folder; finished cells are skipped, so
@@ -82,7 +85,8 @@ def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, 
         fixed = [flag for flag, value in (("--arch", arch), ("--task", task_name), ("--grid", grid),
                                           ("--profile", profile), ("--epochs", epochs), ("--batch-size", batch_size),
                                           ("--lr", lr_peak), ("--samples", train_samples),
-                                          ("--eval-samples", eval_samples), ("--set", task_set),
+                                          ("--eval-samples", eval_samples), ("--data-seed", data_seed is not None),
+                                          ("--set", task_set),
                                           ("--model-set", model_set)) if value]
         if fixed:
             raise click.UsageError(f"--resume takes the sweep from its sweep.json; drop {', '.join(fixed)}")
@@ -92,7 +96,7 @@ def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, 
         spec = sw.make_spec(arch, task_name, list(grid), seeds, profile, device,
                             parse_settings(model_set, "--model-set"), parse_settings(task_set, "--set"),
                             epochs=epochs, batch_size=batch_size, lr_peak=lr_peak, train_samples=train_samples,
-                            eval_samples=eval_samples)
+                            eval_samples=eval_samples, data_seed=data_seed)
         folder = Path(out) if out else sw.sweep_folder(spec, name, sweeps_dir)
     options = sw.SweepOptions(folder=folder, executor=executor, workers=workers, threads=threads, address=address,
                               ensemble=ensemble, max_ensemble=max_ensemble, ensemble_method=ensemble_method,

@@ -51,7 +51,11 @@ threads_option = click.option(
 @click.option("--layers", "n_layers", type=int, default=None, help="Number of layers (default 2).")
 @click.option("--d-model", type=int, default=None, help="Model width (default: the paper's for the task).")
 @click.option("--gamma", type=float, default=None, help="Initialisation rate: weights ~ N(0, d_in^(-2 gamma)). Default 0.5.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation and batch order.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of initialisation, batch order and (unless --data-seed) the training and evaluation data.")
+@click.option("--data-seed", type=click.IntRange(min=0), default=None,
+              help="Pin the training and evaluation data to this seed, so runs of different --seed differ only in "
+                   "initialisation and batch order (default: the run's --seed; run.json records it).")
 @click.option("--epochs", type=int, default=None, help="Override the profile's number of epochs.")
 @click.option("--batch-size", type=int, default=None, help="Override the profile's batch size.")
 @click.option("--lr", "lr_peak", type=float, default=None, help="Override the peak learning rate.")
@@ -70,7 +74,7 @@ threads_option = click.option(
               help="Also log to TensorBoard: event files in RUN/tensorboard/ (pip install \"achilles[tensorboard]\").")
 @threads_option
 @verbosity_option
-def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, epochs, batch_size, lr_peak,
+def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, data_seed, epochs, batch_size, lr_peak,
                   train_samples, eval_samples, device, backend, task_set, model_set, out, overwrite, resume, progress,
                   loggers, threads):
     """Train an architecture on a task into a run folder (weights, metrics, card, figures).
@@ -103,7 +107,7 @@ def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, epoc
                             model_config=model_config, task_config=parse_settings(task_set, "--set"),
                             overwrite=overwrite, progress=progress, epochs=epochs,
                             batch_size=batch_size, lr_peak=lr_peak, train_samples=train_samples,
-                            eval_samples=eval_samples)
+                            eval_samples=eval_samples, data_seed=data_seed)
     if trainer.device.type == "cpu":
         from ..cputune import tune_cpu_allocator
 
@@ -113,7 +117,7 @@ def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, epoc
     info(f"Training {trainer.run.read_config()['arch']} on {trainer.task.name} "
                f"({trainer.model.num_parameters():,} parameters) on {trainer.device}: profile {s.profile}, "
                f"{s.epochs} epochs, batch {s.batch_size}, lr {s.lr_start:g} -> {s.lr_peak:g} -> {s.lr_start:g}, "
-               f"{s.train_samples or 'all'} training samples")
+               f"{s.train_samples or 'all'} training samples, data seed {s.data_seed}")
     if s.profile != "paper":
         info("Note: the quick profile is a CPU budget, not the paper's setting; its numbers are not the paper's.")
     try:
@@ -133,6 +137,7 @@ _RECORDED = {"arch": (None, "arch"), "task_name": (None, "task"), "seed": (None,
              "profile": ("training", "profile"), "epochs": ("training", "epochs"),
              "batch_size": ("training", "batch_size"), "lr_peak": ("training", "lr_peak"),
              "train_samples": ("training", "train_samples"), "eval_samples": ("training", "eval_samples"),
+             "data_seed": ("training", "data_seed"),
              "n_layers": ("model", "n_layers"), "d_model": ("model", "d_model"), "gamma": ("model", "gamma"),
              "backend": ("model", "backend")}
 
@@ -181,7 +186,9 @@ def refuse_resume_changes(ctx: click.Context, run_dir: str) -> None:
               help="Task setting overrides, e.g. --set test_placements=shuffle.")
 @click.option("--split", "splits", multiple=True, help="Split(s) to evaluate (default: all of the task's).")
 @click.option("--samples", type=int, default=None, help="Samples per split (default: the task's size).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Data seed.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the evaluation samples (default: the data seed the run trained and evaluated with, "
+                   "as its run.json records it; 0 for a model without one).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_json):
@@ -212,6 +219,10 @@ def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_
 
         check_samples_fit(samples, task.seq_len, "--samples")
     model = loaded.model.to(resolve_device(device))
+    if seed is None:
+        from ..profiles import recorded_data_seed
+
+        seed = recorded_data_seed(config)
     results = evaluate(model, task, splits or task.splits, samples=samples, seed=seed)
     if as_json:
         click.echo(json.dumps({"run": str(run_id), "task": name, "task_config": task.config, "metrics": results}, indent=2))

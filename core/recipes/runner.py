@@ -149,6 +149,7 @@ def run_evaluations(results: RecipeResults, device: str = "auto") -> int:
     """Each group's extra evaluations on its finished runs; reuses results of the same weights."""
     from ..api import get_task
     from ..evaluation import evaluate
+    from ..profiles import recorded_data_seed
     from ..trainer import resolve_device
     from ..zoo import load
 
@@ -169,7 +170,8 @@ def run_evaluations(results: RecipeResults, device: str = "auto") -> int:
                     task = get_task(loaded.config["task"], **{**loaded.config.get("task_config", {}),
                                                               **spec.task_settings})
                     model = loaded.model.to(resolve_device(device))
-                    metrics = evaluate(model, task, spec.splits, samples=wanted["samples"], seed=0)
+                    metrics = evaluate(model, task, spec.splits, samples=wanted["samples"],
+                                       seed=recorded_data_seed(loaded.config))  # the run's own data seed
                     record = {**wanted, "task": task.name, "task_config": task.config, "metrics": metrics}
                     claim(run.path, EVALS_DIR)
                     atomic_write_json(owned_folder(run.path, EVALS_DIR) / f"{spec.name}.json", record)

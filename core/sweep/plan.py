@@ -11,7 +11,7 @@ from typing import Any
 
 from ..api import get_task, registry
 from ..errors import AchillesError
-from ..profiles import settings_for
+from ..profiles import recorded_data_seed, settings_for
 from ..runs import RunFolder
 from ..settings import factory_settings
 from ..trainer import CHECKPOINT_STATE, build_task_and_model, default_run_name
@@ -126,9 +126,20 @@ def _check_cell_folder(spec: SweepSpec, cell: Cell) -> None:
             mismatch.append(f"task.{k} {recorded[k]!r} != {v!r}")
     if config.get("training", {}).get("profile") != spec.profile:
         mismatch.append(f"profile {config.get('training', {}).get('profile')} != {spec.profile}")
+    recorded_seed, wanted_seed = recorded_data_seed(config), cell_data_seed(cell)
+    if recorded_seed != wanted_seed:  # runs from before per-seed data all record data seed 0
+        mismatch.append(f"data seed {recorded_seed} != {wanted_seed}")
     if mismatch:
         raise AchillesError(f"run folder {cell.path} does not belong to this sweep's cell ({'; '.join(mismatch)}); "
                             "move it away or use another sweep folder")
+
+
+def cell_data_seed(cell: Cell) -> int:
+    """The data seed a cell trains with: a pinned ``data_seed`` setting, else the cell's seed (as
+    ``TrainSettings.resolved`` derives it), so a run.json recording that resolved value belongs to
+    a spec whose data_seed is unset."""
+    pinned = cell.settings.get("data_seed")
+    return cell.seed if pinned is None else int(pinned)
 
 
 def _as_the_task_records(task: str, task_config: dict) -> dict:

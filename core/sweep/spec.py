@@ -36,8 +36,11 @@ class SweepSpec:
     FIXED = ("arch", "task", "profile", "model_config", "task_config", "settings")
 
     def identity(self) -> dict:
-        """What defines the cells' training, except the grid's values and the seeds."""
-        return {**{k: getattr(self, k) for k in self.FIXED}, "grid_axes": sorted(self.grid)}
+        """What defines the cells' training, except the grid's values and the seeds. ``data_seed``
+        (None: each cell's seed draws its own data) is always part of it, so sweeps from before
+        per-seed data, whose cells all trained on data seed 0, get folders of their own."""
+        return {**{k: getattr(self, k) for k in self.FIXED}, "grid_axes": sorted(self.grid),
+                "data_seed": self.settings.get("data_seed")}
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
