@@ -106,10 +106,44 @@ def parameter_count(arch: str, settings: dict[str, Any]) -> int | None:
         return None
 
 
+def has_attention(arch: str) -> bool:
+    """Whether ``arch`` computes softmax attention, whose scores grow with length²: the registered
+    component's ``attention`` hint (``register(name, factory, attention=True)``), else its family
+    tag ``transformer``."""
+    from .api import registry
+    from .component_info import arch_tags
+
+    try:
+        hint = registry("architecture").get(str(arch)).extra.get("attention")
+    except AchillesError:
+        return False
+    return bool(hint) if hint is not None else "transformer" in arch_tags(arch)
+
+
+def _built_config(arch: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The full config of ``arch`` with ``settings`` (defaults filled in), built on the meta device
+    at one layer (nothing allocated); empty when it cannot be built."""
+    from .api import create_model
+
+    try:
+        with torch.device("meta"):
+            return dict(getattr(create_model(arch, **{**settings, "n_layers": 1}), "config", {}) or {})
+    except Exception:  # the real build reports the problem in its own words
+        return {}
+
+
+def attention_bytes(batch: int, heads: int, seq_len: int, layers: int) -> int:
+    """Attention scores held while training on a CPU: the softmax probabilities of every layer,
+    kept for the backward pass, and one layer's scores being computed (batch x heads x length² fp32
+    each; measured: a 2-layer Transformer at length 4,000 holds 4.4 such tensors)."""
+    return (int(layers) + 1) * int(batch) * int(heads) * int(seq_len) ** 2 * 4
+
+
 def training_estimate(arch: str, model_settings: dict[str, Any], task, train_samples: int | None,
-                      eval_samples: int | None, batch_size: int) -> MemoryEstimate:
+                      eval_samples: int | None, batch_size: int, device: torch.device | str = "cpu") -> MemoryEstimate:
     """The least memory one training run holds at once: its training and evaluation data, the
-    model with gradients and optimizer state, and one batch of activations per layer."""
+    model with gradients and optimizer state, one batch of activations per layer, and on a CPU an
+    architecture with attention its length² scores (a GPU's fused attention does not hold them)."""
     sizes = task.split_sizes()
     seq_len = task.seq_len
     n_train = train_samples if train_samples is not None else sizes.get("train", 0)
@@ -127,13 +161,20 @@ def training_estimate(arch: str, model_settings: dict[str, Any], task, train_sam
         if all(isinstance(v, int) and not isinstance(v, bool) for v in (d_model, layers)):
             batch = min(batch_size, max(1, n_train))
             estimate.add("activations", batch * seq_len * d_model * layers * 4, "--batch-size, --layers, --d-model")
+    if torch.device(device).type != "cuda" and has_attention(arch):
+        config = {**_built_config(arch, model_settings), **model_settings}
+        heads, layers = config.get("n_heads", 1), config.get("n_layers")
+        if all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (heads, layers)):
+            batch = min(batch_size, max(1, n_train))
+            estimate.add(f"attention scores ({batch} x {heads} head(s) x {seq_len:,}² positions, {layers} layer(s))",
+                         attention_bytes(batch, heads, seq_len, layers), "the task's sequence length, --batch-size")
     return estimate
 
 
 def check_training_fits(arch: str, model_settings: dict[str, Any], task, train_samples: int | None,
                         eval_samples: int | None, batch_size: int, device: torch.device | str = "cpu") -> None:
     """Refuse a run that cannot fit before any of it is allocated."""
-    estimate = training_estimate(arch, model_settings, task, train_samples, eval_samples, batch_size)
+    estimate = training_estimate(arch, model_settings, task, train_samples, eval_samples, batch_size, device)
     device = torch.device(device)
     if device.type == "cuda":  # evaluation data stays on the host; the rest lives on the GPU
         host = MemoryEstimate({k: v for k, v in estimate.parts.items() if k == EVAL_DATA})

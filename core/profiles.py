@@ -52,6 +52,28 @@ class TrainSettings:
         return cls(**d)
 
     def validate(self) -> "TrainSettings":
+        def whole(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def finite(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        betas = self.betas
+        kinds = [*((name, whole(getattr(self, name)), "must be a whole number") for name in ("epochs", "batch_size")),
+                 *((name, getattr(self, name) is None or whole(getattr(self, name)), "must be a whole number")
+                   for name in ("train_samples", "eval_samples")),
+                 *((name, finite(getattr(self, name)), f"must be a finite number, got {getattr(self, name)!r}")
+                   for name in ("lr_start", "lr_peak", "warmup_epochs", "cosine_end_epoch", "weight_decay", "eps")),
+                 ("grad_clip", finite(self.grad_clip), f"must be a finite number, got {self.grad_clip!r}"),
+                 ("betas", isinstance(betas, (tuple, list)) and len(betas) == 2
+                  and all(finite(b) and 0 <= b < 1 for b in betas),
+                  f"must be two numbers from 0 up to (not including) 1, e.g. [0.9, 0.999], got {betas!r}"),
+                 ("eps", self.eps > 0 if finite(self.eps) else True, f"must be positive, got {self.eps!r}"),
+                 ("weight_decay", self.weight_decay >= 0 if finite(self.weight_decay) else True,
+                  f"must be 0 or more, got {self.weight_decay!r}")]
+        for setting, ok, why in kinds:  # types first: the checks below compare numbers
+            if not ok:
+                raise ConfigError(setting, why)
         checks = [("epochs", self.epochs >= 1, "must be at least 1"),
                   ("batch_size", self.batch_size >= 1, "must be at least 1"),
                   ("lr", self.lr_peak > 0 and self.lr_start > 0, "learning rates must be positive"),

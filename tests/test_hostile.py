@@ -274,6 +274,26 @@ CASES = [
          lambda tmp, run: ((run / "probes").mkdir(), link(run, "probes/conv-similarity", precious(tmp))),
          precious_intact),
 
+    # Hostile round two (issue 19), point 5: settings checked before any folder exists, everywhere
+    Case(19, "reproduce-eps-negative", "reproduce --set eps=-1: refused before any folder exists",
+         ("reproduce", "toy-one", "--set", "eps=-1", "--out", "{tmp}/out", "--workers", "0"), 2,
+         ("invalid setting eps", "positive"), lambda tmp, run: _one_run_recipe(), no_folder("out")),
+    Case(19, "reproduce-betas-out-of-range", "reproduce --set betas=[2,2]: refused before any folder exists",
+         ("reproduce", "toy-one", "--set", "betas=[2,2]", "--out", "{tmp}/out", "--workers", "0"), 2,
+         ("invalid setting betas",), lambda tmp, run: _one_run_recipe(), no_folder("out")),
+    Case(19, "reproduce-weight-decay-negative", "reproduce --set weight_decay=-1: refused before any folder exists",
+         ("reproduce", "toy-one", "--set", "weight_decay=-1", "--out", "{tmp}/out", "--workers", "0"), 2,
+         ("invalid setting weight_decay",), lambda tmp, run: _one_run_recipe(), no_folder("out")),
+    Case(19, "reproduce-lr-infinite", "reproduce --set lr_peak=1e999 (infinite): refused before any folder exists",
+         ("reproduce", "toy-one", "--set", "lr_peak=1e999", "--out", "{tmp}/out", "--workers", "0"), 2,
+         ("invalid setting lr_peak", "finite"), lambda tmp, run: _one_run_recipe(), no_folder("out")),
+    Case(19, "sweep-eps-grid-negative", "sweep --grid train.eps=-1: refused before the sweep folder exists",
+         ("sweep", *TOY, "--grid", "train.eps=-1", *SWEEP_ARGS, "--out", "{tmp}/sweep", "--workers", "0"), 2,
+         ("invalid setting eps",), then=no_folder("sweep")),
+    Case(19, "attention-length-huge", "train a Transformer with --set length=100000 (attention's length² scores)",
+         ("train", "--arch", "transformer", "--task", "toy-count", *TINY, "--set", "length=100000", "--out",
+          "{tmp}/big"), 2, ("attention scores", "lower the task's sequence length"), then=no_folder("big")),
+
     # 4. Failure is a state: push refuses what is not finished or not what was recorded
     Case(4, "push-interrupted", "push an interrupted run",
          ("push", "{run}", "--repo-id", "org/name"), 2, ("refusing to push", "never finished"),
@@ -512,6 +532,23 @@ def test_reproduce_writes_only_into_its_own_folders(tmp_path):
     (group,) = (tmp_path / "out" / "runs").iterdir()
     link(tmp_path / "out" / "runs", "elsewhere", group)  # a link among the run store's sweep folders
     assert_one_line_error(achilles_cli(*reproduce), "symbolic link", "run store")
+
+
+# -- round two (issue 19), point 5: a command whose runs all fail says so in its exit code ----------
+def test_a_command_whose_runs_all_fail_exits_non_zero(tmp_path):
+    """reproduce and sweep whose every run diverges (lr 1e30): the report is still written, the exit
+    code is not 0, and the last line says how many failed and where to look."""
+    recipe = _one_run_recipe()
+    result = achilles_cli("reproduce", recipe, "--set", "lr_peak=1e30", "--out", tmp_path / "out", "--workers", "0",
+                          "--no-progress")
+    assert result.exit_code == 2 and (tmp_path / "out" / "report.md").is_file()
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: none of the 1 run(s) of toy-one finished (1 failed") and "run.json" in last
+    assert "internal error" not in result.output
+    sweep = achilles_cli("sweep", *TOY, "--grid", "gamma=0.5", "--lr", "1e30", *SWEEP_ARGS, "--out", tmp_path / "s",
+                         "--workers", "0", "--no-progress")
+    assert sweep.exit_code == 1 and f"1 cell(s) failed" in sweep.stderr
+    assert f"each cell's run.json in {tmp_path / 's'}" in sweep.stderr
 
 
 # -- 2. one writer per run folder --------------------------------------------------------------

@@ -157,6 +157,7 @@ def reproduce_command(names, profile, seeds, overrides, data_seed, executor, wor
         for recipe, options in jobs:
             _dry_run(recipe, options, click.echo)
         return
+    none_finished = []
     try:
         if several:
             click.echo(f"Training the runs of {len(jobs)} recipes together (profile {profile})")
@@ -165,11 +166,22 @@ def reproduce_command(names, profile, seeds, overrides, data_seed, executor, wor
             click.echo(f"== {recipe.name}: {recipe.title} (profile {profile})")
             result = reproduce(recipe, options)
             _show(result)
+            if result.results.runs and not any(r.finished for r in result.results.runs):
+                none_finished.append(result)
     except SweepInterrupted:
         click.echo("Interrupted: finished runs are kept. Run the same command again to resume.", err=True)
         raise SystemExit(130)
     if several and out:
         click.echo(f"Summary: {write_summary(Path(out))}")
+    if none_finished:  # every run failed: the claims are empty, and the exit code says so
+        from ..errors import AchillesError
+
+        first = none_finished[0].results
+        failed = sum(r.status == "failed" for r in first.runs)
+        raise AchillesError(f"none of the {len(first.runs)} run(s) of {first.recipe.name} finished ({failed} failed, "
+                            f"{len(first.runs) - failed} stopped by an error): see the lines above and each run's "
+                            f"run.json (its 'failure') under {first.runs[0].path.parent.parent}"
+                            + (f"; {len(none_finished) - 1} other recipe(s) too" if len(none_finished) > 1 else ""))
 
 
 def _show(result) -> None:

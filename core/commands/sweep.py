@@ -122,10 +122,11 @@ def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, 
     _report(sw, spec, folder, result.rows, result.metrics, result.figures)
     click.echo(f"{result.trained} cell(s) trained, {result.skipped} already done, in {result.seconds:.0f}s.")
     if result.failed:
-        click.echo(f"{result.failed} cell(s) failed: their weights or evaluation became non-finite (see above); "
-                   "they are kept as failed and not retried.", err=True)
+        click.echo(f"{result.failed} cell(s) failed: their weights or evaluation became non-finite (see above and "
+                   f"each cell's run.json in {folder}); they are kept as failed and not retried.", err=True)
     if result.errors:
-        click.echo(f"{len(result.errors)} cell(s) failed with an error (see above); re-run to retry them.", err=True)
+        click.echo(f"{len(result.errors)} cell(s) of {folder} failed with an error (see above); re-run to retry them.",
+                   err=True)
     if result.interrupted:
         click.echo(f"Interrupted: trained cells are kept. Resume with: achilles sweep --resume {folder}", err=True)
         raise SystemExit(130)
