@@ -130,7 +130,21 @@ def test_blocking_on_a_transformer_cuts_the_attention(task, tmp_path):
 def test_substitution_with_the_twin_itself_always_gives_the_twin_output(task, tmp_path):
     result = achilles.get_probe("substitution").run(tiny("mamba2", task), task, ProbeContext(tmp_path),
                                                     samples=24, pair="43")
-    assert result["per_pair"]["43"] == {"to_twin": 1.0, "already_twin": 1.0, "kept": 1.0, "n": 24}
+    entry = result["per_pair"]["43"]
+    assert {k: entry[k] for k in ("to_twin", "already_twin", "kept", "n")} == {
+        "to_twin": 1.0, "already_twin": 1.0, "kept": 1.0, "n": 24}
+
+
+def test_substitution_reports_a_random_twin_control_beside_the_finding(task, tmp_path):
+    result = achilles.get_probe("substitution").run(tiny("mamba2", task), task, ProbeContext(tmp_path),
+                                                    samples=24, pair="12,34")
+    for pair, entry in result["per_pair"].items():
+        assert entry["control_pair"] not in (pair, "43") and 0.0 <= entry["to_twin_control"] <= 1.0
+    assert result["mean_to_twin_control"] == pytest.approx(
+        sum(e["to_twin_control"] for e in result["per_pair"].values()) / 2)
+    off = achilles.get_probe("substitution").run(tiny("mamba2", task), task, ProbeContext(tmp_path / "off"),
+                                                 samples=24, pair="12", control=False)
+    assert "mean_to_twin_control" not in off and "to_twin_control" not in off["per_pair"]["12"]
 
 
 def test_substitution_replaces_only_the_downstream_states(task):

@@ -360,7 +360,7 @@ def test_a_selector_measures_only_the_runs_that_qualify():
     results = _synthetic([0.9, 0.95, 0.1])
     learned = Selector("acc ≥ 0.5", lambda run: run.final("test", "acc") >= 0.5)
     m = rate("mixer", "acc", only=learned)(results)
-    assert m.value == pytest.approx(0.925) and m.per_run == [0.9, 0.95] and not m.missing
+    assert m.value == pytest.approx(0.925) and [o["value"] for o in m.per_run] == [0.9, 0.95] and not m.missing
     assert "2 of 3 finished runs qualify (acc ≥ 0.5)" in m.method
     none = rate("mixer", "acc", only=Selector("impossible", lambda run: False))(results)
     assert none.value is None and at_least(0.0).verdict(none)[0] == INCONCLUSIVE

@@ -7,12 +7,13 @@ runs one (see ``achilles.recipes.runner``). Declaring a recipe needs only this m
 """
 
 from .measure import (HELD, INCONCLUSIVE, NOT_HELD, Measurement, Rule, at_least, at_most, mean_of, minus,
-                      probe_value, rate, share_of_cells)
+                      near_chance, per_run, probe_value, rate, share_of_cells, within)
 from .registry import get_recipe, list_recipes
 from .results import RecipeResults, RunRecord, Selector
 from ..task import Paper
-from .spec import Claim, Evaluation, Figure, Plan, Precondition, ProbeStep, Recipe, RunGroup, Source
+from .spec import Claim, Evaluation, Figure, Plan, Precondition, ProbeStep, Recipe, RunGroup, Source, Until
 
 __all__ = ["Claim", "Evaluation", "Figure", "HELD", "INCONCLUSIVE", "Measurement", "NOT_HELD", "Paper", "Plan", "Precondition",
            "ProbeStep", "Recipe", "RecipeResults", "Rule", "RunGroup", "RunRecord", "Selector", "Source", "at_least",
-           "at_most", "get_recipe", "list_recipes", "mean_of", "minus", "probe_value", "rate", "share_of_cells"]
+           "at_most", "get_recipe", "list_recipes", "mean_of", "minus", "near_chance", "per_run", "probe_value", "rate",
+           "share_of_cells", "Until", "within"]

@@ -1,16 +1,25 @@
 """Measurements, intervals and verdicts of claims.
 
-A claim's number is a ``Measurement``: a value with a 95% interval and the words saying how the
-interval was formed. A ``Rule`` turns it into a verdict:
+A claim's number is a ``Measurement``: a value with a 95% interval, the per-run values it was
+computed from (``per_run``: one entry per run, with the run's label, seed, distinct sample count
+and the key that pairs it with the other side of a comparison) and words saying what ``n``
+counts. A ``Rule`` turns it into a verdict:
 
 * ``held``          the whole interval satisfies the rule;
 * ``not held``      the whole interval violates it;
-* ``inconclusive``  the interval straddles the rule's threshold, or runs the claim needs are
-                    missing (never finished, failed, interrupted).
+* ``inconclusive``  the interval straddles the rule's threshold, runs the claim needs are
+                    missing, too few runs met its premise, or the profile is too small to decide.
 
-Rates (accuracies over samples) get the wider of two intervals: across seeds (Student t on the
-per-seed values) and binomial (Wilson, on the samples pooled over seeds). With one seed only the
-binomial one exists; an across-seed spread that the sample count cannot explain widens it.
+Intervals (every one is 95%, and ``report.json`` keeps what is needed to recompute it):
+
+* a rate over **two or more runs**: Student t on the per-run values (each run is an independent
+  replicate: seed ``s`` draws its own data), floored at the Wilson half-width of one run's own
+  samples so that identical runs (all 1.000) do not give a zero-width interval;
+* a rate from **one run**: Wilson over that run's distinct samples (never pooled across runs);
+* a difference of two sides that **share their data** run by run (same seed, task, settings and
+  sample counts: seed ``s`` of both sides drew the same samples): t on the paired differences;
+* any other difference: Welch's t on the two sides' per-run values, or, when a side has a single
+  run, the conservative ``[a.lo − b.hi, a.hi − b.lo]``.
 """
 
 from __future__ import annotations
@@ -31,13 +40,15 @@ _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.045, 2.042)
 
 
-def t95(dof: int) -> float:
-    return _T95[dof - 1] if 1 <= dof <= len(_T95) else Z95
+def t95(dof: float) -> float:
+    """The two-sided 95% t quantile; fractional (Welch) degrees of freedom round down (wider)."""
+    d = int(math.floor(dof))
+    return _T95[d - 1] if 1 <= d <= len(_T95) else (Z95 if d > len(_T95) else _T95[0])
 
 
 def wilson(successes: float, n: float) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial rate (``successes`` may be fractional: a pooled
-    rate times its count)."""
+    """95% Wilson score interval of a binomial rate (``successes`` may be fractional: a rate
+    times its count)."""
     if n <= 0:
         return 0.0, 1.0
     p = min(1.0, max(0.0, successes / n))
@@ -47,27 +58,43 @@ def wilson(successes: float, n: float) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, sd
+
+
 def seed_interval(values: Sequence[float]) -> tuple[float, float] | None:
-    """Mean ± t·sd/√n across seeds (None with fewer than two values)."""
+    """Mean ± t·sd/√n across runs (None with fewer than two values)."""
     if len(values) < 2:
         return None
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    mean, sd = _mean_sd(values)
     half = t95(len(values) - 1) * sd / math.sqrt(len(values))
     return mean - half, mean + half
 
 
 @dataclass
 class Measurement:
-    """A measured value with its 95% interval; ``per_run`` lists the contributing values."""
+    """A measured value with its 95% interval.
+
+    ``per_run``: the values it was computed from, one dict per run (``run``, ``seed``, ``value``,
+    ``n`` distinct samples or None, ``pair`` the pairing key); ``sides``: for a difference, the two
+    measurements it subtracts; ``counts``: what n counts, in words; ``interval``: how the interval
+    was formed, by name (``t``, ``wilson``, ``paired-t``, ``welch``, ``bounds``, ``none``)."""
 
     value: float | None
     lo: float | None
     hi: float | None
     method: str
-    per_run: list[float] = field(default_factory=list)
+    per_run: list[dict[str, Any]] = field(default_factory=list)
     samples: int | None = None
     missing: list[str] = field(default_factory=list)
+    counts: str = ""
+    interval: str = "none"
+    sides: dict[str, "Measurement"] = field(default_factory=dict)
+    #: why the claim cannot be decided at this size whatever the runs give (e.g. too few cells)
+    undecidable: str = ""
+    kind: str = "rate"  # rate | value | difference | share
 
     @property
     def complete(self) -> bool:
@@ -82,67 +109,172 @@ class Measurement:
         return body
 
     def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "lo": self.lo, "hi": self.hi, "method": self.method,
-                "per_run": self.per_run, "samples": self.samples, "missing": self.missing}
+        d = {"value": self.value, "lo": self.lo, "hi": self.hi, "method": self.method, "kind": self.kind,
+             "interval": self.interval, "counts": self.counts, "per_run": self.per_run, "samples": self.samples,
+             "missing": self.missing}
+        if self.sides:
+            d["sides"] = {k: m.to_dict() for k, m in self.sides.items()}
+        if self.undecidable:
+            d["undecidable"] = self.undecidable
+        return d
 
 
 def no_data(why: str, missing: list[str] | None = None) -> Measurement:
-    return Measurement(None, None, None, why, missing=list(missing or []))
+    return Measurement(None, None, None, why, missing=list(missing or []), interval="none")
+
+
+def observation(run: "RunRecord | None", value: float, n: int | None = None, pair: Any = None) -> dict[str, Any]:
+    """One run's contribution to a measurement (what report.json keeps per run)."""
+    if run is None:
+        return {"run": "", "seed": None, "value": float(value), "n": n, "pair": pair}
+    return {"run": run.label, "seed": run.seed, "value": float(value), "n": n,
+            "pair": pair if pair is not None else run.pair_key, "data_pair": run.data_pair_key}
+
+
+def _obs(values: Sequence[float], counts: Sequence[int] | None, obs: Sequence[dict] | None) -> list[dict]:
+    if obs is not None:
+        return list(obs)
+    counts = list(counts) if counts is not None else [None] * len(values)
+    return [{"run": f"run {i}", "seed": i, "value": float(v), "n": (int(c) if c is not None else None),
+             "pair": f"run {i}"} for i, (v, c) in enumerate(zip(values, counts))]
+
+
+def _counts_text(obs: Sequence[dict], kind: str) -> str:
+    runs = len(obs)
+    ns = sorted({o["n"] for o in obs if o.get("n")})
+    if not ns:
+        return f"n = {runs} run{'s' if runs != 1 else ''} (independent replicates)"
+    per = f"{ns[0]:,}" if len(ns) == 1 else f"{ns[0]:,}-{ns[-1]:,}"
+    return (f"n = {runs} run{'s' if runs != 1 else ''} (independent replicates), each scored on {per} distinct "
+            f"samples")
 
 
 def rate_measurement(rates: Sequence[float], counts: Sequence[int], what: str = "",
-                     missing: Sequence[str] = ()) -> Measurement:
-    """The mean of per-run rates with the wider of the across-run t and pooled Wilson intervals."""
-    rates = [float(r) for r in rates]
-    if not rates or any(math.isnan(r) for r in rates):
-        return no_data((what + "; " if what else "") + "no finished run reports this metric", list(missing))
-    mean = sum(rates) / len(rates)
-    n = int(sum(counts))
-    lo, hi = wilson(sum(r * c for r, c in zip(rates, counts)), n)
-    how = f"Wilson 95% over {n:,} samples"
-    spread = seed_interval(rates)
-    if spread is not None:
-        lo, hi = min(lo, max(0.0, spread[0])), max(hi, min(1.0, spread[1]))
-        how = f"mean of {len(rates)} runs; 95%: wider of across-run t and " + how
-    return Measurement(mean, lo, hi, (what + "; " if what else "") + how, rates, n, list(missing))
-
-
-def value_measurement(values: Sequence[float], what: str = "", missing: Sequence[str] = ()) -> Measurement:
-    """The mean of per-run values (not rates) with an across-run t interval (none for one run)."""
-    values = [float(v) for v in values]
+                     missing: Sequence[str] = (), obs: Sequence[dict] | None = None) -> Measurement:
+    """The mean of per-run rates: t across runs (two or more), Wilson within one run (one)."""
+    observations = _obs(rates, counts, obs)
+    values = [o["value"] for o in observations]
+    prefix = (what + "; ") if what else ""
     if not values or any(math.isnan(v) for v in values):
-        return no_data((what + "; " if what else "") + "no finished run reports this value", list(missing))
+        return no_data(prefix + "no finished run reports this metric", list(missing))
+    mean = sum(values) / len(values)
+    counts_text = _counts_text(observations, "rate")
+    if len(values) == 1:
+        n = observations[0].get("n") or 0
+        lo, hi = wilson(mean * n, n)
+        return Measurement(mean, lo, hi, prefix + f"one run: Wilson 95% over its {n:,} distinct samples",
+                           observations, n, list(missing), counts_text, "wilson")
+    t_lo, t_hi = seed_interval(values)
+    n_min = min((o.get("n") or 0) for o in observations)
+    w_lo, w_hi = wilson(mean * n_min, n_min) if n_min else (mean, mean)
+    lo, hi = max(0.0, min(t_lo, w_lo)), min(1.0, max(t_hi, w_hi))
+    return Measurement(mean, lo, hi, prefix + f"mean of {len(values)} runs; 95% across-run t (floored at one "
+                       f"run's Wilson width)", observations, None, list(missing), counts_text, "t")
+
+
+def value_measurement(values: Sequence[float], what: str = "", missing: Sequence[str] = (),
+                      obs: Sequence[dict] | None = None) -> Measurement:
+    """The mean of per-run values (not rates) with an across-run t interval (none for one run)."""
+    observations = _obs(values, None, obs)
+    values = [o["value"] for o in observations]
+    prefix = (what + "; ") if what else ""
+    if not values or any(math.isnan(v) for v in values):
+        return no_data(prefix + "no finished run reports this value", list(missing))
     mean = sum(values) / len(values)
     spread = seed_interval(values)
-    how = (f"mean of {len(values)} runs; 95% across-run t" if spread
-           else "one run: no interval")
+    how = f"mean of {len(values)} runs; 95% across-run t" if spread else "one run: no interval"
     lo, hi = spread if spread else (None, None)
-    return Measurement(mean, lo, hi, (what + "; " if what else "") + how, values, None, list(missing))
+    return Measurement(mean, lo, hi, prefix + how, observations, None, list(missing),
+                       _counts_text(observations, "value"), "t" if spread else "none", kind="value")
 
 
 def difference(a: Measurement, b: Measurement, what: str = "") -> Measurement:
-    """``a - b`` with the conservative interval [a.lo - b.hi, a.hi - b.lo]."""
+    """``a - b``: paired t when the two sides' runs pair one to one on the same data, Welch's t
+    when both sides have two or more runs, else the conservative interval of the two sides'."""
     missing = a.missing + b.missing
+    prefix = (what + "; ") if what else ""
     if a.value is None or b.value is None:
-        return no_data("a side of the comparison has no data", missing)
+        return no_data(prefix + "a side of the comparison has no data", missing)
+    sides = {"a": a, "b": b}
+    pa, pb, paired = _pairs(a.per_run, b.per_run, "pair")
+    if not paired:
+        pa, pb, paired = _pairs(a.per_run, b.per_run, "data_pair")
+    if paired:
+        keys = list(pa)
+        diffs = [{"run": f"{pa[k]['run']} − {pb[k]['run']}", "seed": pa[k].get("seed"),
+                  "value": pa[k]["value"] - pb[k]["value"], "n": pa[k].get("n"), "pair": k} for k in keys]
+        values = [d["value"] for d in diffs]
+        mean = sum(values) / len(values)
+        lo, hi = seed_interval(values)
+        return Measurement(mean, lo, hi, prefix + f"paired difference over {len(values)} runs that share their "
+                           "data (same seed and settings); 95% t on the paired differences", diffs, None, missing,
+                           f"n = {len(values)} pairs of runs on the same data", "paired-t", sides, kind="difference")
+    va, vb = [o["value"] for o in a.per_run], [o["value"] for o in b.per_run]
+    if len(va) >= 2 and len(vb) >= 2:
+        (ma, sa), (mb, sb) = _mean_sd(va), _mean_sd(vb)
+        se2a, se2b = sa * sa / len(va), sb * sb / len(vb)
+        se = math.sqrt(se2a + se2b)
+        dof = ((se2a + se2b) ** 2 / ((se2a ** 2) / (len(va) - 1) + (se2b ** 2) / (len(vb) - 1))
+               if se2a + se2b > 0 else len(va) + len(vb) - 2)
+        half = t95(dof) * se
+        # floor: never narrower than one run's sampling error on either side
+        floor = max(_wilson_half(a), _wilson_half(b))
+        half = max(half, floor)
+        mean = ma - mb
+        return Measurement(mean, mean - half, mean + half,
+                           prefix + f"difference of {len(va)} and {len(vb)} independent runs; 95% Welch t "
+                           f"({dof:.1f} dof)", [], None, missing,
+                           f"n = {len(va)} vs {len(vb)} independent runs", "welch", sides, kind="difference")
     lo = a.lo - b.hi if a.lo is not None and b.hi is not None else None
     hi = a.hi - b.lo if a.hi is not None and b.lo is not None else None
     return Measurement(a.value - b.value, lo, hi,
-                       (what + "; " if what else "") + "difference; 95%: from the two sides' intervals",
-                       [], None, missing)
+                       prefix + "difference; 95%: from the two sides' intervals (a side has one run)",
+                       [], None, missing, f"n = {len(va)} vs {len(vb)} runs", "bounds", sides, kind="difference")
+
+
+def _pairs(a: list[dict], b: list[dict], key: str) -> tuple[dict, dict, bool]:
+    """The two sides keyed by ``key``, and whether they pair one to one (two or more pairs)."""
+    pa = {_hashable(o.get(key)): o for o in a}
+    pb = {_hashable(o.get(key)): o for o in b}
+    ok = (len(a) >= 2 and len(pa) == len(a) and len(pb) == len(b) and set(pa) == set(pb) and None not in pa)
+    return pa, pb, ok
+
+
+def _hashable(x: Any) -> Any:
+    return tuple(_hashable(v) for v in x) if isinstance(x, list) else x
+
+
+def _wilson_half(m: Measurement) -> float:
+    """Half the Wilson width of one run of ``m`` at its mean (0 for values that are not rates)."""
+    ns = [o.get("n") for o in m.per_run if o.get("n")]
+    if not ns or m.value is None or m.kind != "rate":
+        return 0.0
+    lo, hi = wilson(m.value * min(ns), min(ns))
+    return (hi - lo) / 2
 
 
 # -- rules -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Rule:
-    """``op`` is ">=" or "<="; the claim holds when the measured value is on that side of
-    ``threshold`` over its whole interval."""
+    """``op`` ">=" / "<=": the claim holds when the measured value is on that side of ``threshold``
+    over its whole interval; ``op`` "within": when the whole interval lies in [threshold, upper]
+    (and is not held when the whole interval lies outside it). ``basis`` says where the number
+    comes from (the paper's value, chance, a stated minimum effect)."""
 
     op: str
     threshold: float
+    upper: float | None = None
+    basis: str = ""
 
     def text(self) -> str:
-        return f"{'≥' if self.op == '>=' else '≤'} {self.threshold:g}"
+        if self.op == "within":
+            body = f"within [{self.threshold:g}, {self.upper:g}]"
+        else:
+            body = f"{'≥' if self.op == '>=' else '≤'} {self.threshold:g}"
+        return body + (f" ({self.basis})" if self.basis else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "threshold": self.threshold, "upper": self.upper, "basis": self.basis}
 
     def verdict(self, m: Measurement) -> tuple[str, str]:
         """(verdict, why)."""
@@ -152,20 +284,40 @@ class Rule:
             return INCONCLUSIVE, f"{len(m.missing)} run(s) missing: " + ", ".join(m.missing[:4])
         lo = m.lo if m.lo is not None else m.value
         hi = m.hi if m.hi is not None else m.value
+        if self.op == "within":
+            a, b = self.threshold, self.upper
+            if a <= lo and hi <= b:
+                return HELD, f"the whole interval lies within [{a:g}, {b:g}]"
+            if hi < a or lo > b:
+                return NOT_HELD, f"the whole interval lies outside [{a:g}, {b:g}]"
+            return INCONCLUSIVE, f"the interval straddles the band [{a:g}, {b:g}]"
         ok = (lambda x: x >= self.threshold) if self.op == ">=" else (lambda x: x <= self.threshold)
         if ok(lo) and ok(hi):
+            if m.undecidable:  # cannot happen when undecidable is computed right; stay honest if it does
+                return HELD, f"the whole interval is {self.text()}"
             return HELD, f"the whole interval is {self.text()}"
         if not ok(lo) and not ok(hi):
             return NOT_HELD, f"the whole interval misses {self.text()}"
+        if m.undecidable:
+            return INCONCLUSIVE, f"the interval straddles {self.threshold:g}; {m.undecidable}"
         return INCONCLUSIVE, f"the interval straddles {self.threshold:g}"
 
 
-def at_least(threshold: float) -> Rule:
-    return Rule(">=", threshold)
+def at_least(threshold: float, basis: str = "") -> Rule:
+    return Rule(">=", threshold, basis=basis)
 
 
-def at_most(threshold: float) -> Rule:
-    return Rule("<=", threshold)
+def at_most(threshold: float, basis: str = "") -> Rule:
+    return Rule("<=", threshold, basis=basis)
+
+
+def within(low: float, high: float, basis: str = "") -> Rule:
+    return Rule("within", low, high, basis)
+
+
+def near_chance(chance: float, band: float, why: str) -> Rule:
+    """"At chance": a two-sided band ``chance ± band``; ``why`` justifies the width."""
+    return within(round(chance - band, 6), round(chance + band, 6), f"chance {chance:g} ± {band:g}: {why}")
 
 
 # -- measures a claim declares ------------------------------------------------------------------------
@@ -185,18 +337,31 @@ def _qualified(results: "RecipeResults", group: str, where: Mapping[str, Any], o
     return f"{what}; {results.selected(group, where, only)[2]}"
 
 
+def _too_few(results: "RecipeResults", group: str, where, only, found: int, min_runs: int) -> str:
+    """Why a measurement resting on ``found`` qualifying runs cannot be trusted, or ''."""
+    if found >= min_runs:
+        return ""
+    total = len(results.group(group, where))
+    return (f"only {found} of {total} runs of {group} met the premise ({only.text if only else 'finished'}); "
+            f"the claim needs at least {min_runs}")
+
+
 def rate(group: str, metric: str, *, split: str = "test", eval: str | None = None,
-         where: Mapping[str, Any] | None = None, share: float = 1.0, only=None) -> Measure:
+         where: Mapping[str, Any] | None = None, share: float = 1.0, only=None, min_runs: int = 1) -> Measure:
     """The final ``split.metric`` (or of evaluation ``eval``) of the runs of ``group`` matching
     ``where`` (and the ``Selector`` ``only``), as a rate over samples; ``share`` is the fraction
-    of a split's samples the metric counts (1/16 for one anchor pair of 16 in equal shares)."""
+    of a split's samples the metric counts (1/16 for one anchor pair of 16 in equal shares);
+    ``min_runs``: fewer qualifying runs make the measurement no data, saying why."""
     where = dict(where or {})
 
     def measure(results: "RecipeResults") -> Measurement:
-        values, counts, missing = results.metric(group, metric, split=split, eval=eval, where=where, only=only)
-        counts = [max(1, int(round(c * share))) for c in counts]
+        obs, missing = results.observations(group, metric, split=split, eval=eval, where=where, only=only,
+                                            share=share)
         what = _qualified(results, group, where, only, _describe(group, metric, split, eval, where))
-        return rate_measurement(values, counts, what, missing)
+        short = _too_few(results, group, where, only, len(obs), min_runs)
+        if short:
+            return no_data(f"{what}; {short}", missing)
+        return rate_measurement([], [], what, missing, obs=obs)
 
     return measure
 
@@ -207,26 +372,55 @@ def mean_of(group: str, metric: str, *, split: str = "test", eval: str | None = 
     where = dict(where or {})
 
     def measure(results: "RecipeResults") -> Measurement:
-        values, _, missing = results.metric(group, metric, split=split, eval=eval, where=where)
-        return value_measurement(values, _describe(group, metric, split, eval, where), missing)
+        obs, missing = results.observations(group, metric, split=split, eval=eval, where=where)
+        return value_measurement([], _describe(group, metric, split, eval, where), missing, obs=obs)
+
+    return measure
+
+
+def per_run(group: str, fn: Callable[["RunRecord"], tuple[float, int | None] | None], what: str, *,
+            where: Mapping[str, Any] | None = None, only=None, min_runs: int = 1, is_rate: bool = True) -> Measure:
+    """A measurement from ``fn(run) -> (value, distinct samples)`` on each finished run of ``group``
+    (None: the run lacks the number and is missing)."""
+    where = dict(where or {})
+
+    def measure(results: "RecipeResults") -> Measurement:
+        runs, missing, _ = results.selected(group, where, only)
+        obs = []
+        for run in runs:
+            got = fn(run)
+            if got is None:
+                missing.append(f"{run.label} (no value)")
+                continue
+            obs.append(observation(run, got[0], got[1]))
+        text = _qualified(results, group, where, only, what)
+        short = _too_few(results, group, where, only, len(obs), min_runs)
+        if short:
+            return no_data(f"{text}; {short}", missing)
+        if is_rate:
+            return rate_measurement([], [], text, missing, obs=obs)
+        return value_measurement([], text, missing, obs=obs)
 
     return measure
 
 
 def probe_value(group: str, probe: str, key: str, *, where: Mapping[str, Any] | None = None,
-                count_key: Any = None, only=None) -> Measure:
+                count_key: Any = None, only=None, min_runs: int = 1) -> Measure:
     """A number (``key``, dotted) from probe ``probe``'s result on each run of ``group``: a rate
     when ``count_key`` gives its sample count (a dotted key of the result, or a function of it),
     else a plain value."""
     where = dict(where or {})
 
     def measure(results: "RecipeResults") -> Measurement:
-        values, counts, missing = results.probe_metric(group, probe, key, count_key, where=where, only=only)
+        obs, missing = results.probe_observations(group, probe, key, count_key, where=where, only=only)
         what = f"{group} {probe} {key}" + (f" ({', '.join(f'{k}={v}' for k, v in where.items())})" if where else "")
         what = _qualified(results, group, where, only, what)
+        short = _too_few(results, group, where, only, len(obs), min_runs)
+        if short:
+            return no_data(f"{what}; {short}", missing)
         if count_key:
-            return rate_measurement(values, counts, what, missing)
-        return value_measurement(values, what, missing)
+            return rate_measurement([], [], what, missing, obs=obs)
+        return value_measurement([], what, missing, obs=obs)
 
     return measure
 
@@ -236,21 +430,45 @@ def minus(a: Measure, b: Measure, what: str = "") -> Measure:
     return lambda results: difference(a(results), b(results), what)
 
 
+def _wilson_lower_all(n: int) -> float:
+    return wilson(n, n)[0]
+
+
 def share_of_cells(group: str, metric: str, predicate: Callable[[float], bool], predicate_text: str, *,
-                   split: str = "test") -> Measure:
-    """The fraction of a group's grid cells (mean over seeds) where ``predicate`` holds, with a
-    Wilson interval over the cells: "fails nearly everywhere"."""
+                   split: str = "test", only=None, threshold: float | None = None) -> Measure:
+    """The fraction of a group's grid cells (mean over their runs) where ``predicate`` holds, with a
+    Wilson interval over the cells: "fails nearly everywhere". ``only`` keeps the runs that may
+    count (e.g. those that fitted their training data); ``threshold`` (the rule's) lets the
+    measurement say when even every cell agreeing could not decide the claim."""
 
     def measure(results: "RecipeResults") -> Measurement:
-        cells, missing = results.cell_means(group, metric, split=split)
+        runs, missing, note = results.selected(group, None, only)
+        cells: dict[tuple, list] = {}
+        for run in runs:
+            value = run.final(split, metric)
+            if math.isnan(value):
+                missing.append(f"{run.label} (no {split}.{metric})")
+                continue
+            cells.setdefault(tuple(sorted(run.values.items())), []).append((run, value))
         if not cells:
-            return no_data("no finished cell", missing)
-        hits = sum(1 for v in cells.values() if predicate(v))
-        lo, hi = wilson(hits, len(cells))
-        return Measurement(hits / len(cells), lo, hi,
-                           f"share of {len(cells)} {group} cells with {split} {metric} {predicate_text} "
-                           f"(cell = mean over seeds); Wilson 95% over cells",
-                           [round(v, 4) for v in cells.values()], len(cells), missing)
+            return no_data("no finished cell" + (f" ({note})" if note else ""), missing)
+        obs = []
+        for key, entries in cells.items():
+            mean = sum(v for _, v in entries) / len(entries)
+            obs.append({"run": ", ".join(r.label for r, _ in entries), "seed": None, "value": mean,
+                        "n": None, "pair": str(dict(key)), "hit": bool(predicate(mean))})
+        hits = sum(o["hit"] for o in obs)
+        lo, hi = wilson(hits, len(obs))
+        undecidable = ""
+        if threshold is not None and _wilson_lower_all(len(obs)) < threshold:
+            need = next(n for n in range(1, 1000) if _wilson_lower_all(n) >= threshold)
+            undecidable = (f"with {len(obs)} qualifying cells even all of them agreeing gives a lower bound of "
+                           f"{_wilson_lower_all(len(obs)):.2f} < {threshold:g}: at least {need} cells are needed")
+        return Measurement(hits / len(obs), lo, hi,
+                           f"share of {len(obs)} {group} cells with {split} {metric} {predicate_text} "
+                           f"(cell = mean over its runs{'; ' + note if note else ''}); Wilson 95% over cells",
+                           obs, len(obs), missing, f"n = {len(obs)} grid cells", "wilson-cells",
+                           undecidable=undecidable, kind="share")
 
     return measure
 
@@ -271,14 +489,17 @@ def evaluate_claims(claims, results: "RecipeResults") -> list[dict[str, Any]]:
             except Exception as exc:
                 pm = no_data(f"measurement failed ({type(exc).__name__}: {exc})")
             pv, pwhy = pre.rule.verdict(pm)
-            preconditions.append({"text": pre.text, "rule": pre.rule.text(), "measured": pm.text(),
-                                  "verdict": pv, "measurement": pm.to_dict()})
+            preconditions.append({"text": pre.text, "rule": pre.rule.text(), "rule_spec": pre.rule.to_dict(),
+                                  "measured": pm.text(), "verdict": pv, "measurement": pm.to_dict()})
             if pv != HELD and verdict != INCONCLUSIVE:
                 verdict, why = INCONCLUSIVE, (f"precondition not met: {pre.text} (measured {pm.text()}, "
                                               f"needs {pre.rule.text()}); {claim.rule.text()} alone would "
                                               f"say {verdict}")
-        rows.append({"preconditions": preconditions, "id": claim.id, "statement": claim.statement, "paper": claim.source.paper.label,
-                     "where": claim.source.where, "paper_value": claim.source.value,
-                     "measured_as": claim.measured_as, "rule": claim.rule.text(),
+        if verdict == INCONCLUSIVE and claim.decides:
+            why = f"{why}. What would decide it: {claim.decides}"
+        rows.append({"preconditions": preconditions, "id": claim.id, "statement": claim.statement,
+                     "paper": claim.source.paper.label, "where": claim.source.where,
+                     "paper_value": claim.source.value, "measured_as": claim.measured_as,
+                     "rule": claim.rule.text(), "rule_spec": claim.rule.to_dict(), "counts": m.counts,
                      "measurement": m.to_dict(), "measured": m.text(), "verdict": verdict, "why": why})
     return rows

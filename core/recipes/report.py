@@ -20,7 +20,9 @@ REPORT_JSON = "report.json"
 NOTES_MD = "NOTES.md"  # optional, hand-written: linked from the summary page
 SUMMARY_TITLE = "# What achilles reproduces"
 SUMMARY_FIELDS = {"statement", "paper", "where", "paper_value", "measured", "verdict"}
-REPORT_FORMAT = "achilles-report/1"
+REPORT_FORMAT = "achilles-report/2"
+#: report formats whose claims carry every per-run value and the rule's parameters (recomputable)
+RECOMPUTABLE_FORMATS = {"achilles-report/2"}
 VERDICT_MARK = {"held": "✅ held", "not held": "❌ not held", "inconclusive": "⚠️ inconclusive"}
 
 
@@ -127,11 +129,17 @@ def render_markdown(data: dict[str, Any]) -> str:
               "satisfies the rule, *not held* when the whole interval misses it, *inconclusive* when it "
               "straddles the threshold or runs are missing.", ""]
     rows = [[c["statement"], f"{c['paper']} {c['where']}" + (f": {c['paper_value']}" if c["paper_value"] else ""),
-             c["measured"], c["rule"], VERDICT_MARK.get(c["verdict"], c["verdict"])] for c in data["claims"]]
-    lines += [_table(["claim", "paper", "measured [95% interval]", "rule", "verdict"], rows), ""]
-    lines += ["How each number was measured:", ""]
+             c["measured"], _n_short(c), c["rule"], VERDICT_MARK.get(c["verdict"], c["verdict"])] for c in data["claims"]]
+    lines += [_table(["claim", "paper", "measured [95% interval]", "n", "rule (basis)", "verdict"], rows), ""]
+    lines += ["How each number was measured (every per-run value is in `report.json`, from which each verdict "
+              "can be recomputed):", ""]
     for c in data["claims"]:
-        lines.append(f"- **{c['id']}**: {c['measured_as']}. {c['measurement']['method']}. Verdict: {c['why']}.")
+        m = c["measurement"]
+        lines.append(f"- **{c['id']}**: {c['measured_as']}. {m['method']}. {m.get('counts') or ''}. "
+                     f"Verdict: {c['why']}.")
+        values = _per_run_text(m)
+        if values:
+            lines.append(f"  - per run: {values}")
         for pre in c.get("preconditions", []):
             lines.append(f"  - precondition: {pre['text']}: measured {pre['measured']} ({pre['verdict']}).")
     lines.append("")
@@ -160,6 +168,38 @@ def render_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _n_short(claim: dict[str, Any]) -> str:
+    """What a claim's n counts, in a table cell: "5 runs", "5 pairs", "12 cells", "1 run × 2,000"."""
+    m = claim["measurement"]
+    if m.get("value") is None:
+        return "-"
+    kind, runs = m.get("interval"), len(m.get("per_run") or [])
+    if kind == "paired-t":
+        return f"{runs} pairs"
+    if kind in ("welch", "bounds"):
+        sides = m.get("sides") or {}
+        return " vs ".join(str(len((sides.get(k) or {}).get("per_run") or [])) for k in ("a", "b")) + " runs"
+    if kind == "wilson-cells":
+        return f"{runs} cells"
+    if kind == "wilson" and runs == 1:
+        return f"1 run × {m['per_run'][0].get('n') or 0:,}"
+    return f"{runs} runs"
+
+
+def _per_run_text(m: dict[str, Any], limit: int = 12) -> str:
+    """The per-run values of a measurement (both sides for an unpaired difference), compactly."""
+    def values(obs: list[dict]) -> str:
+        shown = ", ".join(f"{o['value']:.3f}" for o in obs[:limit])
+        return shown + (f", … ({len(obs)} in all)" if len(obs) > limit else "")
+
+    if m.get("per_run"):
+        return values(m["per_run"])
+    sides = m.get("sides") or {}
+    if sides:
+        return "; ".join(f"{k}: {values(v.get('per_run') or [])}" for k, v in sides.items())
+    return ""
+
+
 def _headline_of(run: dict[str, Any]) -> str:
     head = run.get("headline") or {}
     value = head.get("value")
@@ -173,10 +213,43 @@ def _read_report(file: Path) -> dict:
         if isinstance(data, dict) and isinstance(data.get("recipe"), str) and isinstance(data.get("profile"), str) \
                 and isinstance(data.get("claims"), list) \
                 and all(isinstance(c, dict) and SUMMARY_FIELDS <= set(c) for c in data["claims"]):
+            _check_field_types(file, data)
             return data
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         pass
     raise AchillesError(f"{file} is not a readable achilles report; run its recipe again or move the folder away")
+
+
+def _check_field_types(file: Path, data: dict) -> None:
+    """One line naming the field of a report.json whose type is not what the summary reads (issue 19)."""
+    expected = {"statement": (str,), "paper": (str,), "where": (str,), "measured": (str,), "verdict": (str,),
+                "paper_value": (str, int, float, type(None)), "measurement": (dict, type(None)),
+                "id": (str,)}
+    fields = [("complete", data["complete"], (bool,))] if "complete" in data else []
+    fields += [(f"claims[{i}].{key}", c[key], kinds) for i, c in enumerate(data["claims"])
+               for key, kinds in expected.items() if key in c]
+    for where, value, kinds in fields:
+        if not isinstance(value, kinds):
+            shown = json.dumps(value)[:40]
+            kinds_text = " or ".join(dict.fromkeys(_KIND_NAMES[k] for k in kinds))
+            raise AchillesError(f"{file}: {where} is {shown}, not {kinds_text}; "
+                                "the report is corrupt: run its recipe again or move the folder away")
+
+
+_KIND_NAMES = {str: "text", int: "a number", float: "a number", type(None): "null", dict: "an object", bool: "true/false"}
+
+
+def recomputable(report: dict[str, Any], claim: dict[str, Any]) -> bool:
+    """Whether ``claim`` of ``report`` carries what a reader needs to recompute its verdict: the
+    rule's parameters and the per-run values of every side."""
+    if report.get("format") not in RECOMPUTABLE_FORMATS or not isinstance(claim.get("rule_spec"), dict):
+        return False
+    m = claim.get("measurement")
+    if not isinstance(m, dict):
+        return False
+    if m.get("value") is None:
+        return True  # nothing measured: the verdict is inconclusive by construction
+    return bool(m.get("per_run")) or bool(m.get("sides"))
 
 
 def write_summary(folder: Path, out: Path | None = None) -> Path:
@@ -192,13 +265,18 @@ def write_summary(folder: Path, out: Path | None = None) -> Path:
                             "(choose another folder)")
     total = {v: 0 for v in VERDICT_MARK}
     rows = []
+    old = []
     for path, data in reports:
         link = f"[{data['recipe']}]({os.path.relpath(path / REPORT_MD, out.parent)})"
         for c in data["claims"]:
             total[c["verdict"]] = total.get(c["verdict"], 0) + 1
+            stale = not recomputable(data, c)
+            if stale:
+                old.append(f"{data['recipe']}: {c.get('id', c['statement'])}")
             rows.append([link, c["statement"], f"{c['paper']} {c['where']}" + (f": {c['paper_value']}" if c["paper_value"] else ""),
-                         c["measured"], VERDICT_MARK.get(c["verdict"], c["verdict"]), data["profile"]
-                         + ("" if data.get("complete", True) else " (incomplete)")])
+                         c["measured"], VERDICT_MARK.get(c["verdict"], c["verdict"])
+                         + (" (per-run values missing: old report, not recomputable)" if stale else ""),
+                         data["profile"] + ("" if data.get("complete", True) else " (incomplete)")])
     lines = [SUMMARY_TITLE, "",
              "One row per claim of the three papers, as measured by `achilles reproduce` "
              "(each recipe's report has the figures, the budget and how it departs from the paper). "
@@ -206,7 +284,9 @@ def write_summary(folder: Path, out: Path | None = None) -> Path:
              "interval satisfies the claim's rule, *not held* when it misses it, *inconclusive* when it "
              "straddles it or runs are missing.", "",
              f"{len(reports)} recipe(s), {len(rows)} claim(s): {total['held']} held, {total['not held']} not held, "
-             f"{total['inconclusive']} inconclusive.", "",
+             f"{total['inconclusive']} inconclusive"
+             + (f"; {len(old)} of them from older reports without per-run values (re-run their recipes to make "
+                "them recomputable)." if old else "."), "",
              _table(["recipe", "claim", "paper", "measured [95% interval]", "verdict", "profile"], rows), "",
              "Re-run any of them with `achilles reproduce NAME --profile quick` (see `achilles reproduce --list`).", ""]
     notes = folder / NOTES_MD

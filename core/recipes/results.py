@@ -58,6 +58,27 @@ class RunRecord:
         value = _lookup(self.config.get("final_metrics") or {}, f"{split}.{metric}")
         return float("nan") if value is None else float(value)
 
+    @property
+    def data_seed(self) -> Any:
+        """The seed the run's data was drawn from (old runs without one recorded used 0)."""
+        training = self.config.get("training") or {}
+        seed = training.get("data_seed", 0)
+        return self.config.get("seed", self.seed) if seed is None else seed
+
+    @property
+    def data_pair_key(self) -> str:
+        """Equal for two runs that trained and were evaluated on the same samples with the same seed:
+        the key that pairs the two sides of a like-with-like comparison."""
+        training = self.config.get("training") or {}
+        return json.dumps([self.config.get("task"), self.config.get("task_config") or {}, self.data_seed,
+                           training.get("train_samples"), training.get("eval_samples"), self.seed],
+                          sort_keys=True, default=str)
+
+    @property
+    def pair_key(self) -> str:
+        """``data_pair_key`` and the run's grid cell (pairs runs cell by cell across groups)."""
+        return self.data_pair_key + "|" + json.dumps(self.values, sort_keys=True, default=str)
+
     def matches(self, where: Mapping[str, Any]) -> bool:
         return all(_same(self.values.get(k, self.setting(k)), v) for k, v in where.items())
 
@@ -154,6 +175,51 @@ class RecipeResults:
             values.append(float(value))
             counts.append(count)
         return values, counts, missing
+
+    def observations(self, group: str, metric: str, *, split: str = "test", eval: str | None = None,
+                     where: Mapping[str, Any] | None = None, only: Selector | None = None, share: float = 1.0
+                     ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Per-run observations (run, seed, value, distinct samples ``n``, pairing keys) of the final
+        ``split.metric`` (or of evaluation ``eval``); ``share``: the fraction of the split's samples
+        the metric counts. Also the missing runs."""
+        from .measure import observation
+
+        obs, missing = [], []
+        runs, missing, _ = self.selected(group, where, only)
+        for run in runs:
+            if eval is not None:
+                record = run.evals.get(eval)
+                value = _lookup(record, f"metrics.{split}.{metric}") if record else None
+                count = int(record.get("samples") or 0) if record else 0
+            else:
+                value = _lookup(run.config.get("final_metrics") or {}, f"{split}.{metric}")
+                count = run.eval_samples(split)
+            if value is None:
+                missing.append(f"{run.label} (no {eval + ':' if eval else ''}{split}.{metric})")
+                continue
+            obs.append(observation(run, float(value), max(1, int(round(count * share)))))
+        return obs, missing
+
+    def probe_observations(self, group: str, probe: str, key: str, count_key: Any = None, *,
+                           where: Mapping[str, Any] | None = None, only: Selector | None = None
+                           ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Like ``observations`` for ``key`` (dotted) of probe ``probe``'s result."""
+        from .measure import observation
+
+        obs = []
+        runs, missing, _ = self.selected(group, where, only)
+        for run in runs:
+            result = run.probes.get(probe)
+            value = _lookup(result, key) if result else None
+            if value is None:
+                missing.append(f"{run.label} (no {probe} result)")
+                continue
+            if callable(count_key):
+                n = int(count_key(result))
+            else:
+                n = int(_lookup(result, count_key) or 0) if count_key else None
+            obs.append(observation(run, float(value), n))
+        return obs, missing
 
     def probe_metric(self, group: str, probe: str, key: str, count_key: Any = None, *,
                      where: Mapping[str, Any] | None = None, only: Selector | None = None

@@ -126,6 +126,8 @@ def plan_record(recipe: Recipe, profile: str, plan: Plan) -> dict[str, Any]:
     def group(g: RunGroup) -> dict[str, Any]:
         d = asdict(g)
         d["evals"] = [asdict(e) for e in g.evals]
+        if g.until is not None:  # its test is code: the record keeps what it means
+            d["until"] = {"text": g.until.text, "need": g.until.need, "cap": g.until.cap}
         return d
 
     return {"format": OUT_FORMAT, "recipe": recipe.name, "profile": profile,
@@ -303,6 +305,7 @@ def reproduce(recipe: Recipe, options: ReproduceOptions) -> ReproduceResult:
     atomic_write_json(previous, {**plan_record(recipe, options.profile, plan), "created": created,
                                  "updated": _now()})
     sweeps.train([(spec, group_folder(runs_dir, spec)) for _, spec in specs], options)
+    plan = extend_until_met(plan, runs_dir, options)
     results = collect(recipe, options.profile, plan, out, runs_dir, options.device)
     run_evaluations(results, options.device)
     run_probes(results, options.device)
@@ -311,6 +314,36 @@ def reproduce(recipe: Recipe, options: ReproduceOptions) -> ReproduceResult:
     report = write_report(results, claims, figures, out, seconds=time.perf_counter() - started)
     link_report(results, report)
     return ReproduceResult(out, results, claims, report, time.perf_counter() - started)
+
+
+def extend_until_met(plan: Plan, runs_dir: Path, options: ReproduceOptions) -> Plan:
+    """Groups with an ``until`` premise get more seeds, a few at a time, until enough of their
+    finished runs meet it or the cap is reached; returns the plan with the seeds actually trained."""
+    from dataclasses import replace
+
+    while True:
+        grown = []
+        for group in plan.runs:
+            if group.until is None or group.seeds >= group.until.cap:
+                continue
+            spec = sweeps.spec_for(group, plan, options.device)
+            records = [read_run(group.name, c.values, c.seed, c.path, c.status)
+                       for c in sweeps.cells(spec, group_folder(runs_dir, spec))]
+            if any(not r.finished for r in records):
+                continue  # failed or interrupted runs: more seeds would not help; the report says which
+            met = sum(1 for r in records if group.until.test(r))
+            if met >= group.until.need:
+                continue
+            seeds = min(group.until.cap, group.seeds + group.until.need - met)
+            log.info(f"{group.name}: {met} of {group.seeds} runs meet '{group.until.text}'; training up to "
+                     f"{seeds} seeds (cap {group.until.cap})")
+            grown.append(replace(group, seeds=seeds))
+        if not grown:
+            return plan
+        names = {g.name: g for g in grown}
+        plan = replace(plan, runs=tuple(names.get(g.name, g) for g in plan.runs))
+        specs = [sweeps.spec_for(g, plan, options.device) for g in grown]
+        sweeps.train([(spec, group_folder(runs_dir, spec)) for spec in specs], options)
 
 
 def _now() -> str:

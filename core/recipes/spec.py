@@ -45,6 +45,17 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class Until:
+    """A premise some runs must meet (e.g. "learned the composite solution"): the runner adds seeds
+    to the group until ``need`` finished runs pass ``test``, or ``cap`` seeds have been trained."""
+
+    text: str
+    test: Callable[[Any], bool]
+    need: int = 3
+    cap: int = 9
+
+
+@dataclass(frozen=True)
 class RunGroup:
     """Runs trained like one sweep: one architecture on one task, an optional grid, N seeds.
 
@@ -62,6 +73,8 @@ class RunGroup:
     grid: Mapping[str, list] = field(default_factory=dict)
     seeds: int = 3
     evals: tuple[Evaluation, ...] = ()
+    #: train more seeds (one at a time, up to ``until.cap``) until ``until.need`` runs pass ``until.test``
+    until: "Until | None" = None
 
     @property
     def cells(self) -> int:
@@ -133,6 +146,8 @@ class Claim:
     rule: "Rule"
     measured_as: str      # what the number is, in words: "test accuracy of mamba2, mean over seeds"
     requires: tuple[Precondition, ...] = ()
+    #: when the claim ends inconclusive: which budget or how many runs would decide it
+    decides: str = ""
 
 
 @dataclass(frozen=True)

@@ -162,8 +162,8 @@ class BlockingProbe(Probe):
         }
         controls = {p: v["same_filler_control"] for p, v in per_pair.items() if "same_filler_control" in v}
         if controls:
-            result["headline"]["same with filler columns cut instead (control), mean"] = (
-                sum(controls.values()) / len(controls))
+            result["mean_same_filler_control"] = sum(controls.values()) / len(controls)
+            result["headline"]["same with filler columns cut instead (control), mean"] = result["mean_same_filler_control"]
         figure = pair_bar_figure(
             context.out_dir / f"{self.name}.png", per_pair, "same",
             title=f"Blocking key & anchors in {suffix} ({result['arch']}, layers {layers}, all heads)",

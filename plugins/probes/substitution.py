@@ -15,6 +15,12 @@ original answers as the twin does: the result per pair is the fraction of sequen
 last-position argmax equals the twin's. Two references are reported beside it: how often the
 unedited original already answers like the twin (``already_twin``; the edit's effect is the
 gap), and how often the edited output still equals the original's (``kept``).
+
+Control (``control=true``, the default): the same edit with the states of a *random twin* (the
+same sequence with the anchors rewritten to a randomly drawn other pair, neither the original's
+nor the twin's); ``to_twin_control`` is how often the output then equals the ``43`` twin's. An
+edit that merely disrupts the sequence moves the output as often to 43's answer under either
+substitution; the finding is the gap ``to_twin - to_twin_control``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 
 import torch
 
-from achilles import Probe, ProbeContext, ProbeOption
+from achilles import ConfigError, Probe, ProbeContext, ProbeOption
 
 from ._common import (PAIR_SHIFT, PositionTally, as_int, last_argmax, pair_bar_figure, pair_sets, parse_pairs,
                       run_chunks, select_layers, task_pairs, write_result)
@@ -64,6 +70,7 @@ class SubstitutionProbe(Probe):
         ProbeOption("split", str, "test", "split the sequences are drawn from"),
         ProbeOption("seed", int, 0, "seed of the drawn sequences"),
         ProbeOption("layers", None, "all", "layer indices to substitute in, e.g. 0 or [0,1] (default: all)"),
+        ProbeOption("control", bool, True, "also substitute a random other pair's states, for comparison"),
     )
 
     def run(self, model, task, context: ProbeContext, **options: Any) -> dict[str, Any]:
@@ -75,8 +82,12 @@ class SubstitutionProbe(Probe):
         layers = select_layers(model, SITE, opts["layers"])
         sites = [f"layers.{i}.{SITE}" for i in layers]
 
-        per_pair, by_position = {}, PositionTally()
-        for pair, data in pair_sets(task, pairs, n, opts["split"], seed).items():
+        control = opts["control"]
+        if not isinstance(control, bool):
+            raise ConfigError("control", f"must be true or false, got {control!r}")
+        all_pairs = task_pairs(task)
+        per_pair, by_position, control_by_position = {}, PositionTally(), PositionTally()
+        for index, (pair, data) in enumerate(pair_sets(task, pairs, n, opts["split"], seed).items()):
             twin = data.with_pair(twin_pair)
             twin_logits, twin_states = run_chunks(model, twin.tokens, read=sites)
             plain_logits, _ = run_chunks(model, data.tokens)
@@ -87,9 +98,20 @@ class SubstitutionProbe(Probe):
                               "already_twin": (plain_out == twin_out).float().mean().item(),
                               "kept": (edited_out == plain_out).float().mean().item(),
                               "n": n}
+            others = [p for p in all_pairs if p not in (pair, twin_pair)]
+            if control and others:
+                # a fixed, seed-derived choice of the random pair, so the control is reproducible
+                other = others[(seed * 7919 + index) % len(others)]
+                _, random_states = run_chunks(model, data.with_pair(other).tokens, read=sites)
+                control_logits, _ = substituted_run(model, data.tokens, data.key_pos, random_states)
+                control_out = last_argmax(control_logits)
+                control_by_position.add(data.key_pos, control_out == twin_out)
+                per_pair[pair]["to_twin_control"] = (control_out == twin_out).float().mean().item()
+                per_pair[pair]["control_pair"] = other
 
         values = [v["to_twin"] for v in per_pair.values()]
         mean = sum(values) / len(values)
+        controls = {p: v["to_twin_control"] for p, v in per_pair.items() if "to_twin_control" in v}
         result = {
             "probe": self.name,
             "arch": getattr(model, "arch_name", type(model).__name__),
@@ -109,6 +131,11 @@ class SubstitutionProbe(Probe):
                       "rows": [[p, v["to_twin"], v["already_twin"], v["kept"], v["n"]]
                                for p, v in per_pair.items()]},
         }
+        if controls:
+            result["mean_to_twin_control"] = sum(controls.values()) / len(controls)
+            result["to_twin_control_by_key_position"] = control_by_position.fractions()
+            result["headline"][f"= {twin_pair} output after a random pair's states (control), mean"] = (
+                result["mean_to_twin_control"])
         figure = pair_bar_figure(
             context.out_dir / f"{self.name}.png", per_pair, "to_twin",
             title=(f"Substituting post-conv states (t > p+2, layers {layers}) with the {twin_pair} twin's "

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from achilles.recipes import (Claim, Figure, Measurement, Plan, Recipe, RecipeResults, RunGroup, Source, at_least,
-                              minus)
-from achilles.recipes.measure import rate_measurement
+from achilles.recipes import Claim, Figure, Plan, Recipe, RunGroup, Source, at_least, at_most, minus, per_run
 
 from . import figures
 from ..papers import COPY_AND_COT as COPY_COT
@@ -15,45 +13,47 @@ from ..papers import COPY_AND_COT as COPY_COT
 PAPER = COPY_COT
 
 COPY_TASK = {"max_size": 20, "test_max_size": 30}
-COPY_PAPER_TASK = {"max_size": 70, "test_max_size": 70}
+COPY_PAPER_TASK = {"max_size": 70, "test_max_size": 90}
 #: calibration: at 40,000 strings x 10 epochs the Transformer (d_model 32) copies strings of up to ~15
 #: symbols exactly (16-20: 0.14-0.40) while mamba2 d_model 32 copies 1-5 but none of 8+; 4 epochs of
 #: 30,000 leave the Transformer at 0 beyond 8 symbols. mamba2 d_model 128 copies 16-20 symbols at
-#: 0.9+ after 4 epochs of 30,000, so the wide model gets that shorter (and cheaper: it is ~3x slower) budget
+#: 0.9+ after 4 epochs of 30,000, so the width comparison trains every width at that shorter (and
+#: cheaper: the wide model is ~3x slower) budget, side by side on the same data
 COPY_TRAIN = {"epochs": 10, "lr_peak": 1e-3, "train_samples": 40_000, "eval_samples": 3_000, "batch_size": 256}
 COPY_WIDE_TRAIN = {**COPY_TRAIN, "epochs": 4, "train_samples": 30_000}
-SHORT, LONG = range(1, 6), range(16, 21)  # trained lengths: short and long ends
+SHORT, LONG, BEYOND = range(1, 6), range(16, 21), range(21, 26)  # trained short and long ends; never trained
+COPY_SEEDS = 5
+WIDTHS = (32, 64, 128)
+CONTROL = "control (not a paper claim)"
+
+
+def _final_test(run) -> dict:
+    return (run.config.get("final_metrics") or {}).get("test") or {}
 
 
 def sizes_rate(group: str, metric: str, sizes: range, total_sizes: int, *,
                where: Mapping[str, Any] | None = None) -> Any:
-    """``metric`` pooled over problem sizes ``sizes`` (``metric_n{size}``, equal shares of a split
-    holding ``total_sizes`` sizes)."""
+    """Per run, ``metric`` pooled over problem sizes ``sizes`` (``metric_n{size}``, equal shares of
+    a split holding ``total_sizes`` sizes)."""
 
-    def measure(results: RecipeResults) -> Measurement:
-        rates, counts, missing = [], [], []
-        for run in results.group(group, where):
-            final = (run.config.get("final_metrics") or {}).get("test") or {}
-            values = [final.get(f"{metric}_n{s}") for s in sizes]
-            if not run.finished or any(v is None for v in values):
-                missing.append(f"{run.label} ({run.status if not run.finished else 'missing sizes'})")
-                continue
-            rates.append(sum(values) / len(values))
-            counts.append(int(run.eval_samples("test") * len(sizes) / total_sizes))
-        cell = ", ".join(f"{k}={v}" for k, v in (where or {}).items())
-        return rate_measurement(rates, counts, f"{group} test {metric} for sizes {sizes.start}-{sizes.stop - 1}"
-                                + (f" ({cell})" if cell else ""), missing)
+    def value(run):
+        values = [_final_test(run).get(f"{metric}_n{s}") for s in sizes]
+        if any(v is None for v in values):
+            return None
+        return sum(values) / len(values), int(run.eval_samples("test") * len(sizes) / total_sizes)
 
-    return measure
+    cell = ", ".join(f"{k}={v}" for k, v in (where or {}).items())
+    return per_run(group, value, f"{group} test {metric} for sizes {sizes.start}-{sizes.stop - 1}"
+                   + (f" ({cell})" if cell else ""), where=where)
 
 
 def by_size(metric: str):
     """``{size: value}`` of a run's final test ``metric_n{size}`` (for the length figure)."""
 
     def of(run) -> dict[int, float]:
-        final = (run.config.get("final_metrics") or {}).get("test") or {}
         prefix = f"{metric}_n"
-        return {int(k[len(prefix):]): v for k, v in final.items() if k.startswith(prefix) and k[len(prefix):].isdigit()}
+        return {int(k[len(prefix):]): v for k, v in _final_test(run).items()
+                if k.startswith(prefix) and k[len(prefix):].isdigit()}
 
     return of
 
@@ -61,9 +61,29 @@ def by_size(metric: str):
 TEST_SIZES = COPY_TASK["test_max_size"]
 
 
-def exact(group: str, sizes: range) -> Any:
+def exact(group: str, sizes: range, where: Mapping[str, Any] | None = None) -> Any:
     """The group's exact-match of strings whose length is in ``sizes`` (test split)."""
-    return sizes_rate(group, "exact", sizes, TEST_SIZES)
+    return sizes_rate(group, "exact", sizes, TEST_SIZES, where=where)
+
+
+def longest_copied(width: int) -> Any:
+    """Per run of the width group: the longest length L such that every string length 1..L is
+    copied exactly at least 90% of the time (a capacity, in symbols)."""
+
+    def value(run):
+        table = by_size("exact")(run)
+        if not table:
+            return None
+        longest = 0
+        for n in sorted(table):
+            if table[n] < 0.9:
+                break
+            longest = n
+        return float(longest), None
+
+    return per_run("mamba2-width", value, f"mamba2 d_model {width}: longest length copied exactly ≥ 90% "
+                   "at every length up to it", where={"d_model": width}, is_rate=False)
+
 
 copy_length = Recipe(
     name="copy-length",
@@ -71,57 +91,91 @@ copy_length = Recipe(
     paper=PAPER, source="Figures 3-5, §3 (Theorems 1-3)",
     summary=("A random string, a separator, and the same string again: the model must copy. The paper shows "
              "that a constant-size Mamba struggles as the string grows while a Transformer copies easily, and "
-             "that Mamba copies accurately only when its size grows with the length."),
+             "that Mamba copies accurately only when its size grows with the length. Strings longer than any "
+             "trained (21-25 symbols) test whether copying extends beyond training. Attention controls: "
+             "`transformer` (learned absolute positions, as the paper's Transformer) on the trained lengths, "
+             "`transformer-rope` (rotary, relative positions) beyond them, where learned absolute positions "
+             "have no trained embedding."),
     plans={
         "quick": Plan(
-            runs=(RunGroup("mamba2", "mamba2", "copy", task_settings=COPY_TASK, model={"d_model": 32}, seeds=3,
-                           train=COPY_TRAIN),
-                  RunGroup("mamba2-wide", "mamba2", "copy", task_settings=COPY_TASK, grid={"d_model": [128]},
-                           seeds=3, train=COPY_WIDE_TRAIN),
+            runs=(RunGroup("mamba2", "mamba2", "copy", task_settings=COPY_TASK, model={"d_model": 32},
+                           seeds=COPY_SEEDS, train=COPY_TRAIN),
                   RunGroup("transformer", "transformer", "copy", task_settings=COPY_TASK, model={"d_model": 32},
-                           seeds=3, train=COPY_TRAIN)),
-            departures=("Strings of 1-20 symbols in training and 1-30 in test over 26 symbols; 2-layer models of "
-                        "d_model 32 (Mamba2 and Transformer: 40,000 training strings for 10 epochs) and 128 "
-                        "(Mamba2: 30,000 strings for 4 epochs, less training than the narrow models get), at "
-                        "peak lr 1e-3 (batch 256). The paper's lengths reach 70 and its models d = 256. "
-                        "Accuracies are teacher-forced (each copied symbol predicted from the true prefix)."),
+                           seeds=COPY_SEEDS, train=COPY_TRAIN),
+                  RunGroup("transformer-rope", "transformer-rope", "copy", task_settings=COPY_TASK,
+                           model={"d_model": 32}, seeds=COPY_SEEDS, train=COPY_TRAIN),
+                  RunGroup("mamba2-width", "mamba2", "copy", task_settings=COPY_TASK, grid={"d_model": list(WIDTHS)},
+                           seeds=3, train=COPY_WIDE_TRAIN)),
+            departures=("Strings of 1-20 symbols in training and 1-30 in test over 26 symbols; 2-layer models. "
+                        "Mamba2 and both Transformers at d_model 32 on 40,000 training strings for 10 epochs (5 "
+                        "seeds); the width comparison trains Mamba2 at d_model 32, 64 and 128 on 30,000 strings for "
+                        "4 epochs (3 seeds each, every width on the same data), at peak lr 1e-3 (batch 256). The "
+                        "paper's lengths reach 70 and its models d = 256. Accuracies are teacher-forced (each "
+                        "copied symbol predicted from the true prefix)."),
         ),
         "paper": Plan(
             runs=(RunGroup("mamba2", "mamba2", "copy", task_settings=COPY_PAPER_TASK, model={"d_model": 64}, seeds=3),
-                  RunGroup("mamba2-wide", "mamba2", "copy", task_settings=COPY_PAPER_TASK,
-                           grid={"d_model": [128, 256]}, seeds=3),
                   RunGroup("transformer", "transformer", "copy", task_settings=COPY_PAPER_TASK,
-                           model={"d_model": 64}, seeds=3)),
+                           model={"d_model": 64}, seeds=3),
+                  RunGroup("transformer-rope", "transformer-rope", "copy", task_settings=COPY_PAPER_TASK,
+                           model={"d_model": 64}, seeds=3),
+                  RunGroup("mamba2-width", "mamba2", "copy", task_settings=COPY_PAPER_TASK,
+                           grid={"d_model": [64, 128, 256]}, seeds=3)),
             training_profile="paper", departures="appendix D of Achilles' Heel for the schedule (the COPY paper's "
                                                  "training details are not in its summary)."),
     },
     claims=(
         Claim("transformer-copies-better",
               "A Transformer copies long strings more accurately than a Mamba of the same width",
-              Source(PAPER, "Figs. 4-5, Theorems 1-2"),
-              minus(exact("transformer", LONG), exact("mamba2", LONG)), at_least(0.1),
-              "exact-match of strings of 16-20 symbols: transformer minus mamba2 of the same width"),
+              Source(PAPER, "Figs. 4-5, Theorems 1-2", "Transformer ≈100% where Mamba drops"),
+              minus(exact("transformer", LONG), exact("mamba2", LONG)),
+              at_least(0.1, "a minimum effect of 0.1 exact-match"),
+              "exact-match of strings of 16-20 symbols: transformer minus mamba2 (d_model 32), same data, paired "
+              "by seed"),
         Claim("mamba-degrades-with-length",
               "A constant-size Mamba's copy accuracy falls as the string grows",
-              Source(PAPER, "Fig. 3 (right), Theorem 1"),
-              minus(exact("mamba2", SHORT), exact("mamba2", LONG)), at_least(0.1),
-              "mamba2 (the narrow one) exact-match of strings of 1-5 minus 16-20 symbols"),
+              Source(PAPER, "Fig. 3 (right), Theorem 1", "accuracy falls with length"),
+              minus(exact("mamba2", SHORT), exact("mamba2", LONG)),
+              at_least(0.3, "a minimum effect of 0.3 exact-match between short and long strings"),
+              "mamba2 (d_model 32) exact-match of strings of 1-5 minus 16-20 symbols, paired within each run"),
         Claim("larger-mamba-copies-longer",
-              "A larger Mamba copies long strings better (size must grow with length)",
-              Source(PAPER, "Figs. 3 (left), 5, Theorem 3"),
-              minus(exact("mamba2-wide", LONG), exact("mamba2", LONG)), at_least(0.1),
-              "exact-match of strings of 16-20 symbols: the wide mamba2 minus the narrow one"),
+              "A larger Mamba copies long strings better",
+              Source(PAPER, "Figs. 3 (left), 5, Theorem 3", "larger models copy longer strings"),
+              minus(exact("mamba2-width", LONG, {"d_model": 128}), exact("mamba2-width", LONG, {"d_model": 32})),
+              at_least(0.1, "a minimum effect of 0.1 exact-match"),
+              "exact-match of strings of 16-20 symbols: mamba2 d_model 128 minus 32, same data and budget, "
+              "paired by seed"),
+        Claim("capacity-grows-with-size",
+              "The length Mamba can copy grows with its size",
+              Source(PAPER, "Theorem 3", "size must grow linearly with the length"),
+              minus(longest_copied(128), longest_copied(32)),
+              at_least(4.0, "4x the width must copy strings at least 4 symbols longer; three widths cannot "
+                            "show linearity, only growth"),
+              "longest length copied exactly (≥ 90% at every length up to it): d_model 128 minus 32, paired by seed"),
+        Claim("rope-copies-beyond-training",
+              "Beyond the trained lengths, attention with relative positions copies better than Mamba",
+              Source(PAPER, "Figs. 4-5", "Transformers copy long strings"),
+              minus(exact("transformer-rope", BEYOND), exact("mamba2", BEYOND)),
+              at_least(0.1, "a minimum effect of 0.1 exact-match"),
+              "exact-match of strings of 21-25 symbols (never trained): transformer-rope minus mamba2 (d_model "
+              "32), same data, paired by seed"),
+        Claim("absolute-positions-stop-at-training",
+              "(control) Learned absolute positions copy nothing beyond the trained lengths",
+              Source(PAPER, CONTROL),
+              exact("transformer", BEYOND), at_most(0.05, "nothing: at most 0.05 exact-match"),
+              "transformer (learned absolute positions) exact-match of strings of 21-25 symbols"),
     ),
     figures=(
         Figure("exact-by-length", figures.lines_by(
-            [("transformer", "transformer"), ("mamba2", "mamba2 (same width)")], int, by_size("exact"),
+            [("transformer", "transformer (absolute)"), ("transformer-rope", "transformer (rotary)"),
+             ("mamba2", "mamba2 (same width)")], int, by_size("exact"),
             xlabel="string length n",
             title="COPY: exact match by length (mean over seeds)", ylabel="exact match"),
             "Exact-match by string length (lengths above 20 were never trained)."),
         Figure("mamba-by-length", figures.lines_by(
-            [("mamba2", "mamba2 (d 32)"), ("mamba2-wide", "mamba2 (d 128)")], int, by_size("exact"),
+            [("mamba2-width", "mamba2 (d 32, 64, 128 pooled)")], int, by_size("exact"),
             xlabel="string length n", title="COPY: mamba2 exact match by length", ylabel="exact match"),
-            "Mamba2 exact-match by string length, at two widths."),
+            "Mamba2 exact-match by string length, the width group (30,000 strings x 4 epochs)."),
     ),
     paper_budget={"lengths": "up to 70", "width": "d = 256 in figure 4"},
 )
@@ -157,13 +211,13 @@ cot_dp = Recipe(
              "Mamba trails the Transformer on these tasks."),
     plans={
         "quick": Plan(
-            runs=tuple(RunGroup(f"{arch}-{short}", arch, task, model=COT_MODEL, task_settings=settings, seeds=3,
+            runs=tuple(RunGroup(f"{arch}-{short}", arch, task, model=COT_MODEL, task_settings=settings, seeds=5,
                                 train=COT_TRAIN)
                        for arch in ("mamba2", "transformer")
                        for short, task, settings in (("lis", "cot-lis", LIS_TASK), ("ed", "cot-ed", ED_TASK))),
             departures=("LIS of up to 24 numbers and edit distance of strings of up to 6 letters (train and test on "
                         "the same sizes); 2-layer models of d_model 32; 20,000 training problems for 8 epochs at "
-                        "peak lr 1e-3 (batch 256). The claims read the teacher-forced chain-of-thought tokens "
+                        "peak lr 1e-3 (batch 256); 5 seeds, seed s of both models on the same problems. The claims read the teacher-forced chain-of-thought tokens "
                         "(the DP values), not the final answer, which is easy once the true chain is given."),
         ),
         "paper": Plan(
@@ -172,14 +226,18 @@ cot_dp = Recipe(
             training_profile="paper", departures="appendix D of Achilles' Heel for the schedule."),
     },
     claims=(
-        Claim("mamba-trails-on-lis", "Mamba trails the Transformer on a non-local DP with chain of thought (LIS)",
-              Source(PAPER, "§4 experiments"),
-              _gap("lis"), at_least(0.05), "chain-of-thought (DP value) token accuracy on cot-lis: "
-              "transformer minus mamba2"),
-        Claim("locality-narrows-gap", "Locality helps Mamba: its gap to the Transformer is smaller on edit distance",
-              Source(PAPER, "Theorem 5 (m-locality)"),
-              minus(_gap("lis"), _gap("ed")), at_least(0.0),
-              "(transformer − mamba2) chain-of-thought token accuracy on cot-lis minus the same on cot-ed"),
+        Claim("mamba-trails-on-lis",
+              "Mamba trails the Transformer by at least 5 points on a non-local DP with chain of thought (LIS)",
+              Source(PAPER, "§4 experiments", "Mamba trails the Transformer (no number)"),
+              _gap("lis"), at_least(0.05, "the statement's minimum effect: 5 points of DP-token accuracy"),
+              "chain-of-thought (DP value) token accuracy on cot-lis: transformer minus mamba2, same data, paired "
+              "by seed"),
+        Claim("locality-narrows-gap",
+              "Locality helps Mamba: its gap to the Transformer is at least 3 points smaller on edit distance",
+              Source(PAPER, "Theorem 5 (m-locality)", "savings on m-local DP (no number)"),
+              minus(_gap("lis"), _gap("ed")), at_least(0.03, "the statement's minimum effect: 3 points"),
+              "(transformer − mamba2) chain-of-thought token accuracy on cot-lis minus the same on cot-ed "
+              "(different tasks: Welch t over the per-seed gaps)"),
     ),
     figures=(
         Figure("answer-accuracy", figures.bars(

@@ -198,12 +198,14 @@ class MQARTask(Task):
         scored = query_starts[:, :, None] + value_at - 1 + np.arange(v)  # positions before each value token
         targets[r, scored] = asked_blocks[:, :, value_at:value_at + v]
         mask[r, scored] = True
-        return {"tokens": tokens, "targets": targets, "mask": mask}
+        # a sample overlaps the trained (standard) placement when some block starts where it would there
+        moved = ~(starts == step[None, :]).any(axis=1)
+        return {"tokens": tokens, "targets": targets, "mask": mask, "moved": moved}
 
     def _make(self, rng: np.random.Generator, plan: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n, length = len(plan["placement"]), self.config["length"]
         out = {"tokens": np.zeros((n, length), dtype=np.int64), "targets": np.zeros((n, length), dtype=np.int64),
-               "mask": np.zeros((n, length), dtype=bool)}
+               "mask": np.zeros((n, length), dtype=bool), "moved": np.zeros(n, dtype=bool)}
         for p in np.unique(plan["placement"]):
             for kv in np.unique(plan["ngram"], axis=0):
                 idx = np.nonzero((plan["placement"] == p) & (plan["ngram"] == kv).all(1))[0]
@@ -224,7 +226,7 @@ class MQARTask(Task):
                           setting="vocab_size", why="too few distinct samples to keep train and test apart",
                           row_tokens=self.seq_len)
         meta = {"placement": plan["placement"], "key_len": plan["ngram"][:, 0], "value_len": plan["ngram"][:, 1],
-                "split": np.full(n, split_index)}
+                "split": np.full(n, split_index), "moved": data["moved"]}
         return to_batch(data["tokens"], data["targets"], data["mask"], meta)
 
     # -- metrics and display ---------------------------------------------------------------
@@ -240,6 +242,10 @@ class MQARTask(Task):
         out["query_acc"] = mean(torch.cat(exact)) if exact else float("nan")
         grouped_accuracy(out, "acc_", correct, placement, lambda p: PLACEMENTS[p])
         grouped_accuracy(out, "acc_", correct, ngram, ngram_name)
+        if "moved" in batch.meta:  # shuffle samples none of whose blocks sits where the trained placement puts it
+            moved = (placement == PLACEMENTS.index("shuffle")) & (batch.meta["moved"][row] == 1)
+            if bool(moved.any()):
+                out["acc_shuffle_moved"] = mean(correct[moved])
         if len(torch.unique(placement)) > 1 and len(torch.unique(ngram)) > 1:
             combo = placement * 1_000_000 + ngram
             grouped_accuracy(out, "acc_", correct, combo,
