@@ -190,3 +190,73 @@ def check_samples_fit(samples: int, seq_len: int, flag: str) -> None:
     estimate = MemoryEstimate()
     estimate.add(f"{samples:,} samples x {seq_len:,} positions", data_bytes(samples, seq_len), flag)
     estimate.check(available_memory("cpu"))
+
+
+# -- a model config from a checkpoint (config.json of a run folder, a Hub repo, a zoo entry) -----
+#: settings named in a refusal, when the config has them (the ones that size a model)
+_SIZE_SETTINGS = ("d_model", "n_layers", "vocab_size", "max_len", "d_state", "d_ff", "n_heads", "expand", "headdim")
+
+
+@dataclass
+class ModelMeasure:
+    """A model measured on the meta device: parameters, bytes of its tensors, state_dict entries."""
+
+    parameters: int
+    bytes: int
+    tensors: int
+    extrapolated: bool = False  # measured at 1 and 2 layers (a deep model)
+
+
+def measure_model(arch: str, settings: dict[str, Any]) -> ModelMeasure | None:
+    """``arch`` with ``settings`` measured on the meta device (nothing allocated); models deeper
+    than 16 layers are measured at 1 and 2 layers and extrapolated. None when the factory cannot
+    build on meta (or refuses the settings)."""
+    from .api import create_model
+
+    def measure(config: dict[str, Any]) -> ModelMeasure:
+        with torch.device("meta"):
+            model = create_model(arch, **config)
+        tensors = list(model.parameters()) + list(model.buffers())
+        return ModelMeasure(sum(p.numel() for p in model.parameters()),
+                            sum(t.numel() * t.element_size() for t in tensors), len(model.state_dict()))
+
+    try:
+        layers = settings.get("n_layers")
+        if isinstance(layers, int) and not isinstance(layers, bool) and layers > _LAYERS_BUILT_WHOLE:
+            one, two = measure({**settings, "n_layers": 1}), measure({**settings, "n_layers": 2})
+            return ModelMeasure(*(a + (layers - 1) * (b - a) for a, b in
+                                  ((one.parameters, two.parameters), (one.bytes, two.bytes),
+                                   (one.tensors, two.tensors))), extrapolated=True)
+        return measure(settings)
+    except Exception:  # the real build reports the problem in its own words
+        return None
+
+
+def check_model_config(arch: str, settings: dict[str, Any], *, what: str, device: torch.device | str = "cpu",
+                       tensors_in_file: int | None = None) -> ModelMeasure | None:
+    """The one check of a checkpoint's model config before anything is built, called by every
+    loader (``achilles.load``, ``eval``, ``probe``, ``from_pretrained``, ``create_model(...,
+    pretrained=True)``): the model is measured on the meta device as ``train`` measures it
+    (``parameter_count``); a config whose model needs more memory than ``device`` has, or (with
+    ``tensors_in_file``, read from the weights file's header) a deep model holding another number
+    of tensors than the file (built whole on meta, a shallow one is compared tensor by tensor by the
+    loader), is refused, naming its size settings."""
+    measured = measure_model(arch, settings)
+    if measured is None:
+        return None
+    sizes = ", ".join(f"{k}={settings[k]:,}" if isinstance(settings[k], int) else f"{k}={settings[k]!r}"
+                      for k in _SIZE_SETTINGS if k in settings) or "its settings"
+    if tensors_in_file is not None and measured.extrapolated and measured.tensors != tensors_in_file:
+        from .errors import CheckpointError
+
+        raise CheckpointError(f"{what}: its config.json builds a {arch!r} model of {measured.tensors:,} tensors "
+                              f"({sizes}) but its weights file holds {tensors_in_file:,}; refusing to build it")
+    estimate = MemoryEstimate()
+    estimate.add(f"model ({measured.parameters:,} parameters)", measured.bytes, f"config.json's {sizes}")
+    estimate.add("its weights read from the file", measured.bytes, f"config.json's {sizes}")
+    device = torch.device(device)
+    try:
+        estimate.check(available_memory(device), where=str(device) if device.type == "cuda" else "this machine")
+    except TooLargeError as exc:
+        raise TooLargeError(f"{what}: refusing to build the {arch!r} model its config.json asks for: {exc}") from None
+    return measured

@@ -3,6 +3,7 @@ so that loading a run whose plugin is missing says what to install."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .errors import UnknownNameError
@@ -36,12 +37,43 @@ def require_components(config: dict[str, Any], kinds: tuple[str, ...] = ("task",
         if name in registries[kind]:
             continue
         error = UnknownNameError(kind, str(name), registries[kind].names())
-        source = (config.get("provided_by") or {}).get(key) or {}
-        dist = source.get("distribution")
+        provided = config.get("provided_by")
+        source = provided.get(key) if isinstance(provided, dict) else None
+        source = source if isinstance(source, dict) else {}
+        dist, version = source.get("distribution"), source.get("version")
         if isinstance(dist, str) and dist not in ("?", "(in-process)"):
-            version = source.get("version")
-            pin = f"=={version}" if isinstance(version, str) and version not in ("", "?") else ""
-            error.args = (f"this run needs {kind} {name!r}, provided by {dist} {version or ''} when it was "
-                          f"trained, which is not loaded here: pip install '{dist}{pin}' (and, if ACHILLES_PLUGINS "
-                          f"is set, add {dist} to it)",)
+            # Text from a run record is data: it reaches a command only once validated (PEP 508
+            # name, PEP 440 version); anything else is named by its field, never printed to run.
+            if not valid_distribution_name(dist):
+                error.args = (f"this run needs {kind} {name!r}, which is not loaded here; the run record's "
+                              f"provided_by.{key}.distribution field holds an invalid distribution name, so it "
+                              "does not say what to install",)
+            else:
+                pin = f"=={version}" if valid_version(version) else ""
+                unknown = "" if pin or version in (None, "", "?") else " (its recorded version is invalid)"
+                error.args = (f"this run needs {kind} {name!r}, provided by the distribution {dist!r}"
+                              f"{f' version {version}' if pin else ''} when it was trained, which is not loaded "
+                              f"here{unknown}: pip install '{dist}{pin}' (and, if ACHILLES_PLUGINS is set, add "
+                              f"{dist} to it)",)
         raise error
+
+
+#: a distribution name as PEP 508 allows it
+_DISTRIBUTION_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+
+
+def valid_distribution_name(name: Any) -> bool:
+    return isinstance(name, str) and len(name) <= 200 and bool(_DISTRIBUTION_NAME.match(name))
+
+
+def valid_version(version: Any) -> bool:
+    """A PEP 440 version (what may follow ``==`` in a requirement)."""
+    if not isinstance(version, str) or not version or len(version) > 100:
+        return False
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        Version(version)
+    except InvalidVersion:
+        return False
+    return bool(re.fullmatch(r"[A-Za-z0-9.+!_-]+", version))

@@ -337,15 +337,20 @@ def build_from_config(config: dict[str, Any]):
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild model and task of a run folder and load its sha256-verified weights."""
+    from .api import rebuild_task
+    from .pretrained import build_checked
+    from .provenance import require_components
+
     run = RunFolder(path)
     config = run.read_config()
-    model, task = build_from_config(config)
-    state = run.load_weights()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"weights in {run.path} do not fit {config['arch']!r}: "
-                              f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    model.to(device).eval()
+    require_components(config)  # a missing plugin is named
+    task = rebuild_task(config["task"], config.get("task_config", {}))
+    expected = config.get("weights_sha256")
+    if not expected:
+        raise CheckpointError(f"{run.path} records no sha256 for {WEIGHTS}; refusing to load unverified weights")
+    # config and weights checked (limits, shapes, sha256) before anything is built: an untrusted run is data
+    model = build_checked(config["arch"], config.get("model", {}), run.path / WEIGHTS, expected, what=str(run.path),
+                         device=str(device))
     return LoadedRun(model, task, config, run.path)
 
 
