@@ -8,7 +8,8 @@ import logging
 import torch
 
 from .errors import CheckpointError
-from .runs import CHECKPOINT_DIR, RunFolder, atomic_write_json, load_tensors, read_checkpoint_state, save_tensors
+from .runs import (CHECKPOINT_DIR, RunFolder, atomic_write_json, claim, load_tensors, read_checkpoint_state,
+                   read_json_or_none, save_tensors, saving_failed)
 
 CHECKPOINT_STATE = f"{CHECKPOINT_DIR}/state.json"
 
@@ -68,18 +69,30 @@ def save_checkpoint(run: RunFolder, epoch: int, model: torch.nn.Module, optimize
     the run's model.safetensors and its sha256 in config.json; returns that sha256."""
     ckpt = run.path / CHECKPOINT_DIR
     tag = f"epoch-{epoch:04d}"
+    claim(run.path, CHECKPOINT_DIR)
     weights = dict(model.state_dict())
-    model_sha = save_tensors(ckpt / f"{tag}.model.safetensors", weights)
-    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
-    opt_tensors["rng.torch"] = torch.get_rng_state()
-    opt_sha = save_tensors(ckpt / f"{tag}.optimizer.safetensors", opt_tensors)
-    atomic_write_json(run.path / CHECKPOINT_STATE, {
-        "epoch": epoch, "model": f"{tag}.model.safetensors", "model_sha256": model_sha,
-        "optimizer": f"{tag}.optimizer.safetensors", "optimizer_sha256": opt_sha, **opt_meta})
+    try:  # a full disk: the run is marked failed; the last complete checkpoint stays as it was
+        model_sha = save_tensors(ckpt / f"{tag}.model.safetensors", weights)
+        opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
+        opt_tensors["rng.torch"] = torch.get_rng_state()
+        opt_sha = save_tensors(ckpt / f"{tag}.optimizer.safetensors", opt_tensors)
+        atomic_write_json(run.path / CHECKPOINT_STATE, {
+            "epoch": epoch, "model": f"{tag}.model.safetensors", "model_sha256": model_sha,
+            "optimizer": f"{tag}.optimizer.safetensors", "optimizer_sha256": opt_sha, **opt_meta})
+    except OSError as exc:
+        named = read_json_or_none(run.path / CHECKPOINT_STATE)
+        named = {named.get("model"), named.get("optimizer")} if isinstance(named, dict) else set()
+        for partial in ckpt.glob(f"{tag}.*.safetensors"):  # this epoch's files, unless the last checkpoint's
+            if partial.name not in named:
+                partial.unlink(missing_ok=True)
+        raise saving_failed(run, exc) from None
     for old in ckpt.glob("epoch-*.safetensors"):
         if not old.name.startswith(tag):
             old.unlink(missing_ok=True)
-    sha = run.save_weights(weights)
+    try:
+        sha = run.save_weights(weights)
+    except OSError as exc:  # the checkpoint of this epoch is complete; model.safetensors is the last one
+        raise saving_failed(run, exc) from None
     run.update_config(weights_sha256=sha, epochs_completed=epoch)
     return sha
 

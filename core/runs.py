@@ -128,7 +128,7 @@ def _errno_of(message: str) -> int:
     """The errno in a safetensors I/O error (``Os { code: 28, ... }``), else EIO."""
     import errno
 
-    found = re.search(r"code: (\d+)", message)
+    found = re.search(r"(?:code: |os error )(\d+)", message)
     return int(found.group(1)) if found else errno.EIO
 
 
@@ -158,11 +158,18 @@ MODEL_CONFIG_KEYS = ("format", "arch")
 def read_json_object(file: Path, missing: str) -> dict[str, Any]:
     """A JSON object from ``file``; ``missing`` is the message when the file does not exist."""
     if not file.is_file():
+        if os.path.lexists(file) and not file.is_symlink():  # a folder (or a pipe) where the file should be
+            kind = "a folder" if file.is_dir() else "not a regular file"
+            raise CheckpointError(f"{file} is {kind}, not the file achilles wrote there: the folder is damaged; "
+                                  f"restore {file.name}, or move the folder away")
         raise CheckpointError(f"{missing} (no {file.name})")
     try:
         data = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{file} is not valid JSON ({exc})") from None
+    except OSError as exc:  # a file achilles wrote that it cannot read back (permissions, I/O error)
+        raise CheckpointError(f"{file} cannot be read ({exc.strerror or exc}): fix its permissions or restore it, "
+                              "then run the command again") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{file} is not a JSON object")
     return data
@@ -283,7 +290,10 @@ class RunFolder:
         # Rewritten whole and atomically: a crash never leaves a torn last line.
         lines = self.read_metrics() + [record]
         claim(self.path, METRICS)
-        atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in lines))
+        try:
+            atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in lines))
+        except OSError as exc:  # a full disk: the run is marked failed, its last checkpoint kept
+            raise saving_failed(self, exc) from None
 
     def truncate_metrics(self, epochs: int) -> None:
         """Keep the records of the first ``epochs`` epochs (on resume from a checkpoint)."""
@@ -633,6 +643,67 @@ def own_regular_file(run_dir: str | Path, name: str) -> bool:
         if stat.S_ISLNK(mode):
             return False
     return stat.S_ISREG(mode)
+
+
+# -- a file of the run that cannot be saved (disk full, ...) -------------------------------------
+_SAVING = " while saving "
+
+
+def saving_failed(run: RunFolder, exc: OSError) -> CheckpointError:
+    """Mark ``run`` failed because one of its files could not be saved (the disk is full, ...): its
+    last good checkpoint stays as it was. Returns the one-line error to raise, saying what to do."""
+    import errno
+
+    file = Path(exc.filename) if exc.filename else None
+    try:
+        name = file.relative_to(run.path).as_posix() if file else "a file of the run"
+    except ValueError:
+        name = str(file)
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    what = "disk full" if full else (exc.strerror or str(exc)).lower()
+    state = read_json_or_none(run.path / CHECKPOINT_STATE)
+    kept = state.get("epoch") if isinstance(state, dict) else None
+    fix = "free some space" if full else "fix that"
+    reason = (f"{what}{_SAVING}{name}; " + (f"the last good checkpoint (epoch {kept}) is kept" if kept is not None
+                                              else "no checkpoint was saved yet")
+              + f". {fix[0].upper() + fix[1:]}, then resume with: achilles train --resume {run.path}")
+    try:
+        run.update_config(status="failed", failure=reason)
+    except OSError:
+        if not _record_in_place(run, status="failed", failure=reason):
+            reason += " (its run.json could not record this either)"
+    except AchillesError:
+        reason += " (its run.json could not record this either)"
+    return CheckpointError(f"run {run.path} failed: {reason}")
+
+
+def _record_in_place(run: RunFolder, **changes: Any) -> bool:
+    """On a full disk, where even a small atomic write cannot get a block: rewrite run.json in the
+    blocks it already has (only when the new record fits in them, so the write cannot fail half-way)."""
+    try:
+        config = run.read_config()
+        if run.layout() != RUN_FORMAT:
+            return False
+        data = json_bytes(split_config({**config, **changes})[1])
+        file = run.path / RECORD
+        if file.is_symlink() or len(data) > file.stat().st_blocks * 512:
+            return False
+        fd = os.open(file, os.O_WRONLY)
+        try:
+            os.write(fd, data)
+            os.ftruncate(fd, len(data))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+    except (OSError, AchillesError):
+        return False
+
+
+def failed_while_saving(config: dict[str, Any]) -> bool:
+    """Whether a failed run failed only because a file could not be saved (resumable, unlike a run
+    whose training diverged)."""
+    return config.get("status") == "failed" and _SAVING in str(config.get("failure") or "")
 
 
 # -- the checkpoint's state file --------------------------------------------------------

@@ -186,6 +186,22 @@ def sweep_with_a_linked_cell(tmp: Path, run: Path) -> None:
     cell.path.symlink_to(precious(tmp).resolve())
 
 
+def replace_by_folder(run: Path, name: str) -> None:
+    (run / name).unlink()
+    (run / name).mkdir()
+
+
+def summary_folder(claim_changes: dict) -> Callable:
+    """A folder of reproductions whose one report.json has a claim with ``claim_changes``."""
+    def prepare(tmp: Path, run: Path) -> None:
+        claim = {"statement": "s", "paper": "Toy", "where": "Fig. 1", "paper_value": "", "measured": "0.5",
+                 "verdict": "held", **claim_changes}
+        (tmp / "sum" / "x").mkdir(parents=True)
+        (tmp / "sum" / "x" / "report.json").write_text(json.dumps({"recipe": "x", "profile": "quick",
+                                                                   "claims": [claim]}))
+    return prepare
+
+
 def settings_for_new_run(tmp: Path, run: Path) -> None:
     """A run folder made by a long-gone training, not finished yet."""
     interrupted(run)
@@ -293,6 +309,23 @@ CASES = [
     Case(19, "attention-length-huge", "train a Transformer with --set length=100000 (attention's length² scores)",
          ("train", "--arch", "transformer", "--task", "toy-count", *TINY, "--set", "length=100000", "--out",
           "{tmp}/big"), 2, ("attention scores", "lower the task's sequence length"), then=no_folder("big")),
+
+    # Hostile round two (issue 19), point 6: no internal error for a user-caused state
+    Case(19, "run-record-is-a-folder", "eval a run whose run.json is a folder",
+         ("eval", "{run}"), 2, ("run.json is a folder", "restore run.json"),
+         lambda tmp, run: replace_by_folder(run, "run.json")),
+    Case(19, "config-is-a-folder", "train --resume a run whose config.json is a folder",
+         ("train", "--resume", "{run}"), 2, ("config.json is a folder",),
+         lambda tmp, run: replace_by_folder(run, "config.json")),
+    Case(19, "summary-verdict-a-list", "reproduce --summary over a report.json whose claim verdict is a list",
+         ("reproduce", "--summary", "{tmp}/sum"), 2, ("report.json: claims[0].verdict is [1], not text",),
+         summary_folder({"verdict": [1]}), no_folder("sum/README.md")),
+    Case(19, "summary-measurement-a-string", "reproduce --summary over a report.json whose measurement is a string",
+         ("reproduce", "--summary", "{tmp}/sum"), 2, ("claims[0].measurement is \"x\", not an object or null",),
+         summary_folder({"measurement": "x"}), no_folder("sum/README.md")),
+    Case(19, "summary-measurement-a-list", "reproduce --summary over a report.json whose measurement is a list",
+         ("reproduce", "--summary", "{tmp}/sum"), 2, ("claims[0].measurement is [0.5]",),
+         summary_folder({"measurement": [0.5]}), no_folder("sum/README.md")),
 
     # 4. Failure is a state: push refuses what is not finished or not what was recorded
     Case(4, "push-interrupted", "push an interrupted run",
@@ -549,6 +582,90 @@ def test_a_command_whose_runs_all_fail_exits_non_zero(tmp_path):
                          "--workers", "0", "--no-progress")
     assert sweep.exit_code == 1 and f"1 cell(s) failed" in sweep.stderr
     assert f"each cell's run.json in {tmp_path / 's'}" in sweep.stderr
+
+
+# -- round two (issue 19), point 6: a full disk while saving -----------------------------------------
+#: what safetensors raises when the disk fills while it writes
+DISK_FULL = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+
+
+def _last_checkpoint_intact(run: Path, epoch: int) -> None:
+    from achilles.runs import CHECKPOINT_DIR, load_tensors, read_checkpoint_state
+
+    state = read_checkpoint_state(run, 10)
+    assert state["epoch"] == epoch
+    for key in ("model", "optimizer"):  # each file there and the bytes it recorded (sha256 checked)
+        load_tensors(run / CHECKPOINT_DIR / state[key], state[f"{key}_sha256"])
+
+
+def test_disk_full_while_saving_a_checkpoint_fails_the_run_and_keeps_the_last(tmp_path, monkeypatch):
+    """safetensors reports ENOSPC as a SafetensorError: the run is marked failed saying so, the
+    epoch-1 checkpoint stays intact, the error is one line saying what to do, and --resume (with
+    space again) finishes the run."""
+    from safetensors import SafetensorError
+
+    import achilles.runs as runs
+
+    real = runs.save_file
+
+    def full_at_epoch_two(tensors, path, metadata=None):
+        if ".epoch-0002." in str(path):
+            raise SafetensorError(DISK_FULL)
+        return real(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(runs, "save_file", full_at_epoch_two)
+    run = tmp_path / "run"
+    result = achilles_cli("train", *TOY, *TINY, "--epochs", "2", "--out", run)
+    line = assert_one_line_error(result, "disk full while saving checkpoint/epoch-0002.model.safetensors",
+                                 "the last good checkpoint (epoch 1) is kept", f"achilles train --resume {run}")
+    assert result.exit_code == 2 and "internal error" not in line
+    record = RunFolder(run).read_config()
+    assert record["status"] == "failed" and record["failure"].startswith("disk full while saving")
+    _last_checkpoint_intact(run, 1)
+    assert not list((run / "checkpoint").glob("epoch-0002*")) and not list(run.rglob(".*.tmp"))
+    from achilles.sweep.plan import read_status
+
+    assert read_status(run) == ("interrupted", 1)  # a sweep resumes it; a diverged run it would not
+    monkeypatch.setattr(runs, "save_file", real)  # space again
+    resumed = achilles_cli("train", "--resume", run, "--no-progress", "-q")
+    assert resumed.exit_code == 0, resumed.output
+    assert RunFolder(run).read_config()["status"] == "finished" and "failure" not in RunFolder(run).read_config()
+
+
+def test_disk_full_on_a_real_small_file_system(tmp_path):
+    """The same on a real 2 MiB tmpfs filled up after the run started (root and mount needed)."""
+    from achilles.trainer import resume_run, start_run
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip() or 'not root'}); the "
+                    "monkeypatched ENOSPC test covers the same path")
+    try:
+        run = disk / "run"
+        trainer = start_run("toy-mixer", "toy-count", out=run, profile="quick", epochs=2, train_samples=64,
+                            eval_samples=16, batch_size=16, progress=False)
+        filler = open(disk / "filler", "wb", buffering=0)  # fill the disk to its last byte, ...
+        try:
+            while True:
+                filler.write(b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            filler.close()
+        # ... but one page: run.json and metrics.jsonl are rewritten, the epoch's 1-page weights fit,
+        # its 9 KB optimizer state does not
+        os.truncate(disk / "filler", (disk / "filler").stat().st_size - 4096)
+        with pytest.raises(achilles.AchillesError, match="disk full while saving"):
+            trainer.fit()
+        record = RunFolder(run).read_config()
+        assert record["status"] == "failed" and "free some space" in record["failure"].lower()
+        _last_checkpoint_intact(run, 0)
+        (disk / "filler").unlink()
+        assert resume_run(run, progress=False).fit().status == "finished"
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)  # lazy: the run's lock file may be open
 
 
 # -- 2. one writer per run folder --------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 from ..api import get_task, registry
 from ..errors import AchillesError
 from ..profiles import recorded_data_seed, settings_for
-from ..runs import RunFolder
+from ..runs import RunFolder, failed_while_saving
 from ..settings import factory_settings
 from ..trainer import CHECKPOINT_STATE, build_task_and_model, default_run_name
 from .spec import SweepSpec
@@ -72,6 +72,8 @@ def read_status(path: Path) -> tuple[str, int]:
         return "pending", 0
     config = run.read_config()
     status = config.get("status") or "created"
+    if failed_while_saving(config):  # a full disk, not the training: resumed from its checkpoint
+        status = "interrupted"
     epoch = int(config.get("epochs_completed") or 0)
     state = path / CHECKPOINT_STATE
     if status not in DONE and state.is_file():
