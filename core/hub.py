@@ -16,7 +16,7 @@ from typing import Iterator
 
 from .errors import AchillesError, CheckpointError
 from .runs import (CARD, CONFIG, INIT_WEIGHTS, METRICS, RECORD, WEIGHTS, RunFolder, file_sha256, own_regular_file,
-                   owned_names)
+                   owned_folder, owned_names)
 
 HUB_PREFIX = "hf-hub:"
 PROBES_DIR = "probes"
@@ -246,8 +246,18 @@ def download_run(ref: HubRef, cache_dir: str | Path | None = None, token: str | 
                  force: bool = False) -> Path:
     """The run's files in the Hugging Face cache (downloaded if needed; ``force``: downloaded
     again, replacing a corrupted cached copy); its snapshot folder."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.file_download import repo_folder_name
 
+    # huggingface_hub writes the repository's folder of the cache: never through a link planted
+    # there (the links it makes itself, snapshots/REV/FILE -> blobs/, are below these folders)
+    repo = repo_folder_name(repo_id=ref.repo_id, repo_type="model")
+    cache = Path(cache_dir or constants.HF_HUB_CACHE).expanduser()
+    for part in ("blobs", "snapshots", "refs"):
+        owned_folder(cache, repo, part, create=False)
+    snapshots = cache / repo / "snapshots"
+    for revision in sorted(snapshots.iterdir()) if snapshots.is_dir() else []:
+        owned_folder(snapshots, revision.name, create=False)
     with hub_errors("download", ref):
         path = Path(snapshot_download(ref.repo_id, revision=ref.revision, repo_type="model",
                                       allow_patterns=list(RUN_FILES), cache_dir=cache_dir, token=token,

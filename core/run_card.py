@@ -16,7 +16,7 @@ from achilles.cards import CardData, Paper, render
 
 from .component_info import arch_tags, task_papers, task_variant
 from .runs import (CARD, CONFIG, INIT_WEIGHTS, MANIFEST, METRICS, RECORD, RUN_FORMAT_V1, WEIGHTS, RunFolder,
-                   atomic_write_text, claim)
+                   atomic_write_text, claim, owned_names)
 
 PROBES_DIR = "probes"
 
@@ -72,7 +72,7 @@ def card_data(run_dir: str | Path, repo_id: str | None = None, zoo_id: str | Non
         final_metrics=dict(config.get("final_metrics") or {}), headline=config.get("headline"),
         arch_tags=arch_tags(arch), papers=[Paper(**p) for p in task_papers(task)],
         parameters=count_parameters(run.path / WEIGHTS), weights_sha256=config.get("weights_sha256"),
-        files=_files(run, config), figures=sorted(p.name for p in run.path.glob("*.png")),
+        files=_files(run, config), figures=sorted(p.name for p in run.path.glob("*.png") if p.name in owned_names(run.path)),
         probes=probe_outputs(run.path), epoch_records=len(records), last_epoch=records[-1] if records else {},
         achilles_version=str(config.get("achilles_version", "?")), created=config.get("created"),
         finished=config.get("finished"), repo_id=repo_id, zoo_id=zoo_id,

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import achilles
-from achilles.runs import RunFolder
+from achilles.runs import RunFolder, claim
 import toy_plugin
 from hub_server import HubServer
 
@@ -64,6 +64,7 @@ def make_run(path: Path, seed: int = 0, status: str = "finished", profile: str =
         "created": "2026-01-01T00:00:00Z", "finished": "2026-01-01T00:01:00Z",
     })
     run.append_metrics({"epoch": 1, "loss": 2.0, f"{split}_{metric}": scores[metric]})
+    claim(run.path, "loss.png")  # a figure of the run's own (listed as achilles lists what it writes)
     (run.path / "loss.png").write_bytes(b"\x89PNG\r\n\x1a\n fake figure")
     (run.path / "checkpoint").mkdir()
     (run.path / "checkpoint" / "trainer.json").write_text("{}")  # must never be published

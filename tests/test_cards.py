@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 import achilles
 from achilles import hookimpl
 from achilles.run_card import render_card, write_card
-from achilles.runs import RunFolder
+from achilles.runs import RunFolder, claim
 
 import toy_plugin
 
@@ -59,6 +59,7 @@ def make_run(path, profile="quick", status="finished", figures=(), arch="ssm-ish
     })
     run.append_metrics({"epoch": 1, "loss": 1.0})
     for name in figures:
+        claim(run.path, name)  # a figure of the run's own (listed as achilles lists what it writes)
         (run.path / name).write_bytes(b"\x89PNG\r\n\x1a\n")
     for probe, files in (probes or {}).items():
         for name in files:

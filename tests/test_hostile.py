@@ -535,6 +535,37 @@ def test_zoo_add_removes_only_an_orphan_it_wrote(zoo_registry, trained, tmp_path
     assert (folder / "model.safetensors").is_file() and "config.json" in json.loads((folder / ".achilles-bundle").read_text())
 
 
+def test_push_and_the_card_leave_out_a_users_png(hub, trained, tmp_path):
+    """A user's photo.png in a run folder is not the run's figure: not published, not in its card."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n my photo")
+    assert achilles_cli("push", run, "--repo-id", "test-org/photo").exit_code == 0
+    repo = hub.hub.repos["test-org/photo"]
+    published = set(repo.commits[repo.branches["main"]])
+    assert "photo.png" not in published and "training_curves.png" in published
+    assert "photo.png" not in (run / "README.md").read_text()
+
+
+def test_pull_never_writes_through_a_link_in_the_cache(hub, trained, tmp_path):
+    """A link planted at the repository's folder of the Hugging Face cache (its blobs/, or a snapshot)
+    is refused before anything is downloaded; the user's folder it points to stays as it was."""
+    from huggingface_hub import constants
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    assert achilles_cli("push", run, "--repo-id", "test-org/linked").exit_code == 0
+    repo = Path(constants.HF_HUB_CACHE) / "models--test-org--linked"
+    for where in ("blobs", "snapshots/0123456789abcdef0123456789abcdef01234567"):
+        shutil.rmtree(repo, ignore_errors=True)
+        (repo / where).parent.mkdir(parents=True, exist_ok=True)
+        (repo / where).symlink_to(precious(tmp_path).resolve())
+        assert_one_line_error(achilles_cli("pull", "hf-hub:test-org/linked"), "symbolic link", where.split("/")[0])
+        precious_intact(tmp_path)
+    shutil.rmtree(repo)
+    assert achilles_cli("pull", "hf-hub:test-org/linked").exit_code == 0  # no link: pulled
+
+
 def _one_run_recipe(name: str = "toy-one"):
     from test_recipes import TOY_TRAIN, register_toy, toy_recipe
     from achilles.plugins.recipes import figures

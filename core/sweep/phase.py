@@ -140,6 +140,7 @@ def draw_phase(spec: SweepSpec, rows: list[dict], metrics: list[str], folder: st
             fig.tight_layout()
             path = folder / name
             tmp = folder / f".{name}.tmp.png"
+            tmp.unlink(missing_ok=True)  # a leftover (or a link planted there) is replaced, never written through
             fig.savefig(tmp, dpi=100)
             plt.close(fig)
             tmp.replace(path)
