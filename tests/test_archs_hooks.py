@@ -23,7 +23,7 @@ def tiny(name, **kw):
 def test_hook_point_names_per_architecture():
     for name in achilles.list_architectures():
         model = tiny(name)
-        if name.startswith("mamba2"):
+        if name.startswith("mamba"):  # mamba1 has the same sites
             per_layer = MAMBA_SITES
         elif name == "conv-transformer":
             per_layer = ["conv.out"] + ATTN_SITES
@@ -98,6 +98,7 @@ def _block(i, j, site):
 
 
 @pytest.mark.parametrize("name,site", [("mamba2", "layers.{l}.ssm.matrix"), ("mamba2-posenc", "layers.{l}.ssm.matrix"),
+                                       ("mamba1", "layers.{l}.ssm.matrix"),
                                        ("transformer", "layers.{l}.attn.scores"),
                                        ("conv-transformer", "layers.{l}.attn.scores"),
                                        ("transformer-rope", "layers.{l}.attn.scores"),
@@ -203,6 +204,7 @@ def test_list_archs_shows_every_architecture_with_parameter_counts():
     result = CliRunner().invoke(list_command, ["archs"])
     assert result.exit_code == 0, result.output
     for name in ["mamba2", "mamba2-allone", "mamba2-posenc", "mamba2-residual", "mamba2-gated",
-                 "mamba2-global", "transformer", "conv-transformer", "transformer-rope", "transformer-nope"]:
+                 "mamba2-global", "transformer", "conv-transformer", "transformer-rope", "transformer-nope",
+                 "mamba1"]:
         line = next(l for l in result.output.splitlines() if l.startswith(name + " "))
         assert "k" in line.split()[1], line
