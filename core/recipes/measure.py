@@ -194,7 +194,8 @@ def difference(a: Measurement, b: Measurement, what: str = "") -> Measurement:
     missing = a.missing + b.missing
     prefix = (what + "; ") if what else ""
     if a.value is None or b.value is None:
-        return no_data(prefix + "a side of the comparison has no data", missing)
+        empty = a if a.value is None else b
+        return no_data(prefix + f"a side of the comparison has no data ({empty.method})", missing)
     sides = {"a": a, "b": b}
     pa, pb, paired = _pairs(a.per_run, b.per_run, "pair")
     if not paired:
@@ -342,6 +343,8 @@ def _too_few(results: "RecipeResults", group: str, where, only, found: int, min_
     if found >= min_runs:
         return ""
     total = len(results.group(group, where))
+    if only is None:
+        return f"only {found} of {total} runs of {group} finished with this number; the claim needs at least {min_runs}"
     return (f"only {found} of {total} runs of {group} met the premise ({only.text if only else 'finished'}); "
             f"the claim needs at least {min_runs}")
 
@@ -357,10 +360,10 @@ def rate(group: str, metric: str, *, split: str = "test", eval: str | None = Non
     def measure(results: "RecipeResults") -> Measurement:
         obs, missing = results.observations(group, metric, split=split, eval=eval, where=where, only=only,
                                             share=share)
-        what = _qualified(results, group, where, only, _describe(group, metric, split, eval, where))
         short = _too_few(results, group, where, only, len(obs), min_runs)
         if short:
-            return no_data(f"{what}; {short}", missing)
+            return no_data(f"{_describe(group, metric, split, eval, where)}; {short}", missing)
+        what = _qualified(results, group, where, only, _describe(group, metric, split, eval, where))
         return rate_measurement([], [], what, missing, obs=obs)
 
     return measure
@@ -393,10 +396,10 @@ def per_run(group: str, fn: Callable[["RunRecord"], tuple[float, int | None] | N
                 missing.append(f"{run.label} (no value)")
                 continue
             obs.append(observation(run, got[0], got[1]))
-        text = _qualified(results, group, where, only, what)
         short = _too_few(results, group, where, only, len(obs), min_runs)
         if short:
-            return no_data(f"{text}; {short}", missing)
+            return no_data(f"{what}; {short}", missing)
+        text = _qualified(results, group, where, only, what)
         if is_rate:
             return rate_measurement([], [], text, missing, obs=obs)
         return value_measurement([], text, missing, obs=obs)
@@ -414,10 +417,10 @@ def probe_value(group: str, probe: str, key: str, *, where: Mapping[str, Any] | 
     def measure(results: "RecipeResults") -> Measurement:
         obs, missing = results.probe_observations(group, probe, key, count_key, where=where, only=only)
         what = f"{group} {probe} {key}" + (f" ({', '.join(f'{k}={v}' for k, v in where.items())})" if where else "")
-        what = _qualified(results, group, where, only, what)
         short = _too_few(results, group, where, only, len(obs), min_runs)
         if short:
             return no_data(f"{what}; {short}", missing)
+        what = _qualified(results, group, where, only, what)
         if count_key:
             return rate_measurement([], [], what, missing, obs=obs)
         return value_measurement([], what, missing, obs=obs)

@@ -135,8 +135,8 @@ def render_markdown(data: dict[str, Any]) -> str:
               "can be recomputed):", ""]
     for c in data["claims"]:
         m = c["measurement"]
-        lines.append(f"- **{c['id']}**: {c['measured_as']}. {m['method']}. {m.get('counts') or ''}. "
-                     f"Verdict: {c['why']}.")
+        parts = [c["measured_as"], m["method"], m.get("counts") or "", f"Verdict: {c['why']}"]
+        lines.append(f"- **{c['id']}**: " + " ".join(p.rstrip(".") + "." for p in parts if p))
         values = _per_run_text(m)
         if values:
             lines.append(f"  - per run: {values}")

@@ -76,7 +76,9 @@ class MQARTask(Task):
     - Split sizes (Zoology's usual): train 100,000, test 3,000.
     - Metrics: ``acc`` (value tokens), ``query_acc`` (queries with every value token right),
       ``acc_<placement>`` and ``acc_<ngram>`` for each in the batch, and
-      ``acc_<placement>_<ngram>`` when the batch mixes both.
+      ``acc_<placement>_<ngram>`` when the batch mixes both; ``acc_shuffle_moved``: shuffled samples
+      none of whose blocks starts where the standard placement puts it (the rest overlap the
+      trained placement).
     """
 
     paper = replace(LOCAL_PATTERN_SHORTCUTS, section="§3.2 (positions), §3.3 (n-grams), §5.2.1 (noise)")
