@@ -59,7 +59,7 @@ def test_a_run_emits_start_epochs_checkpoints_and_end(tmp_path):
 def test_a_failing_member_emits_run_failed(tmp_path):
     recorder = Recorder()
     achilles.register_plugin(recorder, "recorder")
-    trainers = [start_run("toy-mixer", "toy-count", out=tmp_path / f"m{s}", seed=s, lr_peak=float("inf"), **TINY)
+    trainers = [start_run("toy-mixer", "toy-count", out=tmp_path / f"m{s}", seed=s, lr_peak=1e30, **TINY)
                 for s in (0, 1)]
     EnsembleTrainer(trainers, method="loop", progress=False).fit()
     failed = [e for e in recorder.seen if isinstance(e, events.RunFailed)]
