@@ -664,9 +664,11 @@ def saving_failed(run: RunFolder, exc: OSError) -> CheckpointError:
     state = read_json_or_none(run.path / CHECKPOINT_STATE)
     kept = state.get("epoch") if isinstance(state, dict) else None
     fix = "free some space" if full else "fix that"
-    reason = (f"{what}{_SAVING}{name}; " + (f"the last good checkpoint (epoch {kept}) is kept" if kept is not None
-                                              else "no checkpoint was saved yet")
-              + f". {fix[0].upper() + fix[1:]}, then resume with: achilles train --resume {run.path}")
+    then = (f"the last good checkpoint (epoch {kept}) is kept. {fix[0].upper() + fix[1:]}, then resume with: "
+            f"achilles train --resume {run.path}" if kept is not None else
+            f"no checkpoint was saved yet. {fix[0].upper() + fix[1:]}, then train it again with --out {run.path} "
+            "--overwrite")
+    reason = f"{what}{_SAVING}{name}; {then}"
     try:
         run.update_config(status="failed", failure=reason)
     except OSError:

@@ -24,7 +24,7 @@ from .evaluation import evaluate
 from .contract import check_architecture_accepts
 from .profiles import TrainSettings, settings_for
 from .runs import (INIT_WEIGHTS, RunFolder, RunLock, check_owned_folders, check_run_target, clear_run_folder,
-                   save_tensors)
+                   save_tensors, saving_failed)
 from .settings import factory_settings
 from .task import Batch, Task
 
@@ -249,7 +249,10 @@ def start_run(arch: str, task: str, *, profile: str | None = None, seed: int = 0
             "training": train_settings.to_dict(), "seed": seed, "device": str(dev), "status": "created",
             "epochs_completed": 0, "weights_sha256": None, "final_metrics": {}, "headline": None,
             "created": _now(), "finished": None, "provided_by": run_provenance(arch, task)})
-        run.update_config(init_sha256=save_tensors(path / INIT_WEIGHTS, model.state_dict()))
+        try:
+            run.update_config(init_sha256=save_tensors(path / INIT_WEIGHTS, model.state_dict()))
+        except OSError as exc:  # a full disk: the run says so (failed, with the file) in one line
+            raise saving_failed(run, exc) from None
         trainer = Trainer(run, task_obj, model, train_settings, seed, dev, progress=progress)
         trainer.lock = lock
         trainer.save_checkpoint()  # epoch 0: a run killed during its first epoch still resumes

@@ -663,6 +663,24 @@ def test_disk_full_while_saving_a_checkpoint_fails_the_run_and_keeps_the_last(tm
     assert RunFolder(run).read_config()["status"] == "finished" and "failure" not in RunFolder(run).read_config()
 
 
+def test_disk_full_while_saving_the_initial_weights_says_to_train_again(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    import achilles.runs as runs
+
+    def full(tensors, path, metadata=None):
+        raise SafetensorError(DISK_FULL)
+
+    monkeypatch.setattr(runs, "save_file", full)
+    run = tmp_path / "run"
+    assert_one_line_error(achilles_cli("train", *TOY, *TINY, "--out", run), "disk full while saving init.safetensors",
+                          "no checkpoint was saved yet", f"train it again with --out {run} --overwrite")
+    assert RunFolder(run).read_config()["status"] == "failed"
+    monkeypatch.undo()  # space again
+    again = achilles_cli("train", *TOY, *TINY, "--out", run, "--overwrite")
+    assert again.exit_code == 0, again.output
+
+
 def test_disk_full_on_a_real_small_file_system(tmp_path):
     """The same on a real 2 MiB tmpfs filled up after the run started (root and mount needed)."""
     from achilles.trainer import resume_run, start_run
