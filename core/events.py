@@ -1,5 +1,6 @@
 """Trainer events: what the epoch loop tells plugins (``on_trainer_event``), e.g. to track
-experiments. A listener's exception is reported once per training and never stops it."""
+experiments. A listener that raises is reported once, gets no more events in that run and never
+stops it."""
 
 from __future__ import annotations
 
@@ -70,17 +71,26 @@ class RunFailed(TrainerEvent):
 
 
 class EventEmitter:
-    """Sends events to every plugin implementing ``on_trainer_event``."""
+    """Sends events to every plugin implementing ``on_trainer_event``. A listener that raises
+    anything (``SystemExit`` and ``KeyboardInterrupt`` included: plugin code can neither stop the
+    program nor fake its success) is disabled for the rest of the run, with one warning; a real
+    Ctrl-C pressed while a listener runs still interrupts training (``plugin_manager._plugin_code``)."""
 
     def __init__(self) -> None:
-        self._reported: set[str] = set()
+        self._disabled: set[str] = set()
 
     def emit(self, event: TrainerEvent) -> None:
+        from .plugin_manager import _plugin_code, _UserInterrupt
+
         for impl in get_state().pm.hook.on_trainer_event.get_hookimpls():
+            if impl.plugin_name in self._disabled:
+                continue
             try:
-                impl.function(event=event)
-            except Exception as exc:  # a listener must never stop training
-                if impl.plugin_name not in self._reported:
-                    self._reported.add(impl.plugin_name)
-                    log.warning(f"plugin {impl.plugin_name!r} failed on a trainer event ({event.kind}: "
-                                f"{type(exc).__name__}: {exc}); training goes on, its later errors are not shown")
+                with _plugin_code():
+                    impl.function(event=event)
+            except _UserInterrupt:
+                raise  # a real Ctrl-C: training is interrupted
+            except BaseException as exc:  # noqa: B036: a listener must never stop training
+                self._disabled.add(impl.plugin_name)
+                log.warning(f"plugin {impl.plugin_name!r} failed on a trainer event ({event.kind}: "
+                            f"{type(exc).__name__}: {exc}); it gets no more events in this run, training goes on")

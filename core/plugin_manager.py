@@ -1,16 +1,23 @@
 """Loads plugins from the ``achilles`` entry-point group and fills the registries.
 
 A plugin that fails to import or to register is reported once (which plugin,
-what error) and skipped; its partial registrations are rolled back.
+what error) and skipped; its partial registrations are rolled back. Whatever plugin code raises
+(``SystemExit`` and ``KeyboardInterrupt`` included) is the plugin's failure, never the program's;
+a real Ctrl-C still interrupts (see ``_plugin_code``).
 
 First-party plugins (the ``achilles`` distribution's own ``achilles.plugins.*`` modules) load
 first; a name is owned by whoever registered it first, so a later plugin that registers a taken
 name loses that name only (warned, naming both owners) and keeps everything else. Third-party
 plugins are named ``DISTRIBUTION:ENTRY-POINT``, so none can pass for a first-party one.
 
-``ACHILLES_PLUGINS`` restricts loading to a comma-separated allow-list of distributions
-(``ACHILLES_PLUGINS=achilles`` loads only the first-party plugins; an empty value loads none);
-``DISTRIBUTION:ENTRY-POINT`` allows one entry point of a distribution.
+First-party plugins are achilles' own modules (``achilles.plugins.tasks``, ``archs``, ``probes``,
+``recipes``), imported by module, never through entry points: a distribution that declares entry
+points into ``achilles.*`` or calls itself achilles (a second dist-info) is named in a warning and
+its entry points are ignored.
+
+``ACHILLES_PLUGINS`` restricts loading third-party plugins to a comma-separated allow-list of
+distributions (``ACHILLES_PLUGINS=achilles`` or an empty value: achilles' own plugins only, which
+always load); ``DISTRIBUTION:ENTRY-POINT`` allows one entry point of a distribution.
 
 Loading has two steps: import and register every plugin with pluggy, then run the registration
 hooks that fill the registries. ``get_state()`` does both; the CLI does the first alone to find
@@ -39,6 +46,8 @@ ENTRY_POINT_GROUP = "achilles"
 IN_PROCESS = "(in-process)"
 ALLOW_LIST_ENV = "ACHILLES_PLUGINS"
 FIRST_PARTY = "achilles"  # the distribution whose achilles.plugins.* modules are first-party
+#: achilles' own plugins: the modules achilles.plugins.NAME, loaded by module (never through entry points)
+FIRST_PARTY_PLUGINS = ("tasks", "archs", "probes", "recipes")
 
 _KINDS = {  # hook name -> registry kind
     "register_tasks": "task",
@@ -90,31 +99,55 @@ class PluginState:
 
     # -- loading -------------------------------------------------------------------
     def load_entry_points(self, components: bool = True) -> None:
-        """Import and register every allowed entry point; run their registration hooks now, or
-        (``components=False``) later, in ``register_pending()``."""
+        """Load achilles' own plugins from its own modules, then every allowed third-party entry
+        point; run their registration hooks now, or (``components=False``) later, in
+        ``register_pending()``."""
+        import importlib
+
         allow = _allow_list()
         entry_points = _entry_points()
         if allow is not None:
             _warn_unmatched(allow, entry_points)
-        # First-party first, whatever the names sort to; then third-party by distribution and name.
-        order = sorted(entry_points, key=lambda e: (not _claims_first_party(e), _dist_name(e), e.name))
+        own = _own_distribution()
+        _warn_impostors(entry_points, own)
+        # First-party: imported by module from the installed package, always, always first, whatever
+        # any entry-point metadata says (ACHILLES_PLUGINS filters third parties only).
+        first_party_modules = []
+        for name in FIRST_PARTY_PLUGINS:
+            try:
+                with _plugin_code():
+                    module = importlib.import_module(f"{FIRST_PARTY}.plugins.{name}")
+            except _UserInterrupt:
+                raise
+            except BaseException as exc:  # noqa: B036 (see _plugin_code)
+                self.report_failure(name, "import", exc)
+                continue
+            first_party_modules.append(module)
+            self.add_plugin(module, name, distribution=FIRST_PARTY, version=own.version if own else "?",
+                            components=components)
+        # Third parties by distribution and name; none into achilles' own modules (see _warn_impostors).
+        order = sorted((ep for ep in entry_points if not _reaches_first_party(ep)),
+                       key=lambda e: (_dist_name(e), e.name))
         for ep in order:
             dist = _dist_name(ep)
             if allow is not None and not _allowed(allow, ep):
                 continue
-            first_party = _claims_first_party(ep)
-            name = ep.name if first_party else f"{dist}:{ep.name}"
+            name = f"{dist}:{ep.name}"
             if name in self.plugins:
                 continue  # the same distribution seen twice on sys.path
             try:
-                module = ep.load()
-            except Exception as exc:  # any import error must not take the tool down
+                with _plugin_code():
+                    module = ep.load()
+            except _UserInterrupt:
+                raise
+            except BaseException as exc:  # noqa: B036 (see _plugin_code): plugin code never takes the tool down
                 self.report_failure(name, "import", exc)
                 continue
-            if first_party and not _is_first_party_module(module):
-                name = f"{dist}:{ep.name}"  # named like achilles, but not its code: a third party
-                if name in self.plugins:
-                    continue
+            if any(module is m for m in first_party_modules) or _is_first_party_module(module):
+                print(f"achilles: warning: {_describe_dist(ep)} entry point {ep.name!r} resolves to achilles' own "
+                      f"module {getattr(module, '__name__', '?')!r}; skipped (achilles loads its own plugins itself)",
+                      file=sys.stderr)
+                continue
             version = ep.dist.version if ep.dist is not None else "?"
             self.add_plugin(module, name, distribution=dist, version=version, components=components)
 
@@ -123,8 +156,11 @@ class PluginState:
         """Register one plugin object (module or class instance) and run its registration hooks
         (``components=False``: leave them to ``register_pending()``)."""
         try:
-            self.pm.register(plugin, name=name)
-        except Exception as exc:
+            with _plugin_code():
+                self.pm.register(plugin, name=name)
+        except _UserInterrupt:
+            raise
+        except BaseException as exc:  # noqa: B036 (see _plugin_code)
             self.report_failure(name, "register", exc)
             return False
         self.plugins[name] = PluginInfo(name, distribution, version, getattr(plugin, "__name__", type(plugin).__name__),
@@ -157,8 +193,11 @@ class PluginState:
                     info.registered.setdefault(_k, []).append(comp_name)
 
                 try:
-                    impl.function(register=register)
-                except Exception as exc:
+                    with _plugin_code():
+                        impl.function(register=register)
+                except _UserInterrupt:
+                    raise
+                except BaseException as exc:  # noqa: B036 (see _plugin_code): SystemExit, KeyboardInterrupt too
                     self.rollback(name)
                     self.report_failure(name, hook_name, exc)
                     return False
@@ -167,8 +206,11 @@ class PluginState:
                 continue
             entries: list[dict] = []
             try:
-                impl.function(register=lambda entry: entries.append({**entry, "plugin": name}))
-            except Exception as exc:
+                with _plugin_code():
+                    impl.function(register=lambda entry: entries.append({**entry, "plugin": name}))
+            except _UserInterrupt:
+                raise
+            except BaseException as exc:  # noqa: B036 (see _plugin_code)
                 self.rollback(name)
                 self.report_failure(name, "register_zoo_entries", exc)
                 return False
@@ -207,6 +249,53 @@ class PluginState:
         print(f"achilles: warning: plugin {name!r} skipped ({stage} failed: {error})", file=sys.stderr)
 
 
+class _UserInterrupt(KeyboardInterrupt):
+    """A real Ctrl-C arriving while plugin code runs (raised into it so that a blocking plugin stops)."""
+
+
+class _plugin_code:
+    """``with _plugin_code(): CALL`` runs plugin code whose every exception the caller catches
+    (``except BaseException``: a plugin's ``SystemExit`` or ``KeyboardInterrupt`` must neither end
+    the program nor fake its success), while a real Ctrl-C still interrupts. Inside the block (in
+    the main thread) SIGINT is noted before it is raised into the plugin's code, so a
+    ``KeyboardInterrupt`` without that note is the plugin's own; a Ctrl-C pressed meanwhile is
+    delivered when the block ends, whatever the plugin raised or swallowed, as ``_UserInterrupt``
+    (a ``KeyboardInterrupt``, which callers re-raise before catching the plugin's exceptions) or
+    through the SIGINT handler installed before. Outside the main thread no signal arrives, so any
+    ``KeyboardInterrupt`` there is the plugin's."""
+
+    def __enter__(self) -> "_plugin_code":
+        self.pressed, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            import signal
+
+            try:
+                self.previous = signal.getsignal(signal.SIGINT)
+                if callable(self.previous):  # SIG_IGN, SIG_DFL, or installed outside Python: left alone
+                    signal.signal(signal.SIGINT, self._on_sigint)
+                else:
+                    self.previous = None
+            except (ValueError, TypeError, OSError):
+                self.previous = None
+        return self
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.pressed = True
+        raise _UserInterrupt()  # stops a plugin that blocks; delivered as a real Ctrl-C on exit, even if swallowed
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is None:
+            return
+        import signal
+
+        signal.signal(signal.SIGINT, self.previous)
+        if not self.pressed:
+            return
+        if self.previous is signal.default_int_handler:
+            raise _UserInterrupt()  # callers re-raise it (``except _UserInterrupt: raise``)
+        self.previous(signal.SIGINT, None)  # whoever handled Ctrl-C before handles it
+
+
 def _entry_points() -> list[md.EntryPoint]:
     """Every distribution's entry points of the group. Not ``md.entry_points()``: it keeps only the
     first distribution of each name on sys.path, so a stray one called "achilles" would hide
@@ -236,10 +325,70 @@ def _dist_name(ep: md.EntryPoint) -> str:
 
 
 def _claims_first_party(ep: md.EntryPoint) -> bool:
-    """Shipped by the achilles distribution and pointing into achilles.plugins (checked again on
-    the loaded module: its file must lie in achilles' own plugins folder)."""
+    """Shipped by a distribution called achilles and pointing into achilles.plugins."""
     return _dist_name(ep) == FIRST_PARTY and (ep.value == "achilles.plugins"
                                                or ep.value.startswith("achilles.plugins."))
+
+
+def _reaches_first_party(ep: md.EntryPoint) -> bool:
+    """An entry point never loaded as a plugin: one of a distribution called achilles (the real
+    one's plugins are loaded by module; any other is an impostor), or one into achilles' own
+    modules (``achilles`` or ``achilles.*``)."""
+    module = ep.value.partition(":")[0].strip()
+    return _dist_name(ep) == FIRST_PARTY or module == FIRST_PARTY or module.startswith(f"{FIRST_PARTY}.")
+
+
+def _dist_path(dist: Any) -> str:
+    path = getattr(dist, "_path", None)
+    return str(path) if path is not None else "?"
+
+
+def _describe_dist(ep: md.EntryPoint) -> str:
+    version = ep.dist.version if ep.dist is not None else "?"
+    return f"distribution {_dist_name(ep)!r} {version} ({_dist_path(ep.dist)})"
+
+
+def _own_distribution() -> Any:
+    """The achilles distribution this package was installed by: a ``achilles`` dist-info in the
+    folder that holds the imported package, or whose editable-install finder maps to it. None when
+    running from a source tree."""
+    package = Path(__file__).resolve().parent
+    for dist in md.distributions():
+        try:
+            if canonical_name(dist.metadata["Name"] or "?") != FIRST_PARTY:
+                continue
+            folder = Path(str(dist.locate_file(""))).resolve()
+            if package.parent == folder and package.name == FIRST_PARTY:
+                return dist
+            for file in dist.files or []:
+                if file.name.startswith("__editable__") and file.name.endswith("_finder.py"):
+                    located = Path(str(dist.locate_file(file)))
+                    if located.is_file() and repr(str(package)) in located.read_text(errors="replace"):
+                        return dist
+        except Exception:  # a broken metadata folder is no achilles
+            continue
+    return None
+
+
+def _warn_impostors(entry_points: list[md.EntryPoint], own: Any) -> None:
+    """Name every distribution that passes for achilles: another dist-info called achilles, or a
+    distribution declaring entry points into achilles' own modules. Their entry points are skipped."""
+    own_path = _dist_path(own) if own is not None else None
+    source_tree = Path(__file__).resolve().parent.parent  # where achilles' package folder lies
+    named: set[str] = set()
+    for ep in entry_points:
+        if not _reaches_first_party(ep) or ep.dist is None:
+            continue
+        path = _dist_path(ep.dist)
+        if path == own_path or path in named:
+            continue
+        if _dist_name(ep) == FIRST_PARTY and path != "?" and Path(path).resolve().parent == source_tree:
+            continue  # the metadata beside achilles' own package (a source tree's achilles.egg-info)
+        named.add(path)
+        what = ("calls itself achilles but is not the installed achilles" if _dist_name(ep) == FIRST_PARTY
+                else "declares entry points into achilles' own modules")
+        print(f"achilles: warning: {_describe_dist(ep)} {what}; its entry points are ignored (achilles loads its "
+              f"own plugins from its package)", file=sys.stderr)
 
 
 def _is_first_party_module(module: Any) -> bool:
@@ -268,11 +417,9 @@ def _allow_list() -> set[str] | None:
 
 
 def _allowed(allow: set[str], ep: md.EntryPoint) -> bool:
+    """Whether third-party entry point ``ep`` is allowed (achilles' own plugins always load)."""
     dist = _dist_name(ep)
-    if f"{dist}:{ep.name}" in allow:
-        return True
-    # "achilles" means achilles' own plugins, not whatever else calls its distribution achilles
-    return dist in allow and (dist != FIRST_PARTY or _claims_first_party(ep))
+    return dist != FIRST_PARTY and (f"{dist}:{ep.name}" in allow or dist in allow)
 
 
 def _warn_unmatched(allow: set[str], entry_points: list[md.EntryPoint]) -> None:
@@ -282,9 +429,10 @@ def _warn_unmatched(allow: set[str], entry_points: list[md.EntryPoint]) -> None:
         dist = item.partition(":")[0]
         if dist in dists:
             continue
-        owners = sorted({_dist_name(ep) for ep in entry_points if ep.name == item})
+        owners = sorted({_dist_name(ep) for ep in entry_points if ep.name == item} - {FIRST_PARTY})
         hint = (f" (it is an entry point of {', '.join(owners)}: write {owners[0]} or {owners[0]}:{item})"
-                if owners else "")
+                if owners else " (achilles' own plugins always load; it lists third-party distributions)"
+                if item in FIRST_PARTY_PLUGINS else "")
         print(f"achilles: warning: {ALLOW_LIST_ENV} names {item!r}, which is no installed distribution with "
               f"achilles plugins{hint}", file=sys.stderr)
 
@@ -348,8 +496,11 @@ def attach_plugin_commands(cli: Any, builtin: frozenset[str]) -> None:
         plugin = impl.plugin_name
         staging = click.Group(name=cli.name)
         try:
-            impl.function(cli=staging)
-        except Exception as exc:
+            with _plugin_code():
+                impl.function(cli=staging)
+        except _UserInterrupt:
+            raise
+        except BaseException as exc:  # noqa: B036 (see _plugin_code)
             state.report_failure(plugin, "register_commands", exc)
             continue
         info = state.plugins.get(plugin)

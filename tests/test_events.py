@@ -70,7 +70,7 @@ def test_a_broken_listener_is_reported_once_and_training_goes_on(tmp_path, caplo
     achilles.register_plugin(Broken(), "broken")
     Broken.calls = 0
     result = start_run("toy-mixer", "toy-count", out=tmp_path / "run", **TINY).fit()
-    assert result.status == "finished" and Broken.calls == 6
+    assert result.status == "finished" and Broken.calls == 1  # disabled for the rest of the run (issue 19)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "'broken'" in warnings[0] and "listener bug" in warnings[0]
 

@@ -198,3 +198,222 @@ def test_text_from_a_checkpoint_never_reaches_a_command_to_run(run_copy, dist, v
     assert says in line, line
     for needle in absent:
         assert needle not in line, line
+
+
+# -- plugins installed as distributions ---------------------------------------------------------
+def install_distribution(site: Path, dist: str, version: str, entry_points: dict[str, str],
+                         modules: dict[str, str]) -> Path:
+    """A dist-info with entry points in group 'achilles', and its modules, in folder ``site``."""
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text("[achilles]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(source)
+    return info
+
+
+FIRST_PARTY_ARCHS = ["conv-transformer", "mamba2", "mamba2-allone", "mamba2-gated", "mamba2-global", "mamba2-posenc",
+                     "mamba2-residual", "transformer"]
+
+TAKER = '''
+from achilles import hookimpl
+from achilles.plugins.archs.transformer import build_transformer
+
+@hookimpl
+def register_architectures(register):
+    register("mamba2", build_transformer, description="taken")
+    register("transformer", build_transformer, description="taken")
+    register("{own}", build_transformer, description="its own")
+'''
+
+
+# -- 3. no plugin can replace or remove a first-party component ---------------------------------
+def _first_party_intact(state) -> None:
+    archs = state.registries["architecture"]
+    for name in FIRST_PARTY_ARCHS:
+        assert name in archs and archs.get(name).plugin == "archs", name
+    assert {"tasks", "archs", "probes", "recipes"} <= set(state.plugins)
+    assert all(state.plugins[n].distribution == "achilles" and state.plugins[n].module == f"achilles.plugins.{n}"
+               for n in ("tasks", "archs", "probes", "recipes"))
+
+
+@pytest.mark.parametrize("allow", [None, "achilles", "evil-taker"])
+def test_an_impostor_achilles_dist_info_neither_empties_nor_takes_the_registry(tmp_path, monkeypatch, capsys, allow):
+    site = tmp_path / "site"
+    impostor = install_distribution(site, "achilles", "99.0", {"archs": "achilles.plugins", "tasks": "fake_tasks",
+                                                               "probes": "achilles.plugins.archs"},
+                                    {"fake_tasks": TAKER.replace("{own}", "fake-own")})
+    monkeypatch.syspath_prepend(str(site))  # earlier on sys.path than the real achilles
+    if allow is None:
+        monkeypatch.delenv("ACHILLES_PLUGINS")
+    else:
+        monkeypatch.setenv("ACHILLES_PLUGINS", allow)
+    state = achilles.reload_plugins()
+    _first_party_intact(state)
+    assert "fake-own" not in state.registries["architecture"]  # none of the impostor's code ran
+    err = capsys.readouterr().err
+    assert f"distribution 'achilles' 99.0 ({impostor}) calls itself achilles but is not the installed achilles" in err
+    assert err.count(str(impostor)) == 1  # named once
+
+
+@pytest.mark.parametrize("allow", [None, "evil-taker"])
+def test_a_third_party_cannot_take_or_replace_first_party_components(tmp_path, monkeypatch, capsys, allow):
+    """Entry points into achilles' own modules, one resolving to one of them through sys.modules,
+    and plain first-party names registered by a third party named alone in ACHILLES_PLUGINS."""
+    site = tmp_path / "site"
+    taker = install_distribution(site, "evil-taker", "1.0",
+                                 {"archs": "achilles.plugins.archs", "whole": "achilles.plugins",
+                                  "alias": "evil_alias", "aaa": "evil_taker"},
+                                 {"evil_taker": TAKER.replace("{own}", "evil-own"),
+                                  "evil_alias": "import sys, achilles.plugins.archs as m\nsys.modules[__name__] = m\n"})
+    monkeypatch.syspath_prepend(str(site))
+    if allow is None:
+        monkeypatch.delenv("ACHILLES_PLUGINS")
+    else:
+        monkeypatch.setenv("ACHILLES_PLUGINS", allow)  # names the third party only
+    state = achilles.reload_plugins()
+    _first_party_intact(state)
+    archs = state.registries["architecture"]
+    assert archs.get("evil-own").plugin == "evil-taker:aaa"  # the rest of it loads
+    assert {(c.loser, c.name) for c in state.conflicts} == {("evil-taker:aaa", "mamba2"),
+                                                            ("evil-taker:aaa", "transformer")}
+    assert set(p for p in state.plugins if p.startswith("evil-taker")) == {"evil-taker:aaa"}
+    err = capsys.readouterr().err
+    assert f"distribution 'evil-taker' 1.0 ({taker}) declares entry points into achilles' own modules" in err
+    assert "entry point 'alias' resolves to achilles' own module 'achilles.plugins.archs'; skipped" in err
+    assert "cannot register architecture 'mamba2'" in err
+
+
+def test_an_impostor_is_named_by_the_cli_too(tmp_path):
+    site = tmp_path / "site"
+    install_distribution(site, "achilles", "99.0", {"archs": "achilles.plugins"}, {})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    env.pop("ACHILLES_PLUGINS")
+    proc = subprocess.run([sys.executable, "-m", "achilles.cli", "list", "architectures"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert all(name in proc.stdout for name in FIRST_PARTY_ARCHS), proc.stdout
+    assert "calls itself achilles but is not the installed achilles" in proc.stderr
+
+
+# -- 4. plugin code cannot stop the program or fake success -------------------------------------
+def _site_env(site: Path, allow: str) -> dict[str, str]:
+    return {**os.environ, "ACHILLES_PLUGINS": allow,
+            "PYTHONPATH": os.pathsep.join([str(site), str(HERE), os.environ.get("PYTHONPATH", "")])}
+
+
+def _run(env, *args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "achilles.cli", *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+RAISES_AT = {
+    "import": "{raise_}\n",
+    "registration": '''
+from achilles import hookimpl
+from achilles.plugins.archs.transformer import build_transformer
+
+@hookimpl
+def register_architectures(register):
+    register("half-registered", build_transformer)
+    {raise_}
+''',
+    "commands": '''
+from achilles import hookimpl
+
+@hookimpl
+def register_commands(cli):
+    {raise_}
+''',
+}
+
+
+@pytest.mark.parametrize("raise_", ["raise SystemExit(0)", "raise SystemExit(3)", "raise KeyboardInterrupt"],
+                         ids=["SystemExit-0", "SystemExit-3", "KeyboardInterrupt"])
+@pytest.mark.parametrize("where", list(RAISES_AT))
+def test_a_plugin_raising_exit_or_interrupt_is_skipped_not_obeyed(tmp_path, where, raise_):
+    site = tmp_path / "site"
+    install_distribution(site, "quitter", "1.0", {"q": "quitter"},
+                         {"quitter": RAISES_AT[where].replace("{raise_}", raise_)})
+    env = _site_env(site, "achilles,quitter")
+    error = raise_.removeprefix("raise ").replace("(", ": ").rstrip(")").replace("KeyboardInterrupt", "KeyboardInterrupt:")
+    # was: `achilles --help` exit 3 and no output; `achilles list` nothing, exit 0
+    helped = _run(env, "--help")
+    assert helped.returncode == 0 and "train" in helped.stdout and "list" in helped.stdout, helped
+    listed = _run(env, "list", "architectures")
+    assert listed.returncode == 0 and all(name in listed.stdout for name in FIRST_PARTY_ARCHS), listed
+    assert "half-registered" not in listed.stdout  # rolled back
+    stage = {"import": "import", "registration": "register_architectures", "commands": "register_commands"}[where]
+    # --help imports plugins and adds their commands; list also registers their components
+    for proc in {"import": (helped, listed), "registration": (listed,), "commands": (helped,)}[where]:
+        warnings = [line for line in proc.stderr.splitlines() if "quitter" in line]
+        assert len(warnings) == 1, proc.stderr  # reported once
+        assert f"plugin 'quitter:q' skipped ({stage} failed: {error}" in warnings[0], warnings
+
+
+LISTENER = '''
+from achilles import hookimpl
+
+@hookimpl
+def on_trainer_event(event):
+    {body}
+'''
+
+
+@pytest.mark.parametrize("raise_", ["raise SystemExit(0)", "raise KeyboardInterrupt"])
+def test_a_listener_raising_exit_or_interrupt_cannot_end_training(tmp_path, raise_):
+    """was: training ended half-way with exit 0 and run.json left 'running'."""
+    site = tmp_path / "site"
+    install_distribution(site, "toy-plugin", "1.0", {"toy": "toy_plugin"}, {})
+    body = f'if event.kind == "epoch_ended":\n        {raise_}'
+    install_distribution(site, "quitter", "1.0", {"q": "quitter"}, {"quitter": LISTENER.replace("{body}", body)})
+    run = tmp_path / "run"
+    proc = _run(_site_env(site, "achilles,toy-plugin,quitter"), "train", "--arch", "toy-mixer", "--task", "toy-count",
+                "--epochs", "3", "--samples", "64", "--eval-samples", "16", "--batch-size", "16", "--no-progress",
+                "--out", run)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished" and record["epochs_completed"] == 3, record
+    warnings = [line for line in proc.stderr.splitlines() if "quitter" in line]
+    assert len(warnings) == 1 and "gets no more events in this run" in warnings[0], proc.stderr  # disabled once
+
+
+@pytest.mark.parametrize("listener, presses", [
+    ("time.sleep(120)", 1),                                                         # blocks
+    ("try:\n            time.sleep(120)\n        except BaseException:\n            pass", 1),  # swallows, returns
+    ("try:\n            time.sleep(120)\n        except BaseException:\n            time.sleep(120)", 2),
+], ids=["blocks", "swallows-and-returns", "swallows-and-blocks"])
+def test_a_real_ctrl_c_still_interrupts_a_listener_and_training(tmp_path, listener, presses):
+    """A real SIGINT while a listener runs stops training: exit 130, the run interrupted (resumable).
+    A listener that swallows it and blocks again is stopped by a second Ctrl-C."""
+    site = tmp_path / "site"
+    install_distribution(site, "toy-plugin", "1.0", {"toy": "toy_plugin"}, {})
+    marker = tmp_path / "in-listener"
+    body = (f'if event.kind == "epoch_ended":\n        import pathlib, time\n'
+            f'        pathlib.Path({str(marker)!r}).write_text("x")\n        {listener}')
+    install_distribution(site, "blocker", "1.0", {"b": "blocker"}, {"blocker": LISTENER.replace("{body}", body)})
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "achilles.cli", "train", "--arch", "toy-mixer", "--task", "toy-count", "--epochs",
+            "3", "--samples", "64", "--eval-samples", "16", "--batch-size", "16", "--no-progress", "--out", str(run)]
+    proc = subprocess.Popen(argv, env=_site_env(site, "achilles,toy-plugin,blocker"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert marker.exists(), proc.communicate(timeout=5)
+        time.sleep(0.5)
+        sent = time.monotonic()
+        for _ in range(presses):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(1)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert time.monotonic() - sent < 30  # not after the listener's two minutes
+    assert proc.returncode == 130, err
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["epochs_completed"] == 1, record
