@@ -544,6 +544,8 @@ def owned_folder(root: str | Path, *parts: str, create: bool = True) -> Path:
     Missing parts are created (``create``). The one check of every write site below a folder
     achilles owns (run folders, sweep and reproduction folders, the run store)."""
     current = Path(root)
+    if create and parts:
+        current.mkdir(parents=True, exist_ok=True)  # the root itself: the folder the user named
     for part in parts:
         current = current / part
         try:

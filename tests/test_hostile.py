@@ -535,6 +535,28 @@ def test_zoo_add_removes_only_an_orphan_it_wrote(zoo_registry, trained, tmp_path
     assert (folder / "model.safetensors").is_file() and "config.json" in json.loads((folder / ".achilles-bundle").read_text())
 
 
+def test_owned_folder_refuses_a_link_or_a_file_at_any_depth(tmp_path):
+    """The one check of every write site below a folder achilles owns (run, sweep, reproduction, run
+    store): each part below the root must be a real folder; missing ones are created."""
+    from achilles.runs import owned_folder
+
+    root = tmp_path / "run"
+    assert owned_folder(root, "evals") == root / "evals" and (root / "evals").is_dir()  # created
+    assert owned_folder(root, "probes", "x", create=False) == root / "probes" / "x"
+    assert not (root / "probes").exists()  # create=False writes nothing
+    (root / "probes").mkdir()
+    (root / "probes" / "x").symlink_to(precious(tmp_path).resolve())
+    with pytest.raises(achilles.AchillesError, match=r"probes/x is a symbolic link .* never through a link"):
+        owned_folder(root, "probes", "x", "deeper")
+    (root / "tensorboard").symlink_to(tmp_path / "precious")
+    with pytest.raises(achilles.AchillesError, match="tensorboard is a symbolic link"):
+        owned_folder(root, "tensorboard")
+    (root / "figures").write_text("x")
+    with pytest.raises(achilles.AchillesError, match="figures should be a folder but is a file"):
+        owned_folder(root, "figures")
+    precious_intact(tmp_path)
+
+
 def test_push_and_the_card_leave_out_a_users_png(hub, trained, tmp_path):
     """A user's photo.png in a run folder is not the run's figure: not published, not in its card."""
     run = tmp_path / "run"
