@@ -12,6 +12,7 @@ import achilles
 
 MAMBA_SITES = ["conv.out", "ssm.x", "ssm.B", "ssm.C", "ssm.dt", "ssm.matrix", "ssm.y", "out"]
 ATTN_SITES = ["attn.q", "attn.k", "attn.v", "attn.scores", "attn.out", "mlp.out", "out"]
+DELTA_SITES = ["attn.q", "attn.k", "attn.v", "attn.beta", "ssm.matrix", "attn.out", "mlp.out", "out"]
 
 
 def tiny(name, **kw):
@@ -27,6 +28,8 @@ def test_hook_point_names_per_architecture():
             per_layer = MAMBA_SITES
         elif name == "conv-transformer":
             per_layer = ["conv.out"] + ATTN_SITES
+        elif name.startswith("deltanet"):
+            per_layer = (["conv.out"] if name == "deltanet" else []) + DELTA_SITES
         else:
             per_layer = ATTN_SITES
         expect = ["embed"] + [s for i in range(2) for s in [f"layers.{i}.{p}" for p in per_layer] + [f"resid.{i}"]]
@@ -98,7 +101,8 @@ def _block(i, j, site):
 
 
 @pytest.mark.parametrize("name,site", [("mamba2", "layers.{l}.ssm.matrix"), ("mamba2-posenc", "layers.{l}.ssm.matrix"),
-                                       ("mamba1", "layers.{l}.ssm.matrix"),
+                                       ("mamba1", "layers.{l}.ssm.matrix"), ("deltanet", "layers.{l}.ssm.matrix"),
+                                       ("deltanet-noconv", "layers.{l}.ssm.matrix"),
                                        ("transformer", "layers.{l}.attn.scores"),
                                        ("conv-transformer", "layers.{l}.attn.scores"),
                                        ("transformer-rope", "layers.{l}.attn.scores"),
@@ -205,6 +209,6 @@ def test_list_archs_shows_every_architecture_with_parameter_counts():
     assert result.exit_code == 0, result.output
     for name in ["mamba2", "mamba2-allone", "mamba2-posenc", "mamba2-residual", "mamba2-gated",
                  "mamba2-global", "transformer", "conv-transformer", "transformer-rope", "transformer-nope",
-                 "mamba1"]:
+                 "mamba1", "deltanet", "deltanet-noconv"]:
         line = next(l for l in result.output.splitlines() if l.startswith(name + " "))
         assert "k" in line.split()[1], line
