@@ -703,6 +703,23 @@ def test_disk_full_while_saving_the_initial_weights_says_to_train_again(tmp_path
     assert again.exit_code == 0, again.output
 
 
+def test_a_record_that_cannot_be_read_back_is_one_line(trained, tmp_path, monkeypatch):
+    """run.json that achilles wrote but can no longer read (its permissions changed; simulated: the
+    tests run as root, who reads everything): one line naming the file and what to do."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    real = Path.read_text
+
+    def unreadable(self, *args, **kwargs):
+        if self.name == "run.json":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    assert_one_line_error(achilles_cli("eval", run), "run.json cannot be read (Permission denied)",
+                          "fix its permissions or restore it")
+
+
 def test_disk_full_on_a_real_small_file_system(tmp_path):
     """The same on a real 2 MiB tmpfs filled up after the run started (root and mount needed)."""
     from achilles.trainer import resume_run, start_run
