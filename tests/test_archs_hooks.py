@@ -30,6 +30,8 @@ def test_hook_point_names_per_architecture():
             per_layer = ["conv.out"] + ATTN_SITES
         elif name.startswith("deltanet"):
             per_layer = (["conv.out"] if name == "deltanet" else []) + DELTA_SITES
+        elif name == "lstm":
+            per_layer = ["out"]
         else:
             per_layer = ATTN_SITES
         expect = ["embed"] + [s for i in range(2) for s in [f"layers.{i}.{p}" for p in per_layer] + [f"resid.{i}"]]
@@ -209,6 +211,6 @@ def test_list_archs_shows_every_architecture_with_parameter_counts():
     assert result.exit_code == 0, result.output
     for name in ["mamba2", "mamba2-allone", "mamba2-posenc", "mamba2-residual", "mamba2-gated",
                  "mamba2-global", "transformer", "conv-transformer", "transformer-rope", "transformer-nope",
-                 "mamba1", "deltanet", "deltanet-noconv"]:
+                 "mamba1", "deltanet", "deltanet-noconv", "lstm"]:
         line = next(l for l in result.output.splitlines() if l.startswith(name + " "))
         assert "k" in line.split()[1], line

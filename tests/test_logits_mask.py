@@ -30,7 +30,7 @@ def random_mask(n, length, seed=0):
 
 @pytest.mark.parametrize("name", ["mamba2", "mamba2-residual", "mamba2-global", "transformer", "conv-transformer",
                                   "transformer-rope", "transformer-nope", "mamba1",
-                                  "deltanet", "deltanet-noconv"])
+                                  "deltanet", "deltanet-noconv", "lstm"])
 def test_masked_logits_are_the_rows_of_the_full_logits_with_the_same_gradients(name):
     model = tiny(name)
     tokens = torch.randint(0, 37, (4, 9))
