@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 
@@ -105,9 +106,30 @@ def load_checkpoint(run: RunFolder, model: torch.nn.Module, optimizer: torch.opt
     if state is None:
         return 0
     ckpt = run.path / CHECKPOINT_DIR
+    check_checkpoint_headers(run, model, ckpt / state["model"], ckpt / state["optimizer"])
     weights = load_tensors(ckpt / state["model"], state["model_sha256"])
     opt_tensors = load_tensors(ckpt / state["optimizer"], state["optimizer_sha256"])
     model.load_state_dict({k: v.to(device) for k, v in weights.items()})
     torch.set_rng_state(opt_tensors.pop("rng.torch"))
     optimizer_from_tensors(optimizer, {k: v.to(device) for k, v in opt_tensors.items()}, state, model)
     return int(state["epoch"])
+
+
+def check_checkpoint_headers(run: RunFolder, model: torch.nn.Module, weights: Path, optimizer: Path) -> None:
+    """Before a tensor of an epoch checkpoint is read: its weights must be the model's (names,
+    shapes, dtypes; the first mismatch named) and its optimizer file no larger than the model's
+    AdamW state can be (no tensor beyond the largest parameter, one RNG state), from the headers."""
+    from .pretrained import check_weights_fit, read_weights_header
+
+    what = f"the checkpoint {weights.name} of {run.path}"
+    check_weights_fit(model, read_weights_header(weights), arch=getattr(model, "arch_name", "?"), what=what)
+    largest = max((p.numel() for p in model.parameters()), default=0)
+    rng = tuple(torch.get_rng_state().shape)
+    for name, (_, shape) in read_weights_header(optimizer).items():
+        numel = 1
+        for n in shape:
+            numel *= n
+        if (name == "rng.torch" and shape != rng) or (name != "rng.torch" and numel > largest):
+            raise CheckpointError(f"the checkpoint {optimizer.name} of {run.path} holds tensor {name!r} of shape "
+                                  f"{list(shape)}, which no AdamW state of this model has; refusing to load it "
+                                  "(train the run again with --overwrite)")

@@ -28,6 +28,7 @@ from achilles import HookedModel, hookimpl
 from achilles.runs import RunFolder, file_sha256
 
 import toy_plugin
+from hub_fixtures import *  # noqa: F401,F403  (fixtures: hub)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -181,6 +182,40 @@ def test_a_checkpoint_never_loads_another_checkpoint(saved, tmp_path):
     edit_config(saved, arch="trap-arch")
     with pytest.raises(achilles.CheckpointError, match="loading is one level deep"):
         HookedModel.from_pretrained(str(saved))
+
+
+def test_a_hub_repo_with_a_huge_config_is_refused_before_building(hub, saved):
+    import huggingface_hub.file_download  # noqa: F401  (the hub fixture quiets its progress bars)
+
+    achilles.create_model("transformer", vocab_size=16, max_len=32, d_model=8, n_layers=2).push_to_hub("evil/huge")
+    config = json.loads((saved / "config.json").read_text())  # the same settings
+    for change, says in (({"d_model": 10 ** 7}, "refusing to build"), ({"d_model": 4096}, "the model expects [16, 4096]"),
+                         ({"n_layers": 10 ** 6}, "8,000,005 tensors"), ({"arch": "hf-hub:evil/huge"}, "architecture")):
+        hub.hub.replace_file("evil/huge", "config.json", json.dumps({**config, **change}).encode())
+        for load in (lambda: HookedModel.from_pretrained("evil/huge", force_download=True),
+                     lambda: achilles.create_model("hf-hub:evil/huge", pretrained=True)):
+            started = time.monotonic()
+            with pytest.raises(achilles.AchillesError) as info:
+                load()
+            assert says in str(info.value), str(info.value)
+            assert time.monotonic() - started < 30
+
+
+def test_a_resumed_checkpoint_whose_tensors_do_not_fit_is_refused_before_reading(run_copy):
+    from achilles.trainer import resume_run
+
+    record = RunFolder(run_copy).read_config()  # an interrupted run of 2 epochs, its checkpoint at epoch 1
+    RunFolder(run_copy).update_config(status="interrupted", training={**record["training"], "epochs": 2})
+    state = json.loads((run_copy / "checkpoint" / "state.json").read_text())
+    weights = run_copy / "checkpoint" / state["model"]
+    tensors = {"embedding.weight": torch.zeros(8, 8_000_000)}  # 256 MB, no such shape in the model
+    save_file(tensors, str(weights))
+    state["model_sha256"] = file_sha256(weights)
+    (run_copy / "checkpoint" / "state.json").write_text(json.dumps(state))
+    before = peak_rss_mb()
+    with pytest.raises(achilles.CheckpointError, match=r"tensor '(layers|embedding|unembed)[^']*' (is missing|has shape)"):
+        resume_run(run_copy, progress=False)
+    assert peak_rss_mb() - before < 128
 
 
 @pytest.mark.parametrize("dist, version, absent, says", [
