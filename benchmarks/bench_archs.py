@@ -5,6 +5,8 @@
     python benchmarks/bench_archs.py --device cuda        # GPU: torch path vs fused kernels
     python benchmarks/bench_archs.py --archs transformer,transformer-rope,transformer-nope --no-anchor
                                                           # the positional schemes (learned, rotary, none)
+    python benchmarks/bench_archs.py --archs mamba2,mamba1,deltanet,deltanet-noconv,lstm --no-anchor
+                                                          # the atlas mixers (issue 20: target within 2x of mamba2)
 
 One step = forward + loss + backward + gradient clipping (max norm 1) + AdamW, as in the paper's
 training setup (appendix D: AdamW, clip 1, cross-entropy on the last position only). As the

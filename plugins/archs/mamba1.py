@@ -97,7 +97,7 @@ class _SelectiveScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D):
         length = x.shape[1]
-        dA = torch.exp(dt.unsqueeze(-1) * A)                     # (N, S, D_in, Nst)
+        dA = (dt.unsqueeze(-1) * A).exp_()                       # (N, S, D_in, Nst)
         hs = (dt * x).unsqueeze(-1) * B.unsqueeze(2)             # dt x B, overwritten by the states
         for t in range(1, length):
             hs[:, t].addcmul_(dA[:, t], hs[:, t - 1])
@@ -125,7 +125,8 @@ class _SelectiveScan(torch.autograd.Function):
             # h_t = dA_t h_{t-1} + ...: dL/d(dt_t A) = gh_t * h_{t-1} * dA_t
             e = gh[:, 1:].mul_(hs[:, :-1]).mul_(dA[:, 1:])       # gh[:, 1:] is not needed any more
             g_dt[:, 1:] += torch.einsum("nsdk,dk->nsd", e, A)
-            gA = torch.einsum("nsdk,nsd->dk", e, dt[:, 1:])
+            # (a reduction over the leading dims: an einsum over n, s would copy e into (D_in, ...) order)
+            gA = e.mul_(dt[:, 1:].unsqueeze(-1)).sum((0, 1))
         gx = g_dtx * dt + gy * D
         return gx, g_dt, gA, gB, gC, gD
 
