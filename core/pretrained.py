@@ -25,7 +25,7 @@ from typing import Any
 
 from huggingface_hub import PyTorchModelHubMixin
 
-from .errors import CheckpointError
+from .errors import AchillesError, CheckpointError
 from .runs import (CONFIG, MODEL_CONFIG_KEYS, RECORD, RUN_FORMAT, RUN_FORMAT_V1, WEIGHTS, atomic_write_json,
                    load_tensors, model_settings, save_tensors)
 
@@ -272,13 +272,19 @@ def build_checked(arch: Any, settings: dict[str, Any], weights: Path | None, sha
             try:
                 with torch.device("meta"):
                     shape_model = build_architecture(arch, settings, what=what)
-            except CheckpointError:
+            except AchillesError:
                 raise
             except Exception:  # cannot be built on meta: checked against the real model below
                 shape_model = None
             if shape_model is not None:
                 check_weights_fit(shape_model, header, arch=arch, what=what, strict=strict)
-        model = build_architecture(arch, settings, what=what)
+        try:
+            model = build_architecture(arch, settings, what=what)
+        except AchillesError:
+            raise
+        except Exception as exc:  # settings the factory cannot take (an overflowing size, a wrong type)
+            raise CheckpointError(f"{what}: the settings of its config.json cannot build a {arch!r} model "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
         if header is None or not load_weights:
             return model
         if shape_model is None:

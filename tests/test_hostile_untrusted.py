@@ -129,6 +129,15 @@ def _rewrite_weights(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
+@pytest.mark.parametrize("change", [{"vocab_size": 10 ** 30}, {"norm_eps": "nan"}, {"d_model": -5}, {"n_layers": True},
+                                    {"max_len": 10 ** 12}, {"evil": 1}])
+def test_a_config_with_settings_no_model_takes_is_one_error(saved, change):
+    edit_config(saved, **change)
+    for loader, load in every_loader(saved).items():
+        with pytest.raises(achilles.AchillesError):  # was: TypeError (internal error) for the first two
+            load()
+
+
 def test_weights_whose_names_shapes_or_dtypes_differ_are_refused_naming_the_first(saved):
     good = dict(achilles.create_model("transformer", vocab_size=16, max_len=32, d_model=8, n_layers=2).state_dict())
     cases = {
