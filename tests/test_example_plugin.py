@@ -64,3 +64,18 @@ def test_allow_list_keeps_an_installed_plugin_out(installed):
     proc = subprocess.run([sys.executable, "-c", "from achilles.cli import main; main()", "list", "tasks"],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and "example-successor" not in proc.stdout
+
+
+def test_a_third_party_architecture_joins_the_atlas(installed, tmp_path):
+    """docs/plugins.md: register an architecture, then `achilles atlas --subjects yours,...`."""
+    out = tmp_path / "atlas"
+    args = ["atlas", "--recipes", "shortcuts-position", "--subjects", "example-mlp", "--seeds", "1",
+            "--set", "epochs=1", "--set", "train_samples=64", "--set", "eval_samples=32", "--out", str(out),
+            "--workers", "0", "--no-progress", "-q"]
+    result = achilles_cmd(args, installed)
+    assert result.returncode == 0, result.stderr
+    page = (out / "README.md").read_text()
+    assert "| recipe | claim | example-mlp |" in page and "(example-mlp/shortcuts-position/report.md)" in page
+    report = (out / "example-mlp" / "shortcuts-position" / "report.md").read_text()
+    assert "Subject: example-mlp in place of the paper's mamba2" in report
+    assert (out / "atlas.png").is_file()

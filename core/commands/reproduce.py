@@ -55,7 +55,7 @@ def _dry_run(recipe, options, echo) -> None:
     from ..recipes import sweeps
 
     plan = runner.resolve_plan(recipe, options)
-    out = Path(options.out) if options.out else runner.default_out(recipe.name, options.profile)
+    out = Path(options.out) if options.out else runner.default_out(recipe.name, options.profile, recipe.tested_subject)
     runner.check_out_folder(out, recipe, options.profile)
     rows, pending = [], {}
     runs_dir = Path(options.runs) if options.runs else runner.default_runs(options.out)
@@ -70,6 +70,8 @@ def _dry_run(recipe, options, echo) -> None:
     kind = "cuda" if options.device != "cpu" and _default_profile(options.device) == "paper" else "cpu"
     workers = 1 if kind == "cuda" else (options.workers or _cores())
     echo(f"Recipe {recipe.name} ({recipe.paper.label} {recipe.source}), profile {options.profile}, into {out}")
+    if recipe.subject_note:
+        echo(recipe.subject_note)
     echo(format_table(rows, ["group", "arch", "task", "grid", "seeds", "runs", "to train", "samples x epochs"],
                       max_width=50))
     for step in plan.probes:
@@ -93,6 +95,9 @@ def _dry_run(recipe, options, echo) -> None:
               help="Pin every run's training and evaluation data to this seed, so seeds differ only in "
                    "initialisation and batch order (default: each run's seed draws its own data; "
                    "the same as --set data_seed=N).")
+@click.option("--subject", default=None, metavar="ARCH",
+              help="Measure the recipe's claims on ARCH in place of the architecture the paper studies "
+                   "(its subject, Mamba2); the controls stay. See `achilles atlas` for many at once.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: a process pool on this machine; ray: a Ray cluster.")
 @click.option("--workers", type=int, default=None, help="Local worker processes (default: one per core on a CPU).")
@@ -112,7 +117,7 @@ def _dry_run(recipe, options, echo) -> None:
               help="Only (re)write FOLDER/README.md: one row per claim of every FOLDER/*/report.json.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on in a terminal).")
 @verbosity_option
-def reproduce_command(names, profile, seeds, overrides, data_seed, executor, workers, threads, out, runs_dir, device, dry_run, list_, all_,
+def reproduce_command(names, profile, seeds, overrides, data_seed, subject, executor, workers, threads, out, runs_dir, device, dry_run, list_, all_,
                       summary, progress):
     """Reproduce a finding of the papers with one command: train the recipe's runs (resumably),
     probe them, and write report.md / report.json with each claim of the paper next to what this
@@ -140,7 +145,9 @@ def reproduce_command(names, profile, seeds, overrides, data_seed, executor, wor
     if not all_ and not names:
         raise click.UsageError("give a recipe NAME (see `achilles reproduce --list`) or --all")
     several = all_ or len(names) > 1
-    recipes = [get_recipe(n) for n in (list_recipes() if all_ else names)]  # unknown: close matches
+    from ..recipes.subject import with_subject
+
+    recipes = [with_subject(get_recipe(n), subject) for n in (list_recipes() if all_ else names)]  # unknown: close matches
     profile = profile or _default_profile(device)
     train_overrides = parse_settings(overrides, "--set")
     if data_seed is not None:

@@ -102,7 +102,10 @@ def write_report(results: RecipeResults, claims: list[dict[str, Any]], figures: 
             "achilles_version": __version__, "machine": machine(), "seconds": round(seconds, 1),
             "complete": not missing, "missing": missing, "verdicts": counts, "claims": claims,
             "figures": figures, "budget": budgets, "paper_budget": dict(recipe.paper_budget),
-            "departures": plan.departures, "runs": runs}
+            "departures": plan.departures, "runs": runs,
+            "subject": {"arch": recipe.tested_subject or recipe.subject, "paper": recipe.subject,
+                        "groups": [g.name for g in plan.runs if g.arch == (recipe.tested_subject or recipe.subject)],
+                        "note": recipe.subject_note}}
     atomic_write_json(out / REPORT_JSON, data)
     atomic_write_text(out / REPORT_MD, render_markdown(data))
     return out / REPORT_MD
@@ -114,6 +117,9 @@ def render_markdown(data: dict[str, Any]) -> str:
              f"*{paper['title']}* ([arXiv:{paper['arxiv']}](https://arxiv.org/abs/{paper['arxiv']})), "
              f"{data['source']}. Profile **{data['profile']}**; achilles {data['achilles_version']}; "
              f"{data['machine']}; written {data['created']}.", "", data["summary"], ""]
+    subject = data.get("subject") or {}
+    if subject.get("note"):
+        lines += [f"> **{subject['note']}**", ""]
     if data["profile"] != "paper":
         lines += ["> This is the **quick** profile: a budget designed to show the finding on a CPU in "
                   "minutes per run, not the paper's training. How it departs from the paper is listed "

@@ -33,6 +33,7 @@ from ..runs import RunFolder, atomic_write_json, claim, owned_folder
 from . import sweeps
 from .results import EVALS_DIR, PROBES_DIR, RecipeResults, RunRecord, read_run
 from .spec import Plan, Recipe, RunGroup, with_seeds, with_train_overrides
+from .subject import check_subject_serves
 
 log = logging.getLogger("achilles.reproduce")
 
@@ -42,8 +43,8 @@ FIGURES_DIR = "figures"
 OUT_FORMAT = "achilles-reproduction/1"
 
 
-def default_out(recipe: str, profile: str) -> Path:
-    return Path("reproductions") / f"{recipe}-{profile}"
+def default_out(recipe: str, profile: str, subject: str = "") -> Path:
+    return Path("reproductions") / (f"{recipe}-{profile}" + (f"-{subject}" if subject else ""))
 
 
 def default_runs(out: Path | None) -> Path:
@@ -97,6 +98,9 @@ def check_out_folder(out: Path, recipe: Recipe, profile: str) -> None:
     if data.get("recipe") != recipe.name or data.get("profile") != profile:
         raise AchillesError(f"{out} holds a reproduction of {data.get('recipe')!r} at profile "
                             f"{data.get('profile')!r}, not {recipe.name!r} at {profile!r}; choose another --out")
+    if (data.get("subject") or recipe.subject) != (recipe.tested_subject or recipe.subject):
+        raise AchillesError(f"{out} holds {recipe.name!r} measured on {data.get('subject') or recipe.subject!r}, not "
+                            f"on {recipe.tested_subject or recipe.subject!r}; choose another --out")
 
 
 def check_run_store(runs: Path) -> None:
@@ -131,6 +135,7 @@ def plan_record(recipe: Recipe, profile: str, plan: Plan) -> dict[str, Any]:
         return d
 
     return {"format": OUT_FORMAT, "recipe": recipe.name, "profile": profile,
+            "subject": recipe.tested_subject or recipe.subject,
             "runs": [group(g) for g in plan.runs], "probes": [asdict(p) for p in plan.probes],
             "training_profile": plan.training_profile}
 
@@ -205,7 +210,11 @@ def run_probes(results: RecipeResults, device: str = "auto") -> int:
                 owned_folder(run.path, PROBES_DIR, step.probe)  # a link at probes/NAME is refused
                 loaded = load(str(run.path))
                 model = loaded.model.to(resolve_device(device)).eval()
-                probe.check(model, loaded.task)
+                try:
+                    probe.check(model, loaded.task)
+                except AchillesError as exc:  # e.g. an LSTM has no SSM matrix: the claims say the result is missing
+                    log.warning(f"probe {step.probe} does not apply to {run.label}: {exc}")
+                    continue
                 result = sweeps.call_probe(probe, model, loaded.task, out_dir, run.path, loaded.config,
                                            dict(step.options))
                 atomic_write_json(marker, request)
@@ -276,8 +285,9 @@ def train_together(jobs: list[tuple[Recipe, ReproduceOptions]]) -> None:
     do not leave workers idle while the next recipe waits. Raises SweepInterrupted on Ctrl-C."""
     pairs: list[tuple[Any, Path]] = []
     for recipe, options in jobs:
-        out = Path(options.out) if options.out else default_out(recipe.name, options.profile)
+        out = Path(options.out) if options.out else default_out(recipe.name, options.profile, recipe.tested_subject)
         check_out_folder(out, recipe, options.profile)
+        check_subject_serves(recipe, options.profile, options.device)
         check_run_store(Path(options.runs) if options.runs else default_runs(options.out))
         pairs += [p for p in training_jobs(recipe, options) if p not in pairs]
     if jobs:
@@ -294,9 +304,10 @@ def reproduce(recipe: Recipe, options: ReproduceOptions) -> ReproduceResult:
 
     started = time.perf_counter()
     plan = resolve_plan(recipe, options)
-    out = Path(options.out) if options.out else default_out(recipe.name, options.profile)
+    out = Path(options.out) if options.out else default_out(recipe.name, options.profile, recipe.tested_subject)
     runs_dir = Path(options.runs) if options.runs else default_runs(options.out)
     check_out_folder(out, recipe, options.profile)
+    check_subject_serves(recipe, options.profile, options.device)
     check_run_store(runs_dir)
     specs = [(group, sweeps.spec_for(group, plan, options.device)) for group in plan.runs]  # bad settings fail here
     out.mkdir(parents=True, exist_ok=True)

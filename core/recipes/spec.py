@@ -171,6 +171,13 @@ class Recipe:
     figures: tuple[Figure, ...] = ()
     #: the paper's budget, for the report's "this run vs the paper" table
     paper_budget: Mapping[str, Any] = field(default_factory=dict)
+    #: the architecture the paper studies: every run group of it is the subject (``--subject`` swaps it)
+    subject: str = "mamba2"
+    #: why no other subject makes sense for this recipe ("" when it can be swapped)
+    fixed_subject: str = ""
+    #: set by ``with_subject``: the architecture measured in the subject's place, and what changed
+    tested_subject: str = ""
+    subject_note: str = ""
 
     def plan(self, profile: str) -> Plan:
         if profile not in self.plans:

@@ -300,6 +300,8 @@ fig7 = Recipe(
             "(depths 2 and 3 pooled; the report's claims split them)."),
     ),
     paper_budget={**TRAINING, "d_model": "32 (128 for full symmetry)", "seeds": 3},
+    fixed_subject="figure 7 compares Mamba2 variants (all-one convolution, positional encoding) with standard "
+                  "Mamba2; another architecture has no such variants",
 )
 
 # -- figure 8: conv-Transformer phase diagram --------------------------------------------------------
@@ -348,6 +350,8 @@ fig8 = Recipe(
         composite_phase_diagram("conv-transformer", "Figure 8: per γ (x) and depth (y), mean over seeds."),
     ),
     paper_budget={**TRAINING, "d_model": 32, "grid": "γ 0.5-1.0 × depth 2-6", "seeds": 3},
+    subject="conv-transformer",
+    fixed_subject="figure 8 studies the conv-Transformer itself (a Transformer given Mamba's convolution)",
 )
 
 # -- figure 12: convolution kernel similarity ---------------------------------------------------------
@@ -403,6 +407,7 @@ conv_similarity = Recipe(
                "initialization and after training, per layer."),
     ),
     paper_budget={**TRAINING, "d_model": 32, "layers": 2, "γ": 1.0},
+    fixed_subject="figure 12 reads the taps of Mamba2's depthwise convolution kernel",
 )
 
 RECIPES = (fig4, fig6, fig7, fig8, conv_similarity)

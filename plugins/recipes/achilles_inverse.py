@@ -238,6 +238,7 @@ gated = Recipe(
                "Gated Mamba2 per γ."),
     ),
     paper_budget={**TRAINING, "d_model": 128, "layers": 2, "γ": "0.5-1.0"},
+    fixed_subject="figure 17 compares Mamba2's gated and residual variants with standard Mamba2",
 )
 
 RECIPES = (fig9, fig13, gated)

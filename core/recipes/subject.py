@@ -1,0 +1,85 @@
+"""A recipe's subject, swapped: the same finding measured on another sequence mixer.
+
+A recipe names its *subject*, the architecture the paper studies (``Recipe.subject``, standard
+Mamba2 for every first-party recipe): each run group of that architecture is the subject, the
+others are controls (the Transformer, the residual Mamba2, global selection). ``with_subject``
+returns the recipe with another architecture in the subject's place and the controls kept;
+``achilles reproduce NAME --subject ARCH`` and ``achilles atlas`` use it. The claims keep quoting
+the paper (about Mamba); the report says which architecture they were measured on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from ..errors import AchillesError, ConfigError
+from .spec import Recipe, RunGroup
+
+
+def subject_groups(recipe: Recipe, profile: str) -> list[str]:
+    """The names of the run groups that are the recipe's subject at ``profile``."""
+    return [g.name for g in recipe.plan(profile).runs if g.arch == recipe.subject]
+
+
+def with_subject(recipe: Recipe, arch: str | None) -> Recipe:
+    """``recipe`` with ``arch`` in its subject's place (unchanged for None or its own subject).
+    Refuses, in one line, a recipe whose subject cannot be swapped, an unknown architecture (with
+    close matches) and a subject that cannot serve a group's task (its vocabulary or length)."""
+    if arch is None or arch == recipe.subject:
+        return recipe
+    if recipe.fixed_subject:
+        raise AchillesError(f"recipe {recipe.name!r} cannot take another subject: {recipe.fixed_subject}")
+    from ..api import registry
+
+    registry("architecture").get(arch)  # unknown: UnknownNameError with close matches
+    plans, dropped = {}, set()
+    for profile, plan in recipe.plans.items():
+        groups = []
+        for group in plan.runs:
+            if group.arch != recipe.subject:
+                groups.append(group)
+                continue
+            swapped, lost = _swap(group, arch)
+            dropped |= lost
+            groups.append(swapped)
+        plans[profile] = replace(plan, runs=tuple(groups))
+    note = (f"Subject: {arch} in place of the paper's {recipe.subject} (run groups "
+            f"{', '.join(subject_groups(recipe, next(iter(recipe.plans))))}); the claims quote the paper and are "
+            f"measured on {arch}.")
+    if dropped:
+        note += f" Settings of {recipe.subject} that {arch} does not have were left out: {', '.join(sorted(dropped))}."
+    return replace(recipe, plans=plans, tested_subject=arch, subject_note=note)
+
+
+def _swap(group: RunGroup, arch: str) -> tuple[RunGroup, set[str]]:
+    """The group trained as ``arch``: model settings and grid axes ``arch`` lacks are dropped."""
+    from ..sweep.grid import known_settings
+
+    known = known_settings(arch, group.task)
+    model = {k: v for k, v in group.model.items() if k in known}
+    grid = {k: v for k, v in group.grid.items() if "." in k or k in known}
+    lost = (set(group.model) - set(model)) | (set(group.grid) - set(grid))
+    return replace(group, arch=arch, model=model, grid=grid), lost
+
+
+def check_subject_serves(recipe: Recipe, profile: str, device: str = "cpu") -> None:
+    """Build each subject group's model once for its task (seed 0, nothing trained), so that a
+    subject whose vocabulary, length or settings cannot serve the task is refused before any
+    folder or training: the model's own one-line error names the limit."""
+    if not recipe.tested_subject:
+        return
+    from ..trainer import build_task_and_model
+    from . import sweeps
+
+    plan = recipe.plan(profile)
+    for group in plan.runs:
+        if group.arch != recipe.tested_subject:
+            continue
+        spec = sweeps.spec_for(group, plan, device)
+        cell: dict[str, Any] = {k: v[0] for k, v in group.grid.items() if "." not in k}
+        try:
+            build_task_and_model(group.arch, group.task, {**spec.model_config, **cell}, spec.task_config, 0)
+        except ConfigError as exc:
+            raise AchillesError(f"subject {recipe.tested_subject!r} cannot serve recipe {recipe.name!r} "
+                                f"(group {group.name!r} on {group.task}): {exc}") from None

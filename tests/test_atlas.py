@@ -1,0 +1,103 @@
+"""A recipe's subject swapped for another architecture, and the atlas of recipes x subjects."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import achilles
+from achilles.cli import cli
+from achilles.recipes import RunGroup, get_recipe
+from achilles.recipes.atlas import table, write_atlas
+from achilles.recipes.subject import with_subject
+
+from test_recipes import TOY_TRAIN, register_toy, toy_recipe
+
+
+def test_swapping_the_subject_keeps_the_controls():
+    recipe = with_subject(get_recipe("achilles-fig9"), "transformer-rope")
+    arches = {g.name: g.arch for g in recipe.plan("quick").runs}
+    assert arches["mamba2"] == arches["mamba2-40k"] == "transformer-rope"  # the subject's groups
+    assert arches["transformer"] == "transformer" and arches["mamba2-residual"] == "mamba2-residual"  # controls
+    assert recipe.tested_subject == "transformer-rope" and "in place of the paper's mamba2" in recipe.subject_note
+    assert [c.statement for c in recipe.claims] == [c.statement for c in get_recipe("achilles-fig9").claims]
+
+
+def test_settings_the_new_subject_lacks_are_dropped_and_said():
+    recipe = with_subject(get_recipe("shortcuts-position"), "transformer-nope")
+    group = recipe.plan("quick").group("mamba2")
+    assert group.arch == "transformer-nope" and "n_heads" in group.model  # the Transformer has heads too
+    fig9 = get_recipe("achilles-fig9")
+    assert with_subject(fig9, "mamba2") is fig9 and with_subject(fig9, None) is fig9  # its own subject: unchanged
+
+
+@pytest.mark.parametrize("args, message", [
+    (["reproduce", "achilles-fig7", "--subject", "transformer", "--dry-run"], "cannot take another subject"),
+    (["reproduce", "achilles-fig9", "--subject", "deltanett", "--dry-run"], "did you mean: deltanet"),
+    (["atlas", "--recipes", "achilles-fig8", "--dry-run"], "cannot take another subject"),
+    (["atlas", "--subjects", "mamba2,mamba2", "--dry-run"], "given twice"),
+])
+def test_bad_subjects_are_refused_in_one_line_before_anything_is_made(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_subject_that_cannot_serve_the_task_is_refused_before_training(tmp_path):
+    import types
+
+    import toy_plugin
+    from achilles.errors import ConfigError
+    from achilles.recipes.runner import ReproduceOptions, train_together
+
+    class TinyVocab(toy_plugin.TwoLayerToy):  # an architecture that serves at most 3 tokens
+        def __init__(self, vocab_size=3, n_layers=2, d_model=8, gamma=0.5, max_len=16, backend="torch"):
+            if vocab_size > 3:
+                raise ConfigError("vocab_size", f"at most 3 tokens, the task needs {vocab_size}")
+            super().__init__(vocab_size, n_layers, d_model, gamma, max_len, backend)
+
+    module = types.ModuleType("tiny_vocab_arch")
+
+    @achilles.hookimpl
+    def register_architectures(register):
+        register("tiny-vocab", TinyVocab)
+
+    module.register_architectures = register_architectures
+    achilles.register_plugin(module, "tiny_vocab_arch")
+    recipe = toy_recipe("toy-serve", groups=(RunGroup("mixer", "toy-mixer", "toy-count", seeds=1, train=TOY_TRAIN),))
+    register_toy([recipe])
+    from dataclasses import replace
+
+    swapped = with_subject(replace(recipe, subject="toy-mixer"), "tiny-vocab")
+    with pytest.raises(achilles.AchillesError, match="cannot serve recipe 'toy-serve'.*at most 3 tokens"):
+        train_together([(swapped, ReproduceOptions(out=tmp_path / "out", workers=0))])
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_atlas_page_marks_each_cell_and_links_its_report(tmp_path):
+    from dataclasses import replace
+
+    from achilles.recipes.report import REPORT_JSON
+
+    recipe = replace(toy_recipe("toy-atlas"), subject="toy-mixer")
+    subjects = ["toy-mixer", "other", "broken"]
+    claims = [{"id": "impossible", "verdict": "not held", "measured": "0.5 [0.4, 0.6]",
+               "measurement": {"value": 0.5}},
+              {"id": "trivial", "verdict": "held", "measured": "0.5 [0.4, 0.6]", "measurement": {"value": 0.5}}]
+    for subject, status in (("toy-mixer", "finished"), ("broken", "failed")):
+        folder = tmp_path / subject / "toy-atlas"
+        folder.mkdir(parents=True)
+        (folder / REPORT_JSON).write_text(json.dumps({
+            "claims": claims, "subject": {"arch": subject, "groups": ["mixer"]},
+            "runs": [{"group": "mixer", "status": status}]}))
+    page = write_atlas(tmp_path, [recipe], subjects, "quick").read_text()
+    assert "| toy-atlas | accuracy above one | [❌ 0.50](toy-mixer/toy-atlas/report.md) | · | [💥](broken/" in page
+    rows = table(tmp_path, [recipe], subjects)
+    assert [r["cells"]["broken"]["verdict"] for r in rows] == ["failed", "failed"]
+    assert (tmp_path / "atlas.png").is_file() and json.loads((tmp_path / "atlas.json").read_text())["rows"]
+    (tmp_path / "README.md").write_text("my notes")  # a user's page is never overwritten
+    with pytest.raises(achilles.AchillesError, match="not an atlas page"):
+        write_atlas(tmp_path, [recipe], subjects, "quick")
