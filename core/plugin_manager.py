@@ -424,7 +424,7 @@ def _allowed(allow: set[str], ep: md.EntryPoint) -> bool:
 
 def _warn_unmatched(allow: set[str], entry_points: list[md.EntryPoint]) -> None:
     """Say so when an allow-list item names no installed distribution (an entry-point name, a typo)."""
-    dists = {_dist_name(ep) for ep in entry_points}
+    dists = {_dist_name(ep) for ep in entry_points} | {FIRST_PARTY}
     for item in sorted(allow):
         dist = item.partition(":")[0]
         if dist in dists:

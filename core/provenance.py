@@ -66,14 +66,16 @@ def valid_distribution_name(name: Any) -> bool:
     return isinstance(name, str) and len(name) <= 200 and bool(_DISTRIBUTION_NAME.match(name))
 
 
+#: a PEP 440 version (its appendix's pattern), nothing around it
+_VERSION = re.compile(r"""
+    v?(?:(?:[0-9]+!)?[0-9]+(?:\.[0-9]+)*
+    (?:[-_.]?(?:alpha|a|beta|b|preview|pre|c|rc)[-_.]?[0-9]*)?
+    (?:-[0-9]+|[-_.]?(?:post|rev|r)[-_.]?[0-9]*)?
+    (?:[-_.]?dev[-_.]?[0-9]*)?)
+    (?:\+[a-z0-9]+(?:[-_.][a-z0-9]+)*)?
+""", re.VERBOSE | re.IGNORECASE)
+
+
 def valid_version(version: Any) -> bool:
     """A PEP 440 version (what may follow ``==`` in a requirement)."""
-    if not isinstance(version, str) or not version or len(version) > 100:
-        return False
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        Version(version)
-    except InvalidVersion:
-        return False
-    return bool(re.fullmatch(r"[A-Za-z0-9.+!_-]+", version))
+    return isinstance(version, str) and len(version) <= 100 and bool(_VERSION.fullmatch(version))
