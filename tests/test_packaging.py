@@ -61,14 +61,35 @@ def test_readme_test_command_is_what_ci_runs():
     assert f"\n{command}\n" in readme
 
 
-def test_readme_lists_every_dependency_for_another_torch():
+def test_torch_is_a_range_and_the_tested_build_a_constraint():
+    """pyproject declares the torch versions the code works with; constraints.txt pins the CPU build
+    the project is tested with, inside that range, and both README quick-start commands use it."""
+    base = {canonical(Requirement(r).name): Requirement(r).specifier for r in requires("achilles")
+            if "extra ==" not in r}
+    torch = base["torch"]
+    assert "2.4.0" in torch and "2.13.0" in torch and "3.0.0" not in torch
+    for name in ("huggingface-hub", "httpx2"):  # capped below the next major version
+        assert "2.99" in base[name] and "3.0.0" not in base[name] and "1.99" not in base[name]
+    pins = [Requirement(line) for line in (ROOT / "constraints.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    torch_pin = next(p for p in pins if canonical(p.name) == "torch")
+    assert str(torch_pin.specifier).startswith("==")
+    assert str(torch_pin.specifier)[2:] in torch  # the tested build lies inside the declared range
     readme = (ROOT / "README.md").read_text()
-    line = next(line for line in readme.splitlines() if line.strip().startswith('pip install "pluggy'))
-    listed = {canonical(Requirement(r).name): r for r in re.findall(r'"([^"]+)"', line)}
-    base = {canonical(Requirement(r).name): str(Requirement(r).specifier)
-            for r in requires("achilles") if "extra ==" not in r}
-    assert base.pop("torch") == "==2.13.0"
-    assert {name: str(Requirement(r).specifier) for name, r in listed.items()} == base
+    quick_start = [line for line in readme.splitlines() if line.startswith("python3.11 -m venv .venv && ")]
+    assert len(quick_start) == 2 and all(" -c constraints.txt " in line for line in quick_start)
+
+
+def test_optional_writers_and_python_classifiers():
+    deps = declared()
+    assert deps["wandb"] == {"wandb", "test"} and deps["tensorboard"] == {"tensorboard", "test"}
+    from importlib.metadata import metadata
+
+    meta = metadata("achilles")
+    versions = {c.rsplit(":: ", 1)[1] for c in meta.get_all("Classifier") if c.startswith("Programming Language :: Python :: 3.")}
+    assert versions and all(tuple(map(int, v.split("."))) >= (3, 10) for v in versions)
+    assert "3.11" in versions  # CI's Python; requires-python's floor stays below what is listed
+    assert meta["Requires-Python"] == ">=3.10"
 
 
 def test_a_wheel_ships_the_bundled_checkpoints(tmp_path):
@@ -93,5 +114,6 @@ def test_a_wheel_ships_the_bundled_checkpoints(tmp_path):
     assert shipped == {"config.json", "run.json", "model.safetensors", "README.md", "metrics.jsonl",
                        "training_curves.png", "probes/blocking/blocking.json"}
     assert "achilles/registry/zoo.json" in names and "achilles/cards/model_card.md" in names
+    assert "achilles/py.typed" in names  # PEP 561
     metadata = zipfile.ZipFile(wheel).read("achilles-0.1.0.dist-info/METADATA").decode()
     assert "License-Expression: MIT" in metadata and "achilles-0.1.0.dist-info/licenses/LICENSE" in names
