@@ -64,7 +64,7 @@ from torch import nn
 from achilles import AchillesError, ConfigError, HookPoint, ModelConfig, check_int, model_factory
 
 from .common import BACKENDS, TokenModel, check_choice, presets, require
-from .ops import RMSNorm, causal_conv, functorch_active
+from .ops import RMSNorm, at_least_fp32, causal_conv, full_precision, functorch_active
 
 __all__ = ["ARCHITECTURES", "DeltaNetConfig", "DeltaNetLayer", "DeltaNetModel", "build_deltanet",
            "delta_rule_chunked", "delta_rule_matrix", "l2_normalize"]
@@ -239,11 +239,14 @@ class DeltaNetLayer(nn.Module):
         else:
             qh, kh, vh = (t.reshape(n, length, heads, hd).transpose(1, 2) for t in (q * self.scale, k, v))
             bh = beta.transpose(1, 2)                                             # (N, H, S)
-            if path == "matrix":
-                M = self.hook_matrix(delta_rule_matrix(qh, kh, bh))
-                o = torch.matmul(M, vh)
-            else:
-                o = delta_rule_chunked(qh, kh, vh, bh, self.chunk_size)
+            # under bf16 autocast the delta rule (triangular solves, the state) runs in fp32
+            qh, kh, vh, bh = (at_least_fp32(t) for t in (qh, kh, vh, bh))
+            with full_precision(x.device.type):
+                if path == "matrix":
+                    M = self.hook_matrix(delta_rule_matrix(qh, kh, bh))
+                    o = torch.matmul(M, vh)
+                else:
+                    o = delta_rule_chunked(qh, kh, vh, bh, self.chunk_size)
             o = o.transpose(1, 2)                                                 # (N, S, H, d)
         return self.o_proj(self.o_norm(o).reshape(n, length, d))
 

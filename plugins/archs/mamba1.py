@@ -68,7 +68,7 @@ from achilles import ConfigError, HookPoint, ModelConfig, check_int, init_gamma_
 
 from . import fused
 from .common import TokenModel, check_choice, presets, require, BACKENDS
-from .ops import RMSNorm, causal_conv, functorch_active
+from .ops import RMSNorm, at_least_fp32, causal_conv, full_precision, functorch_active
 
 __all__ = ["ARCHITECTURES", "Mamba1Config", "Mamba1Layer", "Mamba1Model", "build_mamba1", "s6_matrix",
            "selective_scan", "selective_scan_reference"]
@@ -293,13 +293,16 @@ class Mamba1Layer(nn.Module):
         B, C = self.hook_B(B), self.hook_C(C)
         dt = self.hook_dt(F.softplus(self.dt_proj(dt)))
         A = -torch.exp(self.A_log)
-        if self.hook_matrix.active:
-            S = self.hook_matrix(s6_matrix(dt, A, B, C))
-            y = apply_s6_matrix(S, x, dt, self.D)
-        elif scan:
-            y = _SelectiveScan.apply(x, dt, A, B.contiguous(), C.contiguous(), self.D)
-        else:
-            y = selective_scan_reference(x, dt, A, B, C, self.D)
+        # under bf16 autocast the scan runs in fp32 (as mamba_ssm's selective scan computes)
+        x, dt, B, C = (at_least_fp32(t) for t in (x, dt, B, C))
+        with full_precision(h.device.type):
+            if self.hook_matrix.active:
+                S = self.hook_matrix(s6_matrix(dt, A, B, C))
+                y = apply_s6_matrix(S, x, dt, self.D)
+            elif scan:
+                y = _SelectiveScan.apply(x, dt, A, B.contiguous(), C.contiguous(), self.D)
+            else:
+                y = selective_scan_reference(x, dt, A, B, C, self.D)
         y = self.hook_y(y)
         out = self.out_proj(y * F.silu(z))
         return self.hook_resid(h + self.hook_out(out))

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .ops import (conv_forward, conv_input_grad, conv_param_grads, rms_factor, rms_norm_input_grad,
-                  ssm_input, ssm_input_backward)
+from .ops import (at_least_fp32, conv_forward, conv_input_grad, conv_param_grads, full_precision, rms_factor,
+                  rms_norm_input_grad, ssm_input, ssm_input_backward)
 from .ssd import decay_mask, mixing_matrix
 
 __all__ = ["mamba2_layer_forward", "TILE_TOKENS"]
@@ -239,6 +239,13 @@ def _tiles(n: int, length: int, on_gpu: bool) -> list[tuple[int, int]]:
 def mamba2_layer_forward(layer, h: torch.Tensor) -> torch.Tensor:
     """``h + block(RMSNorm(h))`` of a ``Mamba2Layer`` (mamba2.py) with its weights, in one Function."""
     spec = _Spec(layer.dims, layer.ssm_input, layer.norm.eps)
+    if torch.is_autocast_enabled(h.device.type):
+        # bf16 autocast: the Function's hand-written backward computes in one dtype, so the layer runs
+        # in fp32 with autocast off (correct, but no bf16 speed on this path yet: issue 23)
+        with full_precision(h.device.type):
+            return _Mamba2Layer.apply(at_least_fp32(h), layer.norm.weight, layer.in_proj.weight,
+                                      layer.conv_weight, layer.conv_bias, layer.dt_bias, layer.A_log, layer.D,
+                                      layer.gate_norm.weight, layer.out_proj.weight, spec)
     return _Mamba2Layer.apply(h, layer.norm.weight, layer.in_proj.weight, layer.conv_weight, layer.conv_bias,
                               layer.dt_bias, layer.A_log, layer.D, layer.gate_norm.weight,
                               layer.out_proj.weight, spec)

@@ -26,7 +26,7 @@ from torch import nn
 
 __all__ = ["functorch_active", "conv_forward", "conv_input_grad", "conv_param_grads", "channel_dots",
            "causal_conv", "rms_factor", "rms_norm_input_grad", "RMSNorm", "GatedRMSNorm", "make_norm",
-           "ssm_input", "ssm_input_backward"]
+           "ssm_input", "ssm_input_backward", "at_least_fp32", "full_precision"]
 
 
 def functorch_active() -> bool:
@@ -106,11 +106,34 @@ def conv_param_grads(x: torch.Tensor, g: torch.Tensor, gwt: torch.Tensor, gb: to
         gwt[width - 1 - s] += channel_dots(x2[:-s], g2[s:])[0]
 
 
+def _common_dtype(*tensors):
+    """The tensors (None kept) cast to their promoted dtype: a hand-written Function computes in one
+    dtype, so bf16 activations (autocast) meeting fp32 weights compute in fp32; autograd casts each
+    input's gradient back to that input's dtype."""
+    dtype = None
+    for t in tensors:
+        if t is not None:
+            dtype = t.dtype if dtype is None else torch.promote_types(dtype, t.dtype)
+    return tuple(t if t is None or t.dtype == dtype else t.to(dtype) for t in tensors)
+
+
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 if it is a narrower float (bf16 under autocast); float64 stays float64."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def full_precision(device_type: str):
+    """A region autocast leaves alone (a recurrence whose accumulations need fp32 under bf16
+    autocast; its inputs are cast with ``at_least_fp32``)."""
+    return torch.autocast(device_type, enabled=False)
+
+
 class _CausalConv(torch.autograd.Function):
     """``conv_forward`` (+ SiLU) with the hand-written backward above."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, silu: bool):
+        x, weight, bias = _common_dtype(x, weight, bias)  # bf16 activations, fp32 weights: fp32
         wt = weight.t().contiguous()
         pre = conv_forward(x, wt, bias)
         ctx.silu, ctx.has_bias = silu, bias is not None
@@ -166,6 +189,7 @@ class _RMSNormFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, eps: float):
+        x, weight = _common_dtype(x, weight)  # under bf16 autocast: the norm in fp32 (as mamba_ssm's)
         r = rms_factor(x, eps).unsqueeze(-1)
         xn = x * r
         ctx.save_for_backward(x, r, xn, weight)
