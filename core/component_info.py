@@ -24,7 +24,7 @@ def task_class(task: str) -> Any | None:
 
 
 def task_papers(task: str) -> list[dict[str, str | None]]:
-    """The papers task ``task`` declares, as ``{"title", "arxiv", "section"}`` dicts (empty if none)."""
+    """The papers task ``task`` declares, as ``{"title", "arxiv", "section", "bibtex"}`` dicts (empty if none)."""
     declared = getattr(task_class(task), "paper", None)
     if declared is None:
         return []
@@ -33,7 +33,8 @@ def task_papers(task: str) -> list[dict[str, str | None]]:
         if isinstance(item, str):
             item = {"arxiv": item}
         get = item.get if isinstance(item, dict) else lambda key, _item=item: getattr(_item, key, None)
-        papers.append({"title": get("title") or None, "arxiv": get("arxiv") or None, "section": get("section") or None})
+        papers.append({"title": get("title") or None, "arxiv": get("arxiv") or None, "section": get("section") or None,
+                       "bibtex": get("bibtex") or None})
     return [p for p in papers if p["title"] or p["arxiv"]]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from achilles.cards import CardData, Paper, render
 
 from .component_info import arch_tags, task_papers, task_variant
+from .profiles import recorded_data_seed
 from .runs import (CARD, CONFIG, INIT_WEIGHTS, MANIFEST, METRICS, RECORD, RUN_FORMAT_V1, WEIGHTS, RunFolder,
                    atomic_write_text, claim, owned_names)
 
@@ -51,6 +52,53 @@ def _files(run: RunFolder, config: dict[str, Any]) -> list[tuple[str, str]]:
     return [(name, why) for name, why in described if (run.path / name).is_file()]
 
 
+def _task_facts(task: str, task_config: dict[str, Any]) -> tuple[Any, list[str]]:
+    """The task built from the run's settings (None where it cannot be: a plugin not installed) and
+    its declared headline metrics, most important first."""
+    from .component_info import task_class
+
+    cls = task_class(task)
+    declared = [getattr(cls, "headline_metric", None), *(getattr(cls, "phase_metrics", None) or ())]
+    headline = [str(m).split(".", 1)[-1] for m in declared if m]
+    try:
+        from .api import get_task
+
+        return get_task(task, **task_config), list(dict.fromkeys(headline))
+    except Exception:  # noqa: BLE001 - a card never fails for a task it cannot rebuild
+        return None, list(dict.fromkeys(headline))
+
+
+def _vocab_size(task: Any) -> int | None:
+    try:
+        return int(task.vocab_size) if task is not None else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def evaluation_sizes(config: dict[str, Any], task: Any = None) -> dict[str, int]:
+    """``{split: samples}`` the run's final evaluation scored (``training_data``: each evaluation
+    split ``eval_samples`` or the task's size; the train row the first ``eval_samples`` training
+    samples, or up to 10,000)."""
+    training = config.get("training") or {}
+    n = training.get("eval_samples")
+    sizes: dict[str, int] = {}
+    try:
+        defaults = dict(task.split_sizes()) if task is not None else {}
+    except Exception:  # noqa: BLE001
+        defaults = {}
+    for split in (config.get("final_metrics") or {}):
+        if split == "train":
+            train = training.get("train_samples") or defaults.get("train")
+            value = n if isinstance(n, int) else (min(train, 10_000) if isinstance(train, int) else None)
+            if isinstance(value, int) and isinstance(train, int):
+                value = min(value, train)
+        else:
+            value = n if isinstance(n, int) else defaults.get(split)
+        if isinstance(value, int):
+            sizes[split] = value
+    return sizes
+
+
 def card_data(run_dir: str | Path, repo_id: str | None = None, zoo_id: str | None = None,
               report: str | None = None) -> CardData:
     """What the card of ``run_dir`` says; ``repo_id``/``zoo_id`` add how to load the published copy."""
@@ -63,6 +111,9 @@ def card_data(run_dir: str | Path, repo_id: str | None = None, zoo_id: str | Non
     except (json.JSONDecodeError, OSError):
         records = []  # a damaged log must not stop the card; the table just goes without it
     task, arch = str(config.get("task")), str(config.get("arch"))
+    built, headline_metrics = _task_facts(task, dict(config.get("task_config") or {}))
+    training = config.get("training") or {}
+    data_seed = recorded_data_seed(config) if training else None
     return CardData(
         title=zoo_id or suggest_zoo_id(config), arch=arch, task=task, seed=config.get("seed"),
         variant=task_variant(task, config.get("task_config")),
@@ -77,7 +128,12 @@ def card_data(run_dir: str | Path, repo_id: str | None = None, zoo_id: str | Non
         probes=probe_outputs(run.path), epoch_records=len(records), last_epoch=records[-1] if records else {},
         achilles_version=str(config.get("achilles_version", "?")), created=config.get("created"),
         finished=config.get("finished"), repo_id=repo_id, zoo_id=zoo_id,
-        report=report or ", ".join(config.get("reports") or []) or None)
+        report=report or ", ".join(config.get("reports") or []) or None,
+        headline_metrics=headline_metrics,
+        metric_history=[r.get("metrics") or {} for r in records if isinstance(r, dict)],
+        eval_samples=evaluation_sizes(config, built), data_seed=data_seed,
+        vocab_size=(config.get("model") or {}).get("vocab_size") or _vocab_size(built),
+        precision=training.get("precision") or config.get("precision"), device=config.get("device"))
 
 
 def render_card(run_dir: str | Path, repo_id: str | None = None, zoo_id: str | None = None,

@@ -20,6 +20,9 @@ class Paper:
     section: str = ""
     #: a short name for tables and reports, e.g. ``"Achilles' Heel"`` (empty: the title)
     short: str = ""
+    #: the BibTeX entry model cards print in their citation block (empty: a card writes a minimal
+    #: ``@misc`` from the title and arXiv id)
+    bibtex: str = ""
 
     @property
     def url(self) -> str:
@@ -30,8 +33,9 @@ class Paper:
         return self.short or self.title
 
     def as_dict(self) -> dict[str, str]:
-        """``{"title", "arxiv", "section", "short"}``: the form a run record or a card stores."""
-        return asdict(self)
+        """``{"title", "arxiv", "section", "short"}``: the form a run record or a card stores (the
+        BibTeX is static text, read from the declaration, never stored)."""
+        return {k: v for k, v in asdict(self).items() if k != "bibtex"}
 
 
 @dataclass

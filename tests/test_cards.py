@@ -141,3 +141,92 @@ def test_cards_package_imports_nothing_of_achilles():
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level]
         assert not [n for n in names if n.split(".")[0] == "achilles"], source.name
+
+
+# -- the sections a Hub user expects, each number once, the citation ------------------------
+SECTIONS = ("## Intended use", "## Model", "## Training data", "## Training procedure", "## Evaluation",
+            "## Limitations", "## How to load", "## Citation")
+
+
+class HeadlineTask(toy_plugin.CountTask):
+    """A paperless task whose declared headline metric is not the first one it reports."""
+
+    headline_metric = "exact"
+    headline_split = "ood"
+
+
+@pytest.fixture
+def headline_plugin():
+    class Plugin:
+        @hookimpl
+        def register_tasks(self, register):
+            register("headline-count", HeadlineTask)
+
+    achilles.register_plugin(Plugin(), name="card-headline-test")
+
+
+def test_every_section_is_present_and_the_hub_parses_the_card(tmp_path):
+    for task in ("counting", "plain-count"):
+        text = render_card(make_run(tmp_path / task, task=task), zoo_id="some.zoo-id")
+        card = ModelCard(text)
+        assert card.data.model_name == "some.zoo-id" and card.data.eval_results
+        positions = [text.index(section + "\n") for section in SECTIONS]
+        assert positions == sorted(positions), task  # in the order a reader looks for them
+        assert "not a language model" in text
+        assert "80,000 training samples, drawn with data seed 0" in text  # training data: counts and seed
+        assert "`achilles eval some.zoo-id` with no flags evaluates the same samples" in text
+
+
+def test_training_data_and_evaluation_say_samples_and_seed(tmp_path):
+    run = RunFolder(make_run(tmp_path / "run"))
+    config = run.read_config()
+    run.update_config(training={**config["training"], "eval_samples": 500, "data_seed": 7, "precision": "bf16"})
+    text = render_card(run.path)
+    assert "drawn with data seed 7" in text and "`test` 500 samples" in text and "`ood` 500 samples" in text
+    assert "the `train` row scores the first 500 training samples" in text
+    assert "`test` on 500 samples, `ood` on 500 samples" in text
+    assert "bf16 precision" in text  # the training procedure names the precision the run records
+    assert "standard error of about 0.015" in text  # sqrt(0.1235 * 0.8765 / 500)
+
+
+def test_the_model_index_lists_each_number_once_headline_first(tmp_path, headline_plugin):
+    run = RunFolder(make_run(tmp_path / "run", task="headline-count"))
+    final = {"test": {"acc": 0.6, "acc_test": 0.6, "a": 0.5, "b": 1.0, "c": 1.0},
+             "ood": {"acc": 0.3, "exact": 0.2, "exact_again": 0.2}}
+    run.update_config(final_metrics=final, headline={"split": "ood", "metric": "exact", "value": 0.2})
+    run.append_metrics({"epoch": 2, "loss": 0.5, "metrics": {
+        "test": {"acc": 0.4, "acc_test": 0.4, "a": 0.3, "b": 0.5, "c": 0.7},  # b and c only meet at the end
+        "ood": {"acc": 0.1, "exact": 0.05, "exact_again": 0.05}}})
+    card = ModelCard(render_card(run.path))
+    rows = [(r.dataset_split, r.metric_type) for r in card.data.eval_results]
+    assert rows[0] == ("ood", "exact")  # the headline split, the task's declared headline metric first
+    assert rows == [("ood", "exact"), ("ood", "acc"), ("test", "acc"), ("test", "a"), ("test", "b"), ("test", "c")]
+    values = [(r.dataset_split, r.metric_value) for r in card.data.eval_results]
+    assert len(values) == len(set(values)) + 1  # b and c: two measurements that meet at 1.0, both kept
+    assert "`acc_test` (= `acc`)" in card.text and "`exact_again` (= `exact`)" in card.text
+
+
+def test_first_party_composite_card_lists_its_headline_once(tmp_path):
+    run = RunFolder(make_run(tmp_path / "run", arch="mamba2", task="composite"))
+    run.update_config(task_config={}, final_metrics={
+        "test": {"acc": 0.99, "acc_pair_43": 0.916, "acc_43_composite": 0.916, "acc_43_symmetric": 0.0}},
+        headline={"split": "test", "metric": "acc_43_composite", "value": 0.916})
+    text = render_card(run.path)
+    card = ModelCard(text)
+    assert [r.metric_type for r in card.data.eval_results] == ["acc_43_composite", "acc_43_symmetric", "acc"]
+    assert "@misc{chen2025achilles," in text and "archivePrefix = {arXiv}" in text and "eprint        = {2509.17514}" in text
+    assert "Chen, Tianyi and Lin, Pengxiao" in text
+
+
+def test_a_paperless_task_gets_no_paper_text(tmp_path):
+    text = render_card(make_run(tmp_path / "plain", task="plain-count", profile="quick"))
+    assert "paper's" not in text.lower() and "not-a-paper-result" not in text
+    assert "```bibtex" not in text and "does not declare a paper" in text
+    assert "a small budget" in text  # the quick profile is still said, without a paper to compare with
+
+
+def test_a_paper_without_bibtex_is_cited_from_its_arxiv_id(tmp_path):
+    text = render_card(make_run(tmp_path / "run", task="counting"))
+    block = text.split("```bibtex\n", 1)[1].split("```", 1)[0]
+    assert "@misc{arxiv2401_00001," in block and "eprint = {2401.00001}" in block
+    assert "archivePrefix = {arXiv}" in block and "title = {A Paper About Counting}" in block
