@@ -47,6 +47,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from .epoch_loop import LoopStepper, RunResult, members_data, train_epochs
 from .errors import AchillesError, ConfigError
 from .logits import accepts_logits_mask, reads_selected_logits, task_loss
+from .precision import autocast
 from .task import Batch
 from .trainer import Trainer, make_optimizer, no_weight_decay_names
 
@@ -154,12 +155,16 @@ class EnsembleTrainer:
         base.train()
 
         def batched():
-            stacked_losses(self.task, base, forward, params, buffers, [batch] * self.size).sum().backward()
+            with autocast(self.settings.precision, self.device):  # timed as it will train
+                losses = stacked_losses(self.task, base, forward, params, buffers, [batch] * self.size)
+            losses.float().sum().backward()
 
         def looped():
             for t in self.trainers:
                 t.model.train()
-                task_loss(self.task, t.model, batch).backward()
+                with autocast(self.settings.precision, self.device):
+                    loss = task_loss(self.task, t.model, batch)
+                loss.float().backward()
 
         times = {}
         for name, step in (("vmap", batched), ("loop", looped)):
@@ -224,7 +229,9 @@ class VmapStepper:
         self.lr = lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        losses = stacked_losses(task, self.base, self.forward, self.params, self.buffers, batches)
+        with autocast(self.members[0].settings.precision, batches[0].tokens.device):  # bf16: the forward only
+            losses = stacked_losses(task, self.base, self.forward, self.params, self.buffers, batches)
+        losses = losses.float()  # fp32 loss for backward, per-member clipping and AdamW on fp32 weights
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         clip_grad_norm_per_member_(self.flat, self.members[0].settings.grad_clip, size)

@@ -29,6 +29,7 @@ from .cpu_threads import ThreadGovernor
 from .errors import AchillesError
 from .events import CheckpointSaved, EpochEnded, EventEmitter, RunEnded, RunFailed, RunStarted
 from .logits import task_loss
+from .precision import autocast
 from .profiles import TrainSettings
 from .task import Batch, Task
 
@@ -95,7 +96,9 @@ class LoopStepper:
                 continue
             for group in member.optimizer.param_groups:
                 group["lr"] = lr
-            loss = task_loss(member.task, member.model, batches[m])  # unembeds the scored positions only
+            with autocast(member.settings.precision, batches[m].tokens.device):  # bf16: the forward only
+                loss = task_loss(member.task, member.model, batches[m])  # unembeds the scored positions only
+            loss = loss.float()  # backward, clipping and the optimizer see an fp32 loss (fp32 master weights)
             member.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if torch.isfinite(loss).item():  # no step on a non-finite loss: the member fails instead

@@ -7,6 +7,7 @@ from typing import Iterable
 import torch
 
 from .logits import logits_at
+from .precision import autocast
 from .task import Batch, Task
 
 
@@ -26,9 +27,11 @@ def scored_positions(batch: Batch) -> Batch:
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, batch: Batch, chunk_size: int = 1024) -> tuple[torch.Tensor, Batch]:
-    """Logits at the scored positions of ``batch`` (on CPU), (N, K, V), and the matching
-    ``scored_positions`` batch. Only the scored positions are unembedded (``achilles.logits``)."""
+def predict_logits(model: torch.nn.Module, batch: Batch, chunk_size: int = 1024,
+                   precision: str | None = None) -> tuple[torch.Tensor, Batch]:
+    """Logits at the scored positions of ``batch`` (on CPU, float32), (N, K, V), and the matching
+    ``scored_positions`` batch. Only the scored positions are unembedded (``achilles.logits``).
+    ``precision`` ``bf16``: the forward under bf16 autocast, as a bf16 run trains (``achilles.precision``)."""
     compact = scored_positions(batch)
     device = next(model.parameters()).device
     was_training = model.training
@@ -37,7 +40,9 @@ def predict_logits(model: torch.nn.Module, batch: Batch, chunk_size: int = 1024)
     try:
         for i in range(0, len(batch), chunk_size):
             rows = slice(i, i + chunk_size)
-            chunk = logits_at(model, batch.tokens[rows].to(device), batch.mask[rows].to(device)).float().cpu()
+            with autocast(precision, device):
+                chunk = logits_at(model, batch.tokens[rows].to(device), batch.mask[rows].to(device))
+            chunk = chunk.float().cpu()
             if i == 0:
                 out = chunk.new_zeros(len(batch), compact.mask.shape[1], chunk.shape[-1])
             out[rows][compact.mask[rows]] = chunk
@@ -48,12 +53,14 @@ def predict_logits(model: torch.nn.Module, batch: Batch, chunk_size: int = 1024)
 
 def evaluate(model: torch.nn.Module, task: Task, splits: Iterable[str], samples: int | None = None,
              seed: int = 0, data: dict[str, Batch] | None = None, chunk_size: int = 1024,
-             ) -> dict[str, dict[str, float]]:
-    """``{split: task.metrics(...)}`` for each split; ``data`` supplies pre-generated batches."""
+             precision: str | None = None) -> dict[str, dict[str, float]]:
+    """``{split: task.metrics(...)}`` for each split; ``data`` supplies pre-generated batches.
+    ``precision``: the run's (``bf16``: the forward in bf16 autocast, so the numbers are those of
+    the model as it trains; metrics and loss are computed from float32 logits either way)."""
     results: dict[str, dict[str, float]] = {}
     for split in splits:
         batch = data[split] if data and split in data else task.generate(split, samples, seed=seed)
-        logits, restricted = predict_logits(model, batch, chunk_size)
+        logits, restricted = predict_logits(model, batch, chunk_size, precision)
         metrics = task.metrics(logits, restricted)
         metrics["loss"] = task.loss(logits, restricted).item()
         results[split] = metrics

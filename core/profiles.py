@@ -32,11 +32,21 @@ class TrainSettings:
     #: data) and two architectures trained with the same seed see the same data (paired comparisons).
     #: A number pins the data: runs that differ in seed then differ only in init and batch order.
     data_seed: int | None = None
+    #: ``fp32`` or ``bf16`` (autocast forward, fp32 master weights and optimizer state:
+    #: ``achilles.precision``). None: the device's default when the run starts (``resolved``):
+    #: bf16 for ``paper`` on a GPU, fp32 otherwise. A run record without it trained in fp32.
+    precision: str | None = None
 
-    def resolved(self, seed: int) -> "TrainSettings":
-        """These settings with ``data_seed`` resolved for a run of ``seed`` (a pinned one is kept)."""
+    def resolved(self, seed: int, device: Any = None) -> "TrainSettings":
+        """These settings with ``data_seed`` resolved for a run of ``seed`` (a pinned one is kept)
+        and, given the ``device``, an unset ``precision`` resolved to its default there."""
         # choice: the derived data seed is the run seed itself (simplest; equal seeds pair the data)
-        return self if self.data_seed is not None else replace(self, data_seed=seed)
+        out = self if self.data_seed is not None else replace(self, data_seed=seed)
+        if out.precision is None and device is not None:
+            from .precision import default_precision
+
+            out = replace(out, precision=default_precision(out.profile, device))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -85,7 +95,9 @@ class TrainSettings:
                   ("data_seed", self.data_seed is None or (isinstance(self.data_seed, int)
                                                            and not isinstance(self.data_seed, bool)
                                                            and 0 <= self.data_seed < 2**32),
-                   "must be a whole number from 0 to 4294967295 (or unset: the run's seed)")]
+                   "must be a whole number from 0 to 4294967295 (or unset: the run's seed)"),
+                  ("precision", self.precision in (None, "fp32", "bf16"),
+                   f"must be fp32 or bf16, got {self.precision!r}")]
         for setting, ok, why in checks:
             if not ok:
                 raise ConfigError(setting, why)

@@ -22,6 +22,7 @@ from .epoch_loop import LoopStepper, NonFiniteError, RunResult, epoch_order, tra
 from .errors import AchillesError, CheckpointError, ConfigError
 from .evaluation import evaluate
 from .contract import check_architecture_accepts
+from .precision import check_precision
 from .profiles import TrainSettings, settings_for
 from .runs import (INIT_WEIGHTS, RunFolder, RunLock, check_owned_folders, check_run_target, clear_run_folder,
                    save_tensors, saving_failed)
@@ -128,7 +129,8 @@ class Trainer:
     def __init__(self, run: RunFolder, task: Task, model: torch.nn.Module, settings: TrainSettings,
                  seed: int, device: torch.device, progress: bool | None = None):
         self.run, self.task, self.seed = run, task, seed
-        self.settings = settings.resolved(seed)  # a record's data seed, else the run seed's
+        # a record's data seed, else the run seed's; an unset precision: the device's default
+        self.settings = settings.resolved(seed, device)
         self.device = device
         self.model = model.to(device)
         self.progress = progress
@@ -172,7 +174,8 @@ class Trainer:
         """Evaluate the epoch just trained, append its record to metrics.jsonl and checkpoint it;
         (record, weights sha256). Raises NonFiniteError (nothing written) if the evaluation or the
         weights are not finite."""
-        results = evaluate(self.model, self.task, evals.keys(), data=evals)
+        results = evaluate(self.model, self.task, evals.keys(), data=evals,
+                           precision=self.settings.precision)  # a bf16 run evaluates in bf16 too
         problem = non_finite(self.model, results)
         if problem:
             raise NonFiniteError(f"{problem} after epoch {self.epoch + 1}")
@@ -226,7 +229,9 @@ def start_run(arch: str, task: str, *, profile: str | None = None, seed: int = 0
         why = "a GPU is available" if chosen == "paper" else "no GPU found; --profile paper for the paper's settings"
         log.info(f"Profile: {chosen} ({why})")
     task_defaults = getattr(registry("task").get(task).factory, "training_defaults", {})
-    train_settings = settings_for(chosen, task_defaults, **settings).resolved(seed)  # run.json records the data seed
+    # run.json records the data seed and the precision (an unset one: the device's default)
+    train_settings = settings_for(chosen, task_defaults, **settings).resolved(seed, dev)
+    check_precision(train_settings.precision, dev)  # bf16 where autocast cannot: refused before any folder
     task_obj, model, model_cfg, task_cfg = build_task_and_model(arch, task, dict(model_config or {}),
                                                                  dict(task_config or {}), seed,
                                                                  fits=train_settings, device=dev)
@@ -278,6 +283,7 @@ def resume_run(path: str | Path, device: str = "auto", progress: bool | None = N
         check_owned_folders(path)
         require_components(config)
         settings = training_settings_of(config, run.path)
+        check_precision(settings.precision, dev)  # the run keeps its precision; refused where it cannot run
         task = rebuild_task(config["task"], config.get("task_config", {}))
         from .limits import check_training_fits  # the run's own config is untrusted too: checked before building
 
@@ -297,8 +303,10 @@ def resume_run(path: str | Path, device: str = "auto", progress: bool | None = N
 
 def training_settings_of(config: dict, run_dir: Path) -> TrainSettings:
     """The training settings a run record holds, refused in one line when they are malformed."""
+    training = dict(config.get("training") or {})
+    training.setdefault("precision", "fp32")  # runs recorded before the setting trained in fp32
     try:
-        return TrainSettings.from_dict(config.get("training") or {}).validate()
+        return TrainSettings.from_dict(training).validate()
     except (TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{run_dir / 'config.json'}: the training settings are malformed ({exc}); "
                               "restore the file, or train the run again with --overwrite") from None

@@ -8,7 +8,7 @@ import click
 
 from ..cli_options import is_quiet, verbosity_option
 from ..table import format_table
-from .train import parse_settings
+from .train import PRECISION_CHOICES, PRECISION_HELP, parse_settings
 
 
 def _cores() -> int:
@@ -95,6 +95,8 @@ def _dry_run(recipe, options, echo) -> None:
               help="Pin every run's training and evaluation data to this seed, so seeds differ only in "
                    "initialisation and batch order (default: each run's seed draws its own data; "
                    "the same as --set data_seed=N).")
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=None,
+              help=PRECISION_HELP + " The same as --set precision=P.")
 @click.option("--subject", default=None, metavar="ARCH",
               help="Measure the recipe's claims on ARCH in place of the architecture the paper studies "
                    "(its subject, Mamba2); the controls stay. See `achilles atlas` for many at once.")
@@ -117,7 +119,7 @@ def _dry_run(recipe, options, echo) -> None:
               help="Only (re)write FOLDER/README.md: one row per claim of every FOLDER/*/report.json.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on in a terminal).")
 @verbosity_option
-def reproduce_command(names, profile, seeds, overrides, data_seed, subject, executor, workers, threads, out, runs_dir, device, dry_run, list_, all_,
+def reproduce_command(names, profile, seeds, overrides, data_seed, precision, subject, executor, workers, threads, out, runs_dir, device, dry_run, list_, all_,
                       summary, progress):
     """Reproduce a finding of the papers with one command: train the recipe's runs (resumably),
     probe them, and write report.md / report.json with each claim of the paper next to what this
@@ -152,6 +154,13 @@ def reproduce_command(names, profile, seeds, overrides, data_seed, subject, exec
     train_overrides = parse_settings(overrides, "--set")
     if data_seed is not None:
         train_overrides["data_seed"] = data_seed
+    if precision is not None:
+        train_overrides["precision"] = precision
+    if train_overrides.get("precision") not in (None, "fp32") and not dry_run:
+        from ..precision import check_precision
+        from ..trainer import resolve_device
+
+        check_precision(train_overrides["precision"], resolve_device(device))  # one line, before any folder
     jobs = []
     for recipe in recipes:
         folder = (Path(out) / recipe.name if out else None) if several else (Path(out) if out else None)

@@ -9,7 +9,7 @@ import click
 from ..cli_options import info, verbosity_option
 from ..errors import AchillesError
 from ..table import format_table
-from .train import parse_settings
+from .train import PRECISION_CHOICES, PRECISION_HELP, parse_settings
 
 
 @click.command("sweep")
@@ -56,6 +56,7 @@ from .train import parse_settings
 @click.option("--set", "task_set", multiple=True, metavar="KEY=VALUE", help="Task setting shared by all cells.")
 @click.option("--model-set", multiple=True, metavar="KEY=VALUE", help="Architecture setting shared by all cells.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=None, help=PRECISION_HELP)
 @click.option("--metric", "metrics", multiple=True,
               help="Metric(s) of the phase diagram, METRIC or SPLIT.METRIC (default: the task's phase metrics, "
                    "e.g. acc_43_composite and acc_43_symmetric for composite, else its headline metric).")
@@ -65,7 +66,8 @@ from .train import parse_settings
 @verbosity_option
 def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, resume, executor, workers, threads,
                   address, gpus_per_unit, ensemble, max_ensemble, ensemble_method, epochs, batch_size, lr_peak, train_samples,
-                  eval_samples, data_seed, task_set, model_set, device, metrics, dry_run, report_only, progress):
+                  eval_samples, data_seed, task_set, model_set, device, precision, metrics, dry_run, report_only,
+                  progress):
     """Train a grid of runs (a phase diagram), resumably, and aggregate it.
 
     Each cell is an ordinary run folder inside the sweep folder; finished cells are skipped, so
@@ -86,6 +88,7 @@ def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, 
                                           ("--profile", profile), ("--epochs", epochs), ("--batch-size", batch_size),
                                           ("--lr", lr_peak), ("--samples", train_samples),
                                           ("--eval-samples", eval_samples), ("--data-seed", data_seed is not None),
+                                          ("--precision", precision),
                                           ("--set", task_set),
                                           ("--model-set", model_set)) if value]
         if fixed:
@@ -96,7 +99,12 @@ def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, 
         spec = sw.make_spec(arch, task_name, list(grid), seeds, profile, device,
                             parse_settings(model_set, "--model-set"), parse_settings(task_set, "--set"),
                             epochs=epochs, batch_size=batch_size, lr_peak=lr_peak, train_samples=train_samples,
-                            eval_samples=eval_samples, data_seed=data_seed)
+                            eval_samples=eval_samples, data_seed=data_seed, precision=precision)
+        if precision:
+            from ..precision import check_precision
+            from ..trainer import resolve_device
+
+            check_precision(precision, resolve_device(device))  # refused in one line, before any folder
         folder = Path(out) if out else sw.sweep_folder(spec, name, sweeps_dir)
     options = sw.SweepOptions(folder=folder, executor=executor, workers=workers, threads=threads, address=address,
                               ensemble=ensemble, max_ensemble=max_ensemble, ensemble_method=ensemble_method,

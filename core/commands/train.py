@@ -37,6 +37,13 @@ def metrics_table(results: dict[str, dict[str, float]]) -> str:
     return format_table(rows, ["metric"] + splits)
 
 
+#: the --precision choices of train, sweep and reproduce (literal: the CLI starts without importing torch)
+PRECISION_CHOICES = ["fp32", "bf16"]
+PRECISION_HELP = ("fp32, or bf16: the forward (and loss) under bf16 autocast with fp32 master weights and optimizer "
+                  "state; evaluation in the same precision; run.json records it. Default: bf16 for the paper profile "
+                  "on a GPU, fp32 otherwise (the quick profile on a CPU stays fp32 pending the measurement in "
+                  "benchmarks/RESULTS-precision.md).")
+
 threads_option = click.option(
     "--threads", type=click.IntRange(min=1), default=None,
     help=f"Torch threads (default: ${ENV_THREADS}, else every CPU this process may use: "
@@ -62,6 +69,7 @@ threads_option = click.option(
 @click.option("--samples", "train_samples", type=int, default=None, help="Training samples (default: profile's).")
 @click.option("--eval-samples", type=int, default=None, help="Evaluation samples per split (default: profile's).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=None, help=PRECISION_HELP)
 @click.option("--backend", type=click.Choice(["auto", "torch", "fused"]), default=None,
               help="Mamba compute path: fused kernels need CUDA and the cuda extra. Default auto.")
 @click.option("--set", "task_set", multiple=True, metavar="KEY=VALUE", help="Task setting, e.g. --set placements=shuffle.")
@@ -75,7 +83,7 @@ threads_option = click.option(
 @threads_option
 @verbosity_option
 def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, data_seed, epochs, batch_size, lr_peak,
-                  train_samples, eval_samples, device, backend, task_set, model_set, out, overwrite, resume, progress,
+                  train_samples, eval_samples, device, precision, backend, task_set, model_set, out, overwrite, resume, progress,
                   loggers, threads):
     """Train an architecture on a task into a run folder (weights, metrics, card, figures).
 
@@ -107,7 +115,7 @@ def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, data
                             model_config=model_config, task_config=parse_settings(task_set, "--set"),
                             overwrite=overwrite, progress=progress, epochs=epochs,
                             batch_size=batch_size, lr_peak=lr_peak, train_samples=train_samples,
-                            eval_samples=eval_samples, data_seed=data_seed)
+                            eval_samples=eval_samples, data_seed=data_seed, precision=precision)
     if trainer.device.type == "cpu":
         from ..cputune import tune_cpu_allocator
 
@@ -117,7 +125,7 @@ def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, data
     info(f"Training {trainer.run.read_config()['arch']} on {trainer.task.name} "
                f"({trainer.model.num_parameters():,} parameters) on {trainer.device}: profile {s.profile}, "
                f"{s.epochs} epochs, batch {s.batch_size}, lr {s.lr_start:g} -> {s.lr_peak:g} -> {s.lr_start:g}, "
-               f"{s.train_samples or 'all'} training samples, data seed {s.data_seed}")
+               f"{s.train_samples or 'all'} training samples, data seed {s.data_seed}, precision {s.precision}")
     if s.profile != "paper":
         info("Note: the quick profile is a CPU budget, not the paper's setting; its numbers are not the paper's.")
     try:
@@ -137,7 +145,7 @@ _RECORDED = {"arch": (None, "arch"), "task_name": (None, "task"), "seed": (None,
              "profile": ("training", "profile"), "epochs": ("training", "epochs"),
              "batch_size": ("training", "batch_size"), "lr_peak": ("training", "lr_peak"),
              "train_samples": ("training", "train_samples"), "eval_samples": ("training", "eval_samples"),
-             "data_seed": ("training", "data_seed"),
+             "data_seed": ("training", "data_seed"), "precision": ("training", "precision"),
              "n_layers": ("model", "n_layers"), "d_model": ("model", "d_model"), "gamma": ("model", "gamma"),
              "backend": ("model", "backend")}
 
@@ -165,6 +173,8 @@ def refuse_resume_changes(ctx: click.Context, run_dir: str) -> None:
     for name in sorted(given & set(_RECORDED), key=list(_RECORDED).index):
         section, key = _RECORDED[name]
         record = config if section is None else (config.get(section) or {})
+        if name == "precision" and record.get(key) is None:
+            record = {**record, key: "fp32"}  # runs recorded before the setting trained in fp32
         if key not in record or not _same(ctx.params[name], record[key]):
             changed.append(f"{flag[name]} {ctx.params[name]} (the run's: {record.get(key, 'not set')})")
     for option, name, section in (("--set", "task_set", "task_config"), ("--model-set", "model_set", "model")):
@@ -223,7 +233,9 @@ def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_
         from ..profiles import recorded_data_seed
 
         seed = recorded_data_seed(config)
-    results = evaluate(model, task, splits or task.splits, samples=samples, seed=seed)
+    # a run trained in bf16 is evaluated in bf16, as it trained (fp32 for runs without the setting)
+    precision = (config.get("training") or {}).get("precision")
+    results = evaluate(model, task, splits or task.splits, samples=samples, seed=seed, precision=precision)
     if as_json:
         click.echo(json.dumps({"run": str(run_id), "task": name, "task_config": task.config, "metrics": results}, indent=2))
     else:
