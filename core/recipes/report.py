@@ -74,7 +74,10 @@ def group_budget(group: RunGroup, plan: Plan) -> dict[str, Any]:
             "seeds": group.seeds, "runs": group.runs, "train_samples": samples, "epochs": s.epochs,
             "batch_size": s.batch_size, "lr": f"{s.lr_start:g} → {s.lr_peak:g} → {s.lr_start:g}",
             "warmup_epochs": s.warmup_epochs, "eval_samples": s.eval_samples,
-            "profile": plan.training_profile}
+            "profile": plan.training_profile,
+            # as set, else the device's default (bf16 for paper on a GPU, fp32 otherwise): write_report
+            # replaces it with what the group's runs recorded
+            "precision": s.precision or "default"}
 
 
 def _settings_text(d: dict[str, Any]) -> str:
@@ -90,6 +93,11 @@ def write_report(results: RecipeResults, claims: list[dict[str, Any]], figures: 
     out = Path(out)
     missing = [f"{r.label}: {r.status} ({os.path.relpath(r.path, out)})" for r in results.missing]
     budgets = [group_budget(g, plan) for g in plan.runs]
+    for b in budgets:  # the precision the group's runs trained in, as their run.json records it
+        recorded = sorted({str((r.config.get("training") or {}).get("precision") or "fp32")
+                           for r in results.runs if r.group == b["group"]})
+        if recorded:
+            b["precision"] = "/".join(recorded)
     runs = [{"group": r.group, "values": r.values, "seed": r.seed, "status": r.status,
              "epochs": r.config.get("epochs_completed"), "path": os.path.relpath(r.path, out),
              "headline": r.config.get("headline"), "weights_sha256": r.config.get("weights_sha256")}
@@ -159,8 +167,10 @@ def render_markdown(data: dict[str, Any]) -> str:
     lines += ["## Budget: this run vs the paper", ""]
     rows = [[b["group"], b["arch"], b["task"] + (f" ({_settings_text(b['task_settings'])})" if b["task_settings"] else ""),
              _settings_text({k: b["model"][k] for k in sorted(b["model"])}) + (f"; grid {b['grid']}" if b["grid"] else ""),
-             b["seeds"], b["runs"], b["train_samples"], b["epochs"], b["batch_size"], b["lr"]] for b in data["budget"]]
-    lines += [_table(["group", "arch", "task", "model", "seeds", "runs", "train samples", "epochs", "batch", "lr"], rows), ""]
+             b["seeds"], b["runs"], b["train_samples"], b["epochs"], b["batch_size"], b["lr"],
+             b.get("precision", "fp32")] for b in data["budget"]]
+    lines += [_table(["group", "arch", "task", "model", "seeds", "runs", "train samples", "epochs", "batch", "lr",
+                      "precision"], rows), ""]
     if data["paper_budget"]:
         lines += ["The paper: " + "; ".join(f"{k} {v}" for k, v in data["paper_budget"].items()) + ".", ""]
     if data["departures"]:
