@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+import sys
+from typing import Callable, Iterable
 
 import torch
 
@@ -28,7 +29,8 @@ def scored_positions(batch: Batch) -> Batch:
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, batch: Batch, chunk_size: int = 1024,
-                   precision: str | None = None) -> tuple[torch.Tensor, Batch]:
+                   precision: str | None = None, on_chunk: Callable[[int], object] | None = None,
+                   ) -> tuple[torch.Tensor, Batch]:
     """Logits at the scored positions of ``batch`` (on CPU, float32), (N, K, V), and the matching
     ``scored_positions`` batch. Only the scored positions are unembedded (``achilles.logits``).
     ``precision`` ``bf16``: the forward under bf16 autocast, as a bf16 run trains (``achilles.precision``)."""
@@ -46,6 +48,8 @@ def predict_logits(model: torch.nn.Module, batch: Batch, chunk_size: int = 1024,
             if i == 0:
                 out = chunk.new_zeros(len(batch), compact.mask.shape[1], chunk.shape[-1])
             out[rows][compact.mask[rows]] = chunk
+            if on_chunk is not None:
+                on_chunk(len(batch.tokens[rows]))  # a progress bar's update: samples done
     finally:
         model.train(was_training)
     return out, compact
@@ -53,14 +57,19 @@ def predict_logits(model: torch.nn.Module, batch: Batch, chunk_size: int = 1024,
 
 def evaluate(model: torch.nn.Module, task: Task, splits: Iterable[str], samples: int | None = None,
              seed: int = 0, data: dict[str, Batch] | None = None, chunk_size: int = 1024,
-             precision: str | None = None) -> dict[str, dict[str, float]]:
+             precision: str | None = None, progress: bool | None = False) -> dict[str, dict[str, float]]:
     """``{split: task.metrics(...)}`` for each split; ``data`` supplies pre-generated batches.
     ``precision``: the run's (``bf16``: the forward in bf16 autocast, so the numbers are those of
-    the model as it trains; metrics and loss are computed from float32 logits either way)."""
+    the model as it trains; metrics and loss are computed from float32 logits either way).
+    ``progress``: a bar per split on stderr (None: in a terminal only, as ``train`` shows one)."""
+    from tqdm.auto import tqdm
+
     results: dict[str, dict[str, float]] = {}
     for split in splits:
         batch = data[split] if data and split in data else task.generate(split, samples, seed=seed)
-        logits, restricted = predict_logits(model, batch, chunk_size, precision)
+        with tqdm(total=len(batch), unit="sample", desc=f"eval {split}", leave=False, dynamic_ncols=True,
+                  disable=(not progress) if progress is not None else None, file=sys.stderr) as bar:
+            logits, restricted = predict_logits(model, batch, chunk_size, precision, on_chunk=bar.update)
         metrics = task.metrics(logits, restricted)
         metrics["loss"] = task.loss(logits, restricted).item()
         results[split] = metrics

@@ -258,3 +258,30 @@ def test_publish_without_a_token_or_a_hub_changes_nothing(hub, zoo_registry, run
     assert_one_line_error(achilles_cli("zoo", "publish", "--org", "test-org"), "cannot be reached",
                           "nothing changed")
     assert zoo_registry.read_bytes() == before
+
+
+def test_eval_with_no_flags_prints_the_cards_numbers():
+    """`achilles eval ZOO_ID` scores the samples the run's final evaluation scored (its split
+    sizes, its data seed, the train row on its first training samples): the card's numbers."""
+    from achilles.registry import REGISTRY_FILE
+    from achilles.zoo import first_party_entries
+
+    entries = [e for e in first_party_entries(REGISTRY_FILE).values() if e.bundled]
+    entry = min(entries, key=lambda e: (e.bundle_path() / "model.safetensors").stat().st_size)  # the smallest
+    card = ModelCard.load(entry.bundle_path() / "README.md")
+    recorded = json.loads((entry.bundle_path() / "run.json").read_text())
+    result = achilles_cli("eval", entry.id)
+    assert result.exit_code == 0, result.output
+    n, seed = recorded["training"]["eval_samples"], recorded["training"]["data_seed"]
+    assert f"on {n:,} samples per split, data seed {seed}" in result.stderr  # what it evaluates, said
+    table = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[2:] if line.strip()}
+    header = result.stdout.splitlines()[1].split()[1:]
+    split, metric = entry.headline["split"], entry.headline["metric"]
+    printed = float(table[metric][header.index(split)])
+    card_value = next(r.metric_value for r in card.data.eval_results
+                      if r.dataset_split == split and r.metric_type == metric)
+    assert printed == card_value == round(recorded["final_metrics"][split][metric], 4) == entry.headline["value"]
+    for metric, values in table.items():  # every number of the table is the run's own
+        for s, text in zip(header, values):
+            if text and metric in recorded["final_metrics"].get(s, {}):
+                assert float(text) == round(recorded["final_metrics"][s][metric], 4), (s, metric)

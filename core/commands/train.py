@@ -195,14 +195,22 @@ def refuse_resume_changes(ctx: click.Context, run_dir: str) -> None:
 @click.option("--set", "task_set", multiple=True, metavar="KEY=VALUE",
               help="Task setting overrides, e.g. --set test_placements=shuffle.")
 @click.option("--split", "splits", multiple=True, help="Split(s) to evaluate (default: all of the task's).")
-@click.option("--samples", type=int, default=None, help="Samples per split (default: the task's size).")
+@click.option("--samples", type=int, default=None,
+              help="Samples per split (default: as many as the run's final evaluation scored, as its run.json "
+                   "records them, so the numbers are its card's; the task's size for a model without one).")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Seed of the evaluation samples (default: the data seed the run trained and evaluated with, "
                    "as its run.json records it; 0 for a model without one).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@verbosity_option
 def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_json):
     """Evaluate a saved model: a run folder, a zoo id or hf-hub:ORG/NAME[@REV].
+
+    \b
+    With no flags it evaluates the samples the run's final evaluation scored (the same split sizes
+    and data seed, the train row on the first of its training samples), so it prints the numbers
+    of the run's card; a bar shows the progress in a terminal (none with -q).
 
     \b
     Example:  achilles eval runs/mamba2.mqar-l2-g0.5-s0-quick --set test_placements=shuffle --split test
@@ -229,13 +237,28 @@ def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_
 
         check_samples_fit(samples, task.seq_len, "--samples")
     model = loaded.model.to(resolve_device(device))
+    as_recorded = samples is None and seed is None and not (task_name or task_set)  # the run's own samples
+    training = config.get("training") or {}
+    if samples is None and isinstance(training.get("eval_samples"), int):
+        samples = training["eval_samples"]  # as many as the run's final evaluation scored
     if seed is None:
         from ..profiles import recorded_data_seed
 
         seed = recorded_data_seed(config)
+    chosen = list(splits or task.splits)
+    data = None
+    if as_recorded and "train" in chosen and training:
+        # the train row of the run's evaluation: the first samples of its training set, not a fresh draw
+        train = task.generate("train", training.get("train_samples"), seed=seed)
+        data = {"train": train[: samples or min(len(train), 10_000)]}
+    count = f"{samples:,}" if samples else "the task's default number of"
+    if not is_quiet():  # on stderr: stdout holds the result alone (--json parses)
+        click.echo(f"Evaluating {', '.join(chosen)} on {count} samples per split, data seed {seed}"
+                   + (" (the run's own evaluation: its card's numbers)" if as_recorded else ""), err=True)
     # a run trained in bf16 is evaluated in bf16, as it trained (fp32 for runs without the setting)
     precision = (config.get("training") or {}).get("precision")
-    results = evaluate(model, task, splits or task.splits, samples=samples, seed=seed, precision=precision)
+    results = evaluate(model, task, chosen, samples=samples, seed=seed, precision=precision, data=data,
+                       progress=False if is_quiet() else None)
     if as_json:
         click.echo(json.dumps({"run": str(run_id), "task": name, "task_config": task.config, "metrics": results}, indent=2))
     else:
