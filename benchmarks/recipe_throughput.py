@@ -4,7 +4,9 @@ Reads every run folder under the given run stores (e.g. ``examples/reports/runs`
 median samples/s over each run's epochs (metrics.jsonl records it per epoch), groups runs by
 (architecture, task, depth, width, sequence length), and writes the median of each group into
 ``core/recipes/throughput.json`` under a device kind (``cpu`` or ``cuda``), with the machine and
-how the runs were trained. Nothing is estimated here: every entry is a measurement.
+how the runs were trained; on a CPU into the table of this CPU's model string (``by_model``), with
+the bf16 units it has, and each entry's precision (what the runs' run.json record; absent: fp32).
+Nothing is estimated here: every entry is a measurement.
 
     python benchmarks/recipe_throughput.py examples/reports/runs --kind cpu \\
         --how "1 thread per run, 2 runs at once (achilles reproduce --workers 2)"
@@ -19,6 +21,7 @@ import statistics
 from pathlib import Path
 
 from achilles.api import get_task
+from achilles.precision import cpu_description, cpu_line
 from achilles.recipes.cost import THROUGHPUT_FILE
 from achilles.runs import RunFolder
 
@@ -57,8 +60,9 @@ def collect(stores: list[Path]) -> dict[tuple, list[float]]:
                 continue
             model = config.get("model") or {}
             seq_len = get_task(config["task"], **(config.get("task_config") or {})).seq_len
+            precision = (config.get("training") or {}).get("precision") or "fp32"
             key = (config["arch"], config["task"], int(model.get("n_layers", 2)), int(model.get("d_model", 32)),
-                   int(seq_len))
+                   int(seq_len), precision)
             groups.setdefault(key, []).append(statistics.median(rates))
     return groups
 
@@ -72,16 +76,25 @@ def main() -> None:
     args = parser.parse_args()
     groups = collect(args.stores)
     table = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    table[args.kind] = {
-        "machine": machine(), "how": args.how,
+    cpu = cpu_description()
+    measured = {
+        "machine": machine(), "cpu_model": cpu["model"], "bf16_units": cpu["bf16_units"], "how": args.how,
         "entries": [{"arch": a, "task": t, "n_layers": l, "d_model": d, "seq_len": s, "runs": len(v),
-                     "samples_per_s": round(statistics.median(v), 1)}
-                    for (a, t, l, d, s), v in sorted(groups.items())]}
+                     "samples_per_s": round(statistics.median(v), 1), **({"precision": p} if p != "fp32" else {})}
+                    for (a, t, l, d, s, p), v in sorted(groups.items())]}
+    if args.kind == "cpu":  # one table per CPU model string; the first one measured stays the fallback
+        section = table.get("cpu") or {}
+        by_model = dict(section.get("by_model") or {})
+        by_model[cpu["model"]] = measured
+        table["cpu"] = {**section, "fallback": section.get("fallback") or cpu["model"], "by_model": by_model}
+    else:
+        table[args.kind] = measured
     args.out.write_text(json.dumps(table, indent=2) + "\n")
-    print(f"{'arch':<18} {'task':<20} {'layers':>6} {'width':>5} {'length':>6} {'runs':>4} {'samples/s':>10}")
-    for e in table[args.kind]["entries"]:
+    print(f"{'arch':<18} {'task':<20} {'layers':>6} {'width':>5} {'length':>6} {'runs':>4} {'samples/s':>10} precision")
+    for e in measured["entries"]:
         print(f"{e['arch']:<18} {e['task']:<20} {e['n_layers']:>6} {e['d_model']:>5} {e['seq_len']:>6} "
-              f"{e['runs']:>4} {e['samples_per_s']:>10.1f}")
+              f"{e['runs']:>4} {e['samples_per_s']:>10.1f} {e.get('precision', 'fp32')}")
+    print(cpu_line())
     print(f"\nWrote {args.out} ({args.kind}: {machine()})")
 
 

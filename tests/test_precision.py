@@ -234,3 +234,35 @@ def test_bf16_matches_fp32_on_the_gpu_paths(name):
     out_err, grad_err, _ = parity(name, device="cuda", length=29)
     out_tol, grad_tol = TOLERANCE[name]
     assert out_err < 2 * out_tol and grad_err < 2 * grad_tol, (name, out_err, grad_err)
+
+
+# -- cost estimates per CPU -------------------------------------------------------------------------
+def test_cost_estimates_use_this_cpus_table_else_say_which_cpu_measured_them(monkeypatch):
+    from achilles.recipes import cost
+
+    entry = {"arch": "a", "task": "t", "n_layers": 2, "d_model": 8, "seq_len": 6}
+    table = {"cpu": {"fallback": "Other CPU", "by_model": {
+        "Other CPU": {"machine": "x86_64 Other CPU, 2 cores", "cpu_model": "Other CPU", "bf16_units": [],
+                      "how": "h", "entries": [{**entry, "samples_per_s": 10.0}]},
+        "This CPU": {"machine": "x86_64 This CPU, 8 cores", "cpu_model": "This CPU", "bf16_units": ["amx_bf16"],
+                     "how": "h", "entries": [{**entry, "samples_per_s": 40.0},
+                                             {**entry, "samples_per_s": 80.0, "precision": "bf16"}]}}}}
+    monkeypatch.setattr(cost, "throughput_table", lambda path=None: table)
+    shape = cost.Shape("a", "t", 2, 8, 6)
+    monkeypatch.setattr("achilles.precision.cpu_description",
+                        lambda: {"model": "This CPU", "bf16_units": ["amx_bf16"], "has_bf16": True})
+    assert cost.samples_per_second(shape, "cpu") == (40.0, False)
+    assert cost.samples_per_second(shape, "cpu", "bf16") == (80.0, False)
+    assert "measured on this CPU (This CPU)" in cost.how_estimated("cpu") and "amx_bf16" in cost.how_estimated("cpu")
+    monkeypatch.setattr("achilles.precision.cpu_description",
+                        lambda: {"model": "A Third CPU", "bf16_units": [], "has_bf16": False})
+    assert cost.samples_per_second(shape, "cpu") == (10.0, False)
+    assert cost.samples_per_second(shape, "cpu", "bf16") == (10.0, False)  # no bf16 measured there: fp32
+    assert "measured on Other CPU, not on this CPU (A Third CPU)" in cost.how_estimated("cpu")
+
+
+def test_the_shipped_throughput_table_is_keyed_by_cpu_model():
+    from achilles.recipes import cost
+
+    tables, fallback = cost._tables("cpu")
+    assert fallback in tables and all(t.get("entries") for t in tables.values())

@@ -7,6 +7,13 @@ written by ``benchmarks/recipe_throughput.py`` from the epochs of finished runs 
 metrics.jsonl records samples/s), so every number in it was timed on a real machine, which
 the file names.
 
+CPUs differ (cores, AVX-512, bf16 units), so the ``cpu`` kind holds one table per CPU model
+string (``by_model``, keyed by /proc/cpuinfo's model name, each with the bf16 units the CPU had):
+an estimate uses the table of the CPU it runs on, else the ``fallback`` table, and says which
+(``table_for``, ``how_estimated``: "measured on this CPU" or "measured on <other CPU>"). An entry
+may name its ``precision`` (absent: fp32); a bf16 estimate uses bf16 entries where there are any,
+else the fp32 ones, and says so.
+
 A run's time is ``train_samples x epochs / samples_per_s`` plus its per-epoch evaluation
 (forward passes only, counted at a third of a training step per sample). A shape that was not
 measured is scaled from the nearest measured shape of the same architecture and task by
@@ -64,13 +71,52 @@ class Estimate:
         return ("~" if self.scaled else "") + body + (" (+ unmeasured runs)" if self.unmeasured else "")
 
 
-def _entries(kind: str) -> list[dict[str, Any]]:
-    return list((throughput_table().get(kind) or {}).get("entries") or [])
+def _tables(kind: str) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """({CPU model or machine: table}, the fallback's key) of a device kind; a table written before
+    tables were kept per CPU model (``entries`` at the top) is the only one and the fallback."""
+    section = throughput_table().get(kind) or {}
+    if "by_model" in section:
+        tables = {str(k): v for k, v in (section.get("by_model") or {}).items() if isinstance(v, dict)}
+        return tables, section.get("fallback") if section.get("fallback") in tables else next(iter(tables), None)
+    if section.get("entries"):
+        key = str(section.get("cpu_model") or section.get("machine") or "?")
+        return {key: section}, key
+    return {}, None
 
 
-def samples_per_second(shape: Shape, kind: str) -> tuple[float | None, bool]:
-    """(samples/s, scaled?) for ``shape`` on device ``kind``."""
-    entries = _entries(kind)
+def table_for(kind: str, cpu_model: str | None = None) -> tuple[dict[str, Any], str]:
+    """(the throughput table an estimate on ``kind`` uses here, which one it is, in words). On a
+    CPU: the table of this CPU's model string (``achilles.precision.cpu_description``), else the
+    fallback table, "measured on <other CPU>"."""
+    tables, fallback = _tables(kind)
+    if not tables:
+        return {}, f"{kind}: no throughput measured yet"
+    if kind != "cpu":
+        table = tables[fallback]
+        return table, f"measured on {table.get('machine', fallback)}"
+    if cpu_model is None:
+        from ..precision import cpu_description
+
+        cpu_model = cpu_description()["model"]
+    if cpu_model in tables:
+        return tables[cpu_model], f"measured on this CPU ({cpu_model})"
+    table = tables[fallback]
+    return table, f"measured on {table.get('cpu_model') or table.get('machine') or fallback}, not on this CPU ({cpu_model})"
+
+
+def _entries(kind: str, precision: str | None = None) -> list[dict[str, Any]]:
+    entries = list(table_for(kind)[0].get("entries") or [])
+    if precision == "bf16":
+        bf16 = [e for e in entries if e.get("precision") == "bf16"]
+        if bf16:
+            return bf16
+    return [e for e in entries if e.get("precision", "fp32") == "fp32"]
+
+
+def samples_per_second(shape: Shape, kind: str, precision: str | None = None) -> tuple[float | None, bool]:
+    """(samples/s, scaled?) for ``shape`` on device ``kind`` (bf16 measurements for ``precision``
+    bf16 where the table has them, else the fp32 ones)."""
+    entries = _entries(kind, precision)
     same = [e for e in entries if e["arch"] == shape.arch and e["task"] == shape.task]
     for e in same:
         if (e["n_layers"], e["d_model"], e["seq_len"]) == (shape.n_layers, shape.d_model, shape.seq_len):
@@ -135,10 +181,13 @@ def estimate_plan(plan: Plan, kind: str, workers: int = 1, pending_only: dict[st
         budget = group_budget(group, plan)
         samples = budget["train_samples"] or 0
         evals = (budget["eval_samples"] or 2000) * 2  # two evaluated splits at least
+        precision = budget.get("precision")
+        if precision in (None, "default"):  # as the trainer defaults: bf16 for paper on a GPU
+            precision = "bf16" if kind == "cuda" and plan.training_profile == "paper" else "fp32"
         for shape, runs in group_shapes(group):
             if pending_only is not None:
                 runs = min(runs, pending_only.get(group.name, runs))
-            sps, was_scaled = samples_per_second(shape, kind)
+            sps, was_scaled = samples_per_second(shape, kind, precision)
             if sps is None:
                 unmeasured += runs
                 continue
@@ -150,7 +199,14 @@ def estimate_plan(plan: Plan, kind: str, workers: int = 1, pending_only: dict[st
 
 
 def how_estimated(kind: str) -> str:
-    table = throughput_table().get(kind) or {}
+    """Which table the estimates on ``kind`` come from: the machine, whether it is this CPU, its bf16
+    units and how the runs were trained."""
+    table, which = table_for(kind)
     if not table.get("entries"):
         return f"{kind}: no throughput measured yet"
-    return f"{kind}: {table.get('machine', '?')}; {table.get('how', '')}".strip("; ")
+    units = table.get("bf16_units")
+    bf16 = ("" if kind != "cpu" else "; bf16 units when measured: " + (
+        "not recorded" if units is None else (", ".join(units) or "none")))
+    precisions = sorted({e.get("precision", "fp32") for e in table.get("entries") or []})
+    return (f"{kind}: {which} [{table.get('machine', '?')}{bf16}; {'/'.join(precisions)} runs]; "
+            f"{table.get('how', '')}").strip("; ")
