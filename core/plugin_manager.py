@@ -260,12 +260,13 @@ class _plugin_code:
     the main thread) SIGINT is noted before it is raised into the plugin's code, so a
     ``KeyboardInterrupt`` without that note is the plugin's own; a Ctrl-C pressed meanwhile is
     delivered when the block ends, whatever the plugin raised or swallowed, as ``_UserInterrupt``
-    (a ``KeyboardInterrupt``, which callers re-raise before catching the plugin's exceptions) or
-    through the SIGINT handler installed before. Outside the main thread no signal arrives, so any
-    ``KeyboardInterrupt`` there is the plugin's."""
+    (a ``KeyboardInterrupt``, which callers re-raise before catching the plugin's exceptions). A
+    SIGINT handler of someone else's (not Python's default) is called at once, as if no plugin
+    code ran, and what it raises is raised again at the end. SIG_IGN and SIG_DFL are left alone.
+    Outside the main thread no signal arrives, so any ``KeyboardInterrupt`` there is the plugin's."""
 
     def __enter__(self) -> "_plugin_code":
-        self.pressed, self.previous = False, None
+        self.pressed, self.previous, self.forwarded = False, None, None
         if threading.current_thread() is threading.main_thread():
             import signal
 
@@ -280,8 +281,16 @@ class _plugin_code:
         return self
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
+        import signal
+
         self.pressed = True
-        raise _UserInterrupt()  # stops a plugin that blocks; delivered as a real Ctrl-C on exit, even if swallowed
+        if self.previous is signal.default_int_handler:
+            raise _UserInterrupt()  # stops a plugin that blocks; delivered as a real Ctrl-C on exit, even if swallowed
+        try:  # someone else handles Ctrl-C here: theirs, as if no plugin code ran; what it raises is raised again
+            self.previous(signum, frame)
+        except BaseException as exc:  # noqa: B036
+            self.forwarded = exc
+            raise
 
     def __exit__(self, *exc: Any) -> None:
         if self.previous is None:
@@ -293,7 +302,10 @@ class _plugin_code:
             return
         if self.previous is signal.default_int_handler:
             raise _UserInterrupt()  # callers re-raise it (``except _UserInterrupt: raise``)
-        self.previous(signal.SIGINT, None)  # whoever handled Ctrl-C before handles it
+        if isinstance(self.forwarded, KeyboardInterrupt):  # the earlier handler interrupted: not the plugin's
+            raise _UserInterrupt() from self.forwarded
+        if self.forwarded is not None:
+            raise self.forwarded
 
 
 def _entry_points() -> list[md.EntryPoint]:

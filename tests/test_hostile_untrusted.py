@@ -437,7 +437,7 @@ def test_a_listener_raising_exit_or_interrupt_cannot_end_training(tmp_path, rais
     install_distribution(site, "quitter", "1.0", {"q": "quitter"}, {"quitter": LISTENER.replace("{body}", body)})
     run = tmp_path / "run"
     proc = _run(_site_env(site, "achilles,toy-plugin,quitter"), "train", "--arch", "toy-mixer", "--task", "toy-count",
-                "--epochs", "3", "--samples", "64", "--eval-samples", "16", "--batch-size", "16", "--no-progress",
+                "--epochs", "3", "--train-samples", "64", "--eval-samples", "16", "--batch-size", "16", "--no-progress",
                 "--out", run)
     assert proc.returncode == 0, proc.stderr
     record = json.loads((run / "run.json").read_text())
@@ -462,7 +462,7 @@ def test_a_real_ctrl_c_still_interrupts_a_listener_and_training(tmp_path, listen
     install_distribution(site, "blocker", "1.0", {"b": "blocker"}, {"blocker": LISTENER.replace("{body}", body)})
     run = tmp_path / "run"
     argv = [sys.executable, "-m", "achilles.cli", "train", "--arch", "toy-mixer", "--task", "toy-count", "--epochs",
-            "3", "--samples", "64", "--eval-samples", "16", "--batch-size", "16", "--no-progress", "--out", str(run)]
+            "3", "--train-samples", "64", "--eval-samples", "16", "--batch-size", "16", "--no-progress", "--out", str(run)]
     proc = subprocess.Popen(argv, env=_site_env(site, "achilles,toy-plugin,blocker"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -484,3 +484,44 @@ def test_a_real_ctrl_c_still_interrupts_a_listener_and_training(tmp_path, listen
     assert proc.returncode == 130, err
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "interrupted" and record["epochs_completed"] == 1, record
+
+
+def test_plugin_code_tells_a_plugins_interrupt_from_a_real_ctrl_c():
+    """The guard itself (plugin_manager._plugin_code), in this process: a KeyboardInterrupt raised by
+    plugin code is the plugin's; a real SIGINT is delivered even when the plugin swallows it, also
+    through nested guards; someone else's SIGINT handler still gets it."""
+    from achilles.plugin_manager import _plugin_code, _UserInterrupt
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as own:
+            with _plugin_code():
+                raise KeyboardInterrupt
+        assert not isinstance(own.value, _UserInterrupt)  # the plugin's: its caller catches it
+        with pytest.raises(_UserInterrupt):  # callers re-raise it: the program is interrupted
+            with _plugin_code():
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(5)
+                except BaseException:  # the plugin swallows it
+                    pass
+        with pytest.raises(_UserInterrupt):  # a guard inside a guard (a plugin registering another)
+            with _plugin_code():
+                try:
+                    with _plugin_code():
+                        os.kill(os.getpid(), signal.SIGINT)
+                        time.sleep(5)
+                except _UserInterrupt:
+                    raise
+                except BaseException:  # what a guard's caller does with the plugin's own exceptions
+                    pass
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        seen = []
+        signal.signal(signal.SIGINT, lambda *_: seen.append("sigint"))
+        with _plugin_code():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+        assert seen == ["sigint"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
