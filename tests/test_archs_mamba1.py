@@ -102,7 +102,10 @@ def _scan_inputs(n=3, length=7, d=5, k=4):
             torch.randn(d, generator=g, dtype=torch.float64)]
 
 
-def test_scan_backward_passes_gradcheck_and_matches_the_recurrence():
+@pytest.mark.parametrize("tile", [None, 2 * 7 * 5 * 4])  # one tile; tiles of two samples (and one of one)
+def test_scan_backward_passes_gradcheck_and_matches_the_recurrence(tile, monkeypatch):
+    if tile is not None:
+        monkeypatch.setattr(mamba1, "TILE_STATES", tile)
     args = [a.requires_grad_() for a in _scan_inputs()]
     assert torch.autograd.gradcheck(mamba1._SelectiveScan.apply, args)
     x, dt, A, B, C, D = args

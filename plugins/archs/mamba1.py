@@ -45,10 +45,12 @@ Compute paths of a layer (same weights, same function; tests compare them):
   and mamba_ssm's ``selective_scan_fn`` (dt_proj's bias and the softplus inside the kernel, the
   gate SiLU(z) too), looked up lazily and only when CUDA is available (never imported on a CPU);
 * scan (the default otherwise): one autograd Function over the sequential scan, vectorised over
-  batch, channels and states, with its backward written out (the reverse scan), so a layer keeps
-  two (N, S, D_in, d_state) tensors for the backward (the decays exp(dt A) and the states) and no
-  per-time-step autograd records; memory grows as N x S x D_in x d_state (about 0.5 GB per tensor
-  at batch 1024, S 29, D_in 256, d_state 16);
+  batch, channels and states, run in batch tiles of ``TILE_STATES`` state entries, with its
+  backward written out (the reverse scan). Like mamba_ssm's kernel it saves only its inputs and
+  recomputes each tile's decays exp(dt A) and states in the backward, so memory does not grow as
+  N x S x D_in x d_state (0.5 GB per such tensor at batch 1024, S 29, D_in 256, d_state 16) and
+  the tiles' temporaries stay in cache (plain autograd over the loop, the modular path, keeps
+  every step's state);
 * modular: the same equations in plain autograd ops through every hook point; runs whenever a
   hook point of the layer is active (the materialised S when ``ssm.matrix`` is) and under
   ``torch.func`` transforms (a vmapped ensemble).
@@ -93,43 +95,70 @@ def selective_scan_reference(x, dt, A, B, C, D):
     return torch.matmul(hs, C.unsqueeze(-1)).squeeze(-1) + x * D
 
 
+#: the scan Function works on batch tiles of about this many state entries (N x S x D_in x d_state),
+#: so that its (S, D_in, d_state) temporaries stay in cache and are not page-faulted in afresh
+TILE_STATES = 1 << 21
+
+
+def _tiles(n: int, per_sample: int) -> list[slice]:
+    rows = max(1, TILE_STATES // max(1, per_sample))
+    return [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
+
+
+def _states(x, dt, A, B):
+    """(decays exp(dt A), states h) of one tile, each (n, S, D_in, Nst)."""
+    dA = (dt.unsqueeze(-1) * A).exp_()
+    hs = (dt * x).unsqueeze(-1) * B.unsqueeze(2)             # dt x B, overwritten by the states
+    for t in range(1, x.shape[1]):
+        hs[:, t].addcmul_(dA[:, t], hs[:, t - 1])
+    return dA, hs
+
+
 class _SelectiveScan(torch.autograd.Function):
-    """The S6 scan with the reverse scan as its backward (see ``selective_scan_reference``)."""
+    """The S6 scan (see ``selective_scan_reference``) over batch tiles, with the reverse scan as its
+    backward. Like mamba_ssm's kernel it keeps no states for the backward: each tile's decays and
+    states are recomputed there (the scan is cheap next to the memory a saved (N, S, D_in, d_state)
+    tensor costs)."""
 
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D):
-        length = x.shape[1]
-        dA = (dt.unsqueeze(-1) * A).exp_()                       # (N, S, D_in, Nst)
-        hs = (dt * x).unsqueeze(-1) * B.unsqueeze(2)             # dt x B, overwritten by the states
-        for t in range(1, length):
-            hs[:, t].addcmul_(dA[:, t], hs[:, t - 1])
-        y = torch.matmul(hs, C.unsqueeze(-1)).squeeze(-1).addcmul_(x, D)
-        ctx.save_for_backward(x, dt, A, B, C, D, dA, hs)
+        n, length, d_inner = x.shape
+        y = torch.empty_like(x)
+        for tile in _tiles(n, length * d_inner * A.shape[1]):
+            _, hs = _states(x[tile], dt[tile], A, B[tile])
+            torch.matmul(hs, C[tile].unsqueeze(-1), out=y[tile].unsqueeze(-1))
+        y.addcmul_(x, D)
+        ctx.save_for_backward(x, dt, A, B, C, D)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        x, dt, A, B, C, D = ctx.saved_tensors[:6]
-        dA, hs = ctx.saved_tensors[6:]
-        length = x.shape[1]
+        x, dt, A, B, C, D = ctx.saved_tensors
+        n, length, d_inner = x.shape
         gy = gy.contiguous()
-        gD = (gy * x).sum((0, 1))
-        gC = torch.matmul(gy.unsqueeze(2), hs).squeeze(2)      # (N, S, Nst)
-        gh = gy.unsqueeze(-1) * C.unsqueeze(2)                   # (N, S, D_in, Nst): dL/dh_t
-        for t in range(length - 2, -1, -1):
-            gh[:, t].addcmul_(dA[:, t + 1], gh[:, t + 1])
-        dtx = dt * x
-        g_dtx = torch.matmul(gh, B.unsqueeze(-1)).squeeze(-1)  # (N, S, D_in)
-        gB = torch.matmul(dtx.unsqueeze(2), gh).squeeze(2)     # (N, S, Nst)
-        g_dt = g_dtx * x
+        gx, g_dt, gB, gC = (torch.empty_like(t) for t in (x, dt, B, C))
         gA = torch.zeros_like(A)
-        if length > 1:
-            # h_t = dA_t h_{t-1} + ...: dL/d(dt_t A) = gh_t * h_{t-1} * dA_t
-            e = gh[:, 1:].mul_(hs[:, :-1]).mul_(dA[:, 1:])       # gh[:, 1:] is not needed any more
-            g_dt[:, 1:] += torch.einsum("nsdk,dk->nsd", e, A)
-            # (a reduction over the leading dims: an einsum over n, s would copy e into (D_in, ...) order)
-            gA = e.mul_(dt[:, 1:].unsqueeze(-1)).sum((0, 1))
-        gx = g_dtx * dt + gy * D
+        for tile in _tiles(n, length * d_inner * A.shape[1]):
+            xt, dtt, Bt, gyt = x[tile], dt[tile], B[tile], gy[tile]
+            dA, hs = _states(xt, dtt, A, Bt)
+            torch.matmul(gyt.unsqueeze(2), hs, out=gC[tile].unsqueeze(2))
+            gh = gyt.unsqueeze(-1) * C[tile].unsqueeze(2)        # (n, S, D_in, Nst): dL/dh_t
+            for t in range(length - 2, -1, -1):
+                gh[:, t].addcmul_(dA[:, t + 1], gh[:, t + 1])
+            g_dtx = torch.matmul(gh, Bt.unsqueeze(-1)).squeeze(-1)
+            torch.matmul((dtt * xt).unsqueeze(2), gh, out=gB[tile].unsqueeze(2))
+            torch.mul(g_dtx, xt, out=g_dt[tile])
+            torch.mul(g_dtx, dtt, out=gx[tile])
+            if length > 1:
+                # h_t = dA_t h_{t-1} + ...: dL/d(dt_t A) = gh_t * h_{t-1} * dA_t (0 at t = 0)
+                e = gh
+                e[:, 1:].mul_(hs[:, :-1])
+                e[:, 0].zero_()
+                e.mul_(dA)
+                g_dt[tile] += (e * A).sum(-1)
+                gA += e.mul_(dtt.unsqueeze(-1)).reshape(-1, *A.shape).sum(0)
+        gx.addcmul_(gy, D)
+        gD = (gy * x).sum((0, 1))
         return gx, g_dt, gA, gB, gC, gD
 
 
