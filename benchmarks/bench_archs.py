@@ -7,6 +7,8 @@
                                                           # the positional schemes (learned, rotary, none)
     python benchmarks/bench_archs.py --archs mamba2,mamba1,deltanet,deltanet-noconv,lstm --no-anchor
                                                           # the atlas mixers (issue 20: target within 2x of mamba2)
+    python benchmarks/bench_archs.py --precision fp32,bf16 --no-anchor
+                                                          # bf16 autocast against fp32, rows interleaved
 
 One step = forward + loss + backward + gradient clipping (max norm 1) + AdamW, as in the paper's
 training setup (appendix D: AdamW, clip 1, cross-entropy on the last position only). As the
@@ -31,6 +33,13 @@ disturbed estimate and is taken under the same conditions for every row, so the 
 are the ones to compare. The package itself never imports transformers. "all" (the default) is
 every registered architecture, the positional variants ``transformer-rope`` and
 ``transformer-nope`` included; the last column compares each to ``transformer``.
+
+``--precision fp32,bf16`` times every model in both precisions in the same interleaved rounds
+(fp32 and bf16 rows side by side; bf16 rows add their ratio to the same model in fp32). bf16 is
+the trainer's: the forward and the loss under ``torch.autocast(device, dtype=torch.bfloat16)``,
+the loss cast to fp32 for backward, fp32 weights and AdamW state. Every table starts with the
+CPU model string and its bf16 units (amx_bf16 / avx512_bf16 in /proc/cpuinfo): on a CPU without
+them bf16 autocast runs but brings no speed, and the header says so.
 """
 
 from __future__ import annotations
@@ -64,8 +73,8 @@ class Runner:
     + backward + clip + AdamW; ``run(k)`` times k steps and keeps the per-step times."""
 
     def __init__(self, label: str, backend: str, model: torch.nn.Module, shape: dict, device: str, call=None,
-                 last_only: bool = False):
-        self.label, self.backend, self.device = label, backend, device
+                 last_only: bool = False, precision: str = "fp32"):
+        self.label, self.backend, self.device, self.precision = label, backend, device, precision
         self.model = model.to(device).train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8,
                                      weight_decay=1e-2)
@@ -79,12 +88,13 @@ class Runner:
         self.times: list[float] = []
 
     def step(self) -> None:
-        if self.last_only:  # (N, V): the last position's logits only
-            logits = self.model(self.tokens, logits_mask=self.mask)
-        else:
-            logits = self.call(self.model, self.tokens)[:, -1]
-        loss = F.cross_entropy(logits, self.targets)
-        loss.backward()
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            if self.last_only:  # (N, V): the last position's logits only
+                logits = self.model(self.tokens, logits_mask=self.mask)
+            else:
+                logits = self.call(self.model, self.tokens)[:, -1]
+            loss = F.cross_entropy(logits, self.targets)
+        loss.float().backward()  # as the trainer: an fp32 loss, fp32 weights and AdamW state
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -134,12 +144,18 @@ def main(argv=None) -> int:
     parser.add_argument("--no-anchor", action="store_true")
     parser.add_argument("--full-logits", action="store_true",
                         help="unembed every position (default: only the scored last one, as the trainer)")
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32, bf16, or fp32,bf16: both, rows interleaved, with the bf16/fp32 ratio")
     args = parser.parse_args(argv)
+    precisions = args.precision.split(",")
+    if not precisions or any(p not in ("fp32", "bf16") for p in precisions):
+        parser.error(f"--precision: choose fp32, bf16 or fp32,bf16 (got {args.precision!r})")
 
     os.environ.setdefault("ACHILLES_PLUGINS", "achilles")
     import achilles
     from achilles.cputune import tune_cpu_allocator
     from achilles.logits import accepts_logits_mask
+    from achilles.precision import check_precision, cpu_description, cpu_line
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -149,6 +165,14 @@ def main(argv=None) -> int:
     print(f"# achilles {achilles.__version__}, torch {torch.__version__}, python {platform.python_version()}, "
           f"{platform.machine()}, {os.cpu_count()} cpus, threads {torch.get_num_threads()}, device {args.device}"
           + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else "") + f", malloc {malloc}")
+    print(f"# {cpu_line()}")
+    if args.device == "cuda":
+        print(f"# GPU bf16 support: {torch.cuda.is_bf16_supported()}")
+    if "bf16" in precisions:
+        check_precision("bf16", args.device)  # one line where autocast cannot run bf16
+        if args.device == "cpu" and not cpu_description()["has_bf16"]:
+            print("# this CPU has no bf16 units (amx_bf16 / avx512_bf16): bf16 autocast runs, but brings no "
+                  "speed here (the bf16 rows measure the conversion overhead)")
     try:
         print(f"# load average before: {os.getloadavg()[0]:.2f}")
     except OSError:
@@ -156,7 +180,7 @@ def main(argv=None) -> int:
     print(f"# {args.rounds} interleaved rounds x {args.steps} timed steps per model; "
           "best = fastest step, median = median step; "
           + ("every position unembedded" if args.full_logits else "our models unembed the last position only"))
-    print(f"{'arch':<20} {'shape':<10} {'backend':<13} {'best steps/s':>12} {'median':>8} "
+    print(f"{'arch':<20} {'shape':<10} {'backend':<13} {'prec':<5} {'best steps/s':>12} {'median':>8} "
           f"{'ms/step':>8}   vs HF anchor (best / median)   vs transformer (best / median)")
     for shape_name in args.shapes.split(","):
         shape = SHAPES[shape_name]
@@ -167,33 +191,40 @@ def main(argv=None) -> int:
             if model is None:
                 anchor_note = "n/a: transformers not installed (pip install -e '.[bench]')"
             else:
-                runners.append(Runner("hf-mamba2 (anchor)", "transformers", model, shape, args.device,
-                                      call=lambda m, x: m(input_ids=x).logits))
+                for i, precision in enumerate(precisions):
+                    runners.append(Runner("hf-mamba2 (anchor)", "transformers", model if i == 0 else hf_anchor(shape),
+                                          shape, args.device, call=lambda m, x: m(input_ids=x).logits,
+                                          precision=precision))
         for arch in archs:
             for backend in backends:
-                torch.manual_seed(0)
-                try:
-                    model = achilles.create_model(arch, vocab_size=VOCAB, d_model=shape["d_model"],
-                                                  n_layers=shape["n_layers"], max_len=shape["seq_len"],
-                                                  backend=backend)
-                except achilles.AchillesError as exc:  # e.g. fused kernels not installed
-                    print(f"{arch:<20} {shape_name:<10} {backend:<13} n/a: {exc}")
-                    continue
-                runners.append(Runner(arch, backend, model, shape, args.device,
-                                      last_only=not args.full_logits and accepts_logits_mask(model)))
+                for precision in precisions:  # each precision its own model and optimizer, same weights
+                    torch.manual_seed(0)
+                    try:
+                        model = achilles.create_model(arch, vocab_size=VOCAB, d_model=shape["d_model"],
+                                                      n_layers=shape["n_layers"], max_len=shape["seq_len"],
+                                                      backend=backend)
+                    except achilles.AchillesError as exc:  # e.g. fused kernels not installed
+                        print(f"{arch:<20} {shape_name:<10} {backend:<13} {precision:<5} n/a: {exc}")
+                        break
+                    runners.append(Runner(arch, backend, model, shape, args.device, precision=precision,
+                                          last_only=not args.full_logits and accepts_logits_mask(model)))
         for runner in list(runners):  # a model that cannot train here is reported, not fatal
             try:
                 runner.step()
             except Exception as exc:
-                print(f"{runner.label:<20} {shape_name:<10} {runner.backend:<13} n/a: {type(exc).__name__}: {exc}")
+                print(f"{runner.label:<20} {shape_name:<10} {runner.backend:<13} {runner.precision:<5} "
+                      f"n/a: {type(exc).__name__}: {exc}")
                 runners.remove(runner)
         for _ in range(args.rounds):  # interleaved, so a burst of other load hits every model alike
             for runner in runners:
                 runner.run(args.steps)
-        anchor = next((r for r in runners if r.backend == "transformers"), None)
-        tf = next((r for r in runners if r.label == "transformer" and r.backend == "torch"), None)
-        torch_path = {r.label: r for r in runners if r.backend == "torch"}
+        # each row against the anchor, transformer and torch path of its own precision
+        anchors = {r.precision: r for r in runners if r.backend == "transformers"}
+        tfs = {r.precision: r for r in runners if r.label == "transformer" and r.backend == "torch"}
+        fp32_rows = {(r.label, r.backend): r for r in runners if r.precision == "fp32"}
         for r in runners:
+            anchor, tf = anchors.get(r.precision), tfs.get(r.precision)
+            torch_path = {q.label: q for q in runners if q.backend == "torch" and q.precision == r.precision}
             if anchor is not None:
                 vs_anchor = f"{r.best() / anchor.best():6.2f}x / {r.median() / anchor.median():6.2f}x"
             else:
@@ -201,7 +232,10 @@ def main(argv=None) -> int:
             vs_tf = f"{r.best() / tf.best():.2f} / {r.median() / tf.median():.2f}" if tf is not None else ""
             if r.backend == "fused" and r.label in torch_path:
                 vs_tf += f"  (fused/torch {r.best() / torch_path[r.label].best():.2f}x)"
-            print(f"{r.label:<20} {shape_name:<10} {r.backend:<13} {r.best():12.3f} {r.median():8.3f} "
+            base = fp32_rows.get((r.label, r.backend))
+            if r.precision == "bf16" and base is not None:
+                vs_tf += f"  (bf16/fp32 {r.best() / base.best():.2f}x / {r.median() / base.median():.2f}x)"
+            print(f"{r.label:<20} {shape_name:<10} {r.backend:<13} {r.precision:<5} {r.best():12.3f} {r.median():8.3f} "
                   f"{1000 / r.best():8.1f}   {vs_anchor:<29}  {vs_tf}", flush=True)
     try:
         print(f"# load average after: {os.getloadavg()[0]:.2f}")
