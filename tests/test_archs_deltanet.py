@@ -284,3 +284,29 @@ def test_train_resume_and_probes(name, tmp_path):
         probe = achilles.get_probe(probe_name)
         probe.check(model, task)
         assert isinstance(probe.run(model, task, context, **options), dict), probe_name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fla_glue_with_a_stand_in_kernel_on_cpu(name, monkeypatch):
+    """The kernel call's layouts and arguments, on a CPU: a stand-in with the semantics of fla's
+    ``chunk_delta_rule`` (q, k, v (B, T, H, D), beta (B, T, H), q scaled by ``scale``, state
+    S += k (beta (v - S^T k))^T, o = S^T q) in place of the kernel."""
+    def chunk_delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state=False):
+        assert q.dim() == k.dim() == v.dim() == 4 and beta.shape == q.shape[:3] and initial_state is None
+        b, t, h, d = q.shape
+        state, outs = torch.zeros(b, h, d, v.shape[-1], dtype=q.dtype), []
+        for i in range(t):
+            kt = k[:, i]
+            u = beta[:, i, :, None] * (v[:, i] - torch.einsum("bhkv,bhk->bhv", state, kt))
+            state = state + kt[..., :, None] * u[..., None, :]
+            outs.append(torch.einsum("bhkv,bhk->bhv", state, q[:, i] * scale))
+        return torch.stack(outs, 1), None
+
+    model = tiny(name, n_heads=2)
+    tokens = torch.randint(0, 37, (3, 9))
+    expect = model(tokens)
+    monkeypatch.setattr(deltanet, "fla_kernel", lambda: chunk_delta_rule)
+    monkeypatch.setattr(deltanet, "kernels_allowed", lambda backend, x: (True, "stand-in"))
+    got = model(tokens)
+    assert [layer.path for layer in model.layers] == ["fused", "fused"]
+    torch.testing.assert_close(got, expect, rtol=1e-10, atol=1e-10)

@@ -279,3 +279,32 @@ def test_train_resume_and_every_probe(tmp_path):
         probe = achilles.get_probe(name)
         probe.check(model, task)
         assert isinstance(probe.run(model, task, context, **options), dict), name
+
+
+def test_fused_glue_with_a_stand_in_kernel_on_cpu(monkeypatch):
+    """The kernel call's layouts and arguments, on a CPU: a stand-in with the semantics of mamba_ssm's
+    ``selective_scan_ref`` (u, delta (b, d, l), A (d, n), B, C (b, n, l), D, z, delta_bias, softplus)
+    in place of ``selective_scan_fn``."""
+    def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+        for t in (u, delta, B, C, z):
+            assert t.dim() == 3 and t.shape[0] == u.shape[0] and t.shape[-1] == u.shape[-1]
+        assert A.dtype == D.dtype == delta_bias.dtype == torch.float32
+        delta = delta + delta_bias[..., None]
+        if delta_softplus:
+            delta = F.softplus(delta)
+        dA = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))
+        dBu = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)
+        state, ys = torch.zeros_like(dA[:, :, 0]), []
+        for i in range(u.shape[-1]):
+            state = dA[:, :, i] * state + dBu[:, :, i]
+            ys.append(torch.einsum("bdn,bn->bd", state, C[:, :, i]))
+        return (torch.stack(ys, 2) + u * D[..., None]) * F.silu(z)
+
+    model = tiny().float()
+    tokens = torch.randint(0, 37, (3, 9))
+    expect = model(tokens)
+    monkeypatch.setattr(mamba1, "scan_kernel", lambda: selective_scan_ref)
+    monkeypatch.setattr(mamba1, "kernels_allowed", lambda backend, x: (True, "stand-in"))
+    got = model(tokens)
+    assert [layer.path for layer in model.layers] == ["fused", "fused"]
+    torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-5)
