@@ -89,6 +89,9 @@ class Task:
     headline_metric: ClassVar[str] = "acc"
     #: the split whose headline metric summarises generalisation
     headline_split: ClassVar[str] = "test"
+    #: the rate a guessing model reaches, per metric (e.g. ``{"acc": 0.2}`` for one answer in five);
+    #: figures draw it as a baseline. Empty: not declared (nothing is drawn)
+    chance: ClassVar[dict[str, float]] = {}
     #: metrics a sweep's phase diagram draws, one heatmap each (``split.metric``, or a metric of
     #: the headline split); empty: the headline metric
     phase_metrics: ClassVar[tuple[str, ...]] = ()

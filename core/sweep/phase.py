@@ -9,6 +9,7 @@ A grid point with no finished seed is grey and marked ``n/a``.
 from __future__ import annotations
 
 import itertools
+import textwrap
 import json
 import math
 from pathlib import Path
@@ -72,6 +73,31 @@ def phase_grid(rows: list[dict], metric: str, x: str | None, xs: list, y: str | 
     return means, counts
 
 
+_WORDS = {"acc": "accuracy", "exact": "exact-match rate", "answer_acc": "answer accuracy",
+          "acc_seen_pairs": "accuracy on the anchor pairs seen in training",
+          "forward_match_rate": "rate of picking the un-reversed (forward) match", "loss": "loss"}
+
+
+def metric_words(metric: str) -> str:
+    """What a phase panel plots, in words: ``test.acc_43_composite`` -> ``test accuracy on the
+    held-out pair 43, scored against the composite answer``."""
+    split, name = metric.split(".", 1) if "." in metric else ("", metric)
+    parts = name.split("_")
+    if name in _WORDS:
+        words = _WORDS[name]
+    elif len(parts) == 3 and parts[0] == "acc" and parts[1].isdigit():  # acc_43_composite
+        words = f"accuracy on the held-out pair {parts[1]}, scored against the {parts[2]} answer"
+    elif name.startswith("acc_pair_"):
+        words = f"accuracy on anchor pair {name[len('acc_pair_'):]}"
+    elif name.startswith("acc_index_"):
+        words = f"accuracy when the answer is candidate {name[len('acc_index_'):]}"
+    elif name.startswith("acc_"):
+        words = f"accuracy on the {name[4:].replace('_', ' ')} samples"
+    else:
+        words = name.replace("_", " ")
+    return f"{split} {words}".strip()
+
+
 def _fmt_tick(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
@@ -103,9 +129,11 @@ def _panel(ax, means: np.ndarray, counts: np.ndarray, xs: list, ys: list, x: str
             light = (v - lo) / (hi - lo) > 0.6 if hi > lo else False
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=size,
                     color="black" if light else "white")
-    title = metric.split(".", 1)[-1]
-    split = metric.split(".", 1)[0] if "." in metric else ""
-    ax.set_title(f"{title}" + (f" ({split})" if split else ""), fontsize=10)
+    words = metric_words(metric)
+    width = max(34, int(6 * len(xs) + 16))  # characters a title line may take over this panel
+    ax.set_title(textwrap.fill(f"{words[0].upper()}{words[1:]}", width, break_on_hyphens=False)
+                 + f"\n(final {metric}, mean over seeds)",
+                 fontsize=9)
     return im
 
 
@@ -135,7 +163,7 @@ def draw_phase(spec: SweepSpec, rows: list[dict], metrics: list[str], folder: st
             fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels) + 0.6, height), squeeze=False)
             for ax, (metric, means, counts) in zip(axes[0], panels):
                 im = _panel(ax, means, counts, xs, ys, x, y, metric)
-                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).set_label(metric.split(".", 1)[-1], fontsize=8)
             fig.suptitle(title, fontsize=9)
             fig.tight_layout()
             path = folder / name

@@ -66,6 +66,7 @@ class InverseTask(Task):
     splits = ("train", "test", "ood")
     headline_metric = "acc"
     headline_split = "test"
+    chance: ClassVar[dict] = {"acc": 0.2, **{f"acc_index_{k}": 0.2 for k in range(5)}}  # one of five candidates
     model_settings = ("n_layers",)
     training_defaults: ClassVar[dict] = {"batch_size": 1024}  # appendix D
     model_defaults: ClassVar[dict] = {"d_model": 128}  # appendix E.2
