@@ -162,11 +162,16 @@ step kernels 60 "$PY" benchmarks/gpu_kernels.py report
 
 # The parity tests compile every Triton kernel once per shape; mamba_ssm's deterministic mode
 # holds each kernel to one config (no autotuning), which keeps this inside its limit.
-step fused-parity-tests 180 env MAMBA_DETERMINISTIC=1 "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider tests/
+step fused-parity-tests 180 env MAMBA_DETERMINISTIC=1 "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider tests/ \
+  --ignore=tests/test_precision.py
+# bf16 autocast against fp32, outputs and gradients, on every architecture: the CPU cases and, on a
+# GPU, the CUDA paths (fused kernels where installed; marked gpu) (issue 23)
+step bf16-parity-tests 90 env MAMBA_DETERMINISTIC=1 "$PY" -m pytest -q -rs -p no:cacheprovider \
+  tests/test_precision.py -k "bf16_matches or fast_path or modular_and_chunked"
 
 if [ "$MODE" = dry-run ]; then
   step bench-archs 60 "$PY" benchmarks/bench_archs.py --device cpu --shapes tiny --archs mamba2,transformer \
-    --rounds 1 --steps 1 --no-anchor
+    --rounds 1 --steps 1 --no-anchor --precision fp32,bf16
   step figure9-paper-run 60 "$PY" -m achilles.cli train --arch mamba2-residual --task inverse --profile paper \
     --device cpu --epochs 1 --samples 64 --eval-samples 32 --batch-size 32 --out "$WORK/fig9" --no-progress
   step bench-train-inverse 60 "$PY" benchmarks/bench_train.py --device cpu --task inverse --archs mamba2 --samples 64
@@ -174,10 +179,12 @@ if [ "$MODE" = dry-run ]; then
   step bench-sweep 90 "$PY" benchmarks/bench_sweep.py --device cpu --archs transformer --gammas 0.5 --depths 1 \
     --seeds 2 --epochs 1 --samples 64 --eval-samples 32 --batch-size 32 --members 2 --step-seconds 0.2
 else
-  step bench-archs 90 "$PY" benchmarks/bench_archs.py --device cuda --archs mamba2,mamba2-residual,transformer \
-    --rounds 3 --steps 5
+  # fp32 and bf16 rows interleaved, on the torch and the fused paths, with the bf16/fp32 ratios
+  step bench-archs 120 "$PY" benchmarks/bench_archs.py --device cuda --archs mamba2,mamba2-residual,transformer \
+    --rounds 3 --steps 5 --precision fp32,bf16
   # figure 9 (inverse sequence matching, appendix D's settings): as many epochs as fit, then
-  # SIGTERM stops it cleanly at an epoch boundary, keeping its checkpoint and metrics
+  # SIGTERM stops it cleanly at an epoch boundary, keeping its checkpoint and metrics; the paper
+  # profile on a GPU trains in bf16 by default (issue 23), which its run.json records
   step figure9-paper-run 100 "$PY" -m achilles.cli train --arch mamba2-residual --task inverse --profile paper \
     --device cuda --out "$WORK/fig9" --no-progress
   step bench-train-inverse 45 "$PY" benchmarks/bench_train.py --device cuda --task inverse \
