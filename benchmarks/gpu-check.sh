@@ -167,7 +167,7 @@ step fused-parity-tests 180 env MAMBA_DETERMINISTIC=1 "$PY" -m pytest -m gpu -q 
 # bf16 autocast against fp32, outputs and gradients, on every architecture: the CPU cases and, on a
 # GPU, the CUDA paths (fused kernels where installed; marked gpu) (issue 23)
 step bf16-parity-tests 90 env MAMBA_DETERMINISTIC=1 "$PY" -m pytest -q -rs -p no:cacheprovider \
-  tests/test_precision.py -k "bf16_matches or fast_path or modular_and_chunked"
+  tests/test_precision.py -k "match_fp32 or matches_fp32 or fast_path or modular_and_chunked"
 
 if [ "$MODE" = dry-run ]; then
   step bench-archs 60 "$PY" benchmarks/bench_archs.py --device cpu --shapes tiny --archs mamba2,transformer \
