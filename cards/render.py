@@ -283,13 +283,21 @@ def _summary(card: CardData) -> str:
         reports = [r.strip() for r in card.report.split(", ") if r.strip()]
         line += (f" This checkpoint backs the report{'s' if len(reports) > 1 else ''} "
                  + ", ".join(_link(r) for r in reports) + ".")
+        if card.zoo_id and any(r.startswith(REPORTS_DIR + "/") for r in reports):
+            line += f" `achilles zoo show {card.zoo_id}` prints where the report is on your machine."
     return line
+
+
+#: the repository's reports folder, shipped in the package as ``achilles/reports/``
+REPORTS_DIR = "examples/reports"
 
 
 def _link(target: str) -> str:
     name = target.rsplit("/", 1)[-1]
     if "://" in target:
         return f"[{name}]({target})"
+    if target.startswith(REPORTS_DIR + "/"):
+        return f"`{target}` (in the achilles repository; installed with achilles as `achilles/reports/{target[len(REPORTS_DIR) + 1:]}`)"
     return f"`{target}`" if target.startswith("/") else f"`{target}` (in the achilles repository)"
 
 

@@ -146,11 +146,49 @@ class ZooEntry:
             parts.append("bundled" if parts else "bundled (unpublished)")
         return " + ".join(parts)
 
+    def report_location(self) -> str | None:
+        """Where the report this entry backs can be read: its URL, or the report's file as shipped
+        inside the installed package (``achilles/reports/``, package data) or, in a checkout, in
+        the repository; None when the entry names no report or it is nowhere to be found."""
+        return report_location(self.report) if self.report else None
+
     def headline_text(self) -> str:
         h = self.headline or {}
         if not isinstance(h.get("value"), (int, float)):
             return ""
         return f"{h.get('split')} {h.get('metric')} {h['value']:.4g}"
+
+
+# -- reports ----------------------------------------------------------------------------
+#: where reports live in the repository; the wheel ships that folder as ``achilles.reports``
+REPORTS_DIR = "examples/reports"
+
+
+def report_location(report: str) -> str | None:
+    """A report an entry backs, reachable from here: a URL as is; a repository path
+    (``examples/reports/NAME/report.md``) as the file inside the installed package, or in the
+    checkout achilles runs from; None when neither has it."""
+    if "://" in report:
+        return report
+    path = Path(report)
+    if path.is_absolute():
+        return str(path) if path.is_file() else None
+    relative = path.as_posix()
+    candidates = []
+    if relative.startswith(REPORTS_DIR + "/"):
+        from importlib.util import find_spec
+
+        try:  # a folder of data, not code: a namespace package, so its folder(s) and not files()
+            spec = find_spec("achilles.reports")
+        except (ModuleNotFoundError, ValueError):
+            spec = None  # an editable install made before achilles.reports existed
+        for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+            candidates.append(Path(folder) / relative[len(REPORTS_DIR) + 1:])
+    candidates.append(registry_path().parent.parent / relative)  # a checkout: the repository's root
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate.resolve())
+    return None
 
 
 # -- the index --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("core", "plugins", "cards", "registry")
+SOURCES = ("core", "plugins", "cards", "registry", "examples/reports")  # examples/reports: package data (achilles.reports)
 
 
 def declared() -> dict[str, set[str]]:

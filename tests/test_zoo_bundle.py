@@ -94,7 +94,7 @@ def test_zoo_add_bundle_ships_a_finished_run(zoo_registry, run_dir, tmp_path):
 
     loaded = achilles.load("tiny-inverse")  # offline (the suite sets HF_HUB_OFFLINE): the bundled copy
     assert loaded.path == folder and torch.equal(outputs(loaded.model), outputs(achilles.load(run_dir).model))
-    evaluated = achilles_cli("eval", "tiny-inverse", "--device", "cpu", "--samples", "16", "--json")
+    evaluated = achilles_cli("eval", "tiny-inverse", "--device", "cpu", "--eval-samples", "16", "--json")
     assert evaluated.exit_code == 0, evaluated.output
     assert "acc" in json.loads(evaluated.stdout)["metrics"]["test"]
     probed = achilles_cli("probe", "tiny-inverse", "--probe", "conv-similarity", "--device", "cpu",
@@ -285,3 +285,58 @@ def test_eval_with_no_flags_prints_the_cards_numbers():
         for s, text in zip(header, values):
             if text and metric in recorded["final_metrics"].get(s, {}):
                 assert float(text) == round(recorded["final_metrics"][s][metric], 4), (s, metric)
+
+
+# -- reports reachable where achilles is installed ------------------------------------------------
+def test_every_entrys_report_is_found_and_zoo_show_prints_it():
+    from achilles.registry import REGISTRY_FILE
+    from achilles.zoo import first_party_entries, report_location
+
+    for entry in first_party_entries(REGISTRY_FILE).values():
+        where = entry.report_location()
+        assert where and Path(where).is_file() and where.endswith(entry.report.rsplit("/", 2)[-2] + "/report.md")
+    assert report_location("https://example.org/report.md") == "https://example.org/report.md"
+    assert report_location("examples/reports/no-such-recipe/report.md") is None
+    zoo_id = "mamba2.inverse-l2-g0.5-s0-quick"
+    shown = achilles_cli("zoo", "show", zoo_id)
+    assert shown.exit_code == 0, shown.output
+    line = next(line for line in shown.stdout.splitlines() if line.startswith("report at"))
+    assert Path(line.split(None, 2)[2]).is_file()
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_ships_the_reports_zoo_show_points_to(tmp_path):
+    """Outside the repository (a wheel installed into a folder of its own), `zoo show` prints the
+    path of the report inside the installed package, and the file is there."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(root / name, src / name)
+    for folder in ("core", "plugins", "cards", "registry", "examples/reports"):
+        shutil.copytree(root / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(src)],
+                   check=True, capture_output=True, timeout=300)
+    wheel = next((tmp_path / "dist").glob("achilles-*.whl"))
+    target = tmp_path / "installed"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target),
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    script = ("import json, achilles\n"
+              "from click.testing import CliRunner\n"
+              "from achilles.commands.zoo import zoo_group\n"
+              "from achilles.zoo import list_zoo\n"
+              "shown = {e.id: CliRunner().invoke(zoo_group, ['show', e.id]).output for e in list_zoo()}\n"
+              "print(json.dumps({'package': achilles.__file__, 'shown': shown}))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(target)})
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["package"].startswith(str(target))  # the wheel's copy, not the checkout
+    assert out["shown"]
+    for zoo_id, text in out["shown"].items():
+        line = next(line for line in text.splitlines() if line.startswith("report at"))
+        path = Path(line.split(None, 2)[2])
+        assert path.is_file() and str(path).startswith(str(target / "achilles" / "reports")), (zoo_id, line)

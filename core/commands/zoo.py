@@ -110,6 +110,9 @@ def zoo_show(zoo_id: str) -> None:
         rows.append(("bundled", str(entry.bundle_path())))
     rows += [(k, getattr(entry, k)) for k in ("arch", "task", "variant", "seed", "profile", "budget", "report",
                                               "added", "published") if getattr(entry, k) is not None]
+    if entry.report:  # the recorded path is the repository's: say where it is readable from here
+        rows.append(("report at", entry.report_location() or "not found: neither the installed package nor a "
+                                                               "checkout holds it"))
     if entry.headline_text():
         rows.append(("headline", entry.headline_text()))
     for split, value in (entry.metrics or {}).items():
