@@ -109,3 +109,10 @@ def test_seeds_are_added_until_enough_runs_meet_the_premise(tmp_path):
     seeds = {g: sorted(r["seed"] for r in report["runs"] if r["group"] == g) for g in ("mixer", "other")}
     assert seeds == {"mixer": [0, 1, 2], "other": [0, 1, 2, 3]}  # met at 3; stopped at the cap of 4
     assert {b["group"]: b["seeds"] for b in report["budget"]} == {"mixer": 3, "other": 4}
+
+
+def test_an_inconclusive_verdict_says_how_many_runs_would_decide_it():
+    results = results_of([("mixer", s, v, 1000, None) for s, v in enumerate([0.6, 0.9, 0.7])])
+    (row,) = evaluate_claims([Claim("c", "c", Source(PAPER, "x"), rate("mixer", "acc"), at_least(0.5), "acc")],
+                             results)
+    assert row["verdict"] == INCONCLUSIVE and "about 6 runs (now 3) would decide it" in row["why"]

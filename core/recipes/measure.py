@@ -476,6 +476,32 @@ def share_of_cells(group: str, metric: str, predicate: Callable[[float], bool], 
     return measure
 
 
+def runs_to_decide(m: Measurement, rule: Rule) -> str:
+    """How many runs (or samples, or cells) would narrow ``m``'s interval enough to clear the rule's
+    nearest edge if its mean held: the half-width shrinks as 1/√n."""
+    if m.value is None or m.lo is None or m.hi is None:
+        return ""
+    edges = [rule.threshold] + ([rule.upper] if rule.op == "within" and rule.upper is not None else [])
+    gap = min(abs(m.value - e) for e in edges)
+    half = (m.hi - m.lo) / 2
+    if m.interval == "wilson":
+        unit, n = "distinct samples in the one run", max(1, m.samples or 1)
+    elif m.interval == "wilson-cells":
+        unit, n = "cells", max(1, len(m.per_run))
+    elif m.interval in ("welch", "bounds"):
+        unit = "runs per side"
+        n = max(1, min(len(s.per_run) for s in m.sides.values()) if m.sides else 1)
+    else:
+        unit, n = "runs", max(1, len(m.per_run))
+    if gap < 1e-9 * max(1.0, abs(m.value)) or half <= 0:
+        return "the mean sits on the threshold: more runs alone would not decide it"
+    need = math.ceil(n * (half / gap) ** 2)
+    if need > 20 * n:
+        return (f"the mean is {gap:.3f} from the threshold: about {need} {unit} (now {n}) would be needed, "
+                "more than this profile can spend")
+    return f"about {need} {unit} (now {n}) would decide it if the mean held"
+
+
 def evaluate_claims(claims, results: "RecipeResults") -> list[dict[str, Any]]:
     """Each claim's measurement and computed verdict, as report rows."""
     rows = []
@@ -498,6 +524,8 @@ def evaluate_claims(claims, results: "RecipeResults") -> list[dict[str, Any]]:
                 verdict, why = INCONCLUSIVE, (f"precondition not met: {pre.text} (measured {pm.text()}, "
                                               f"needs {pre.rule.text()}); {claim.rule.text()} alone would "
                                               f"say {verdict}")
+        if verdict == INCONCLUSIVE and "straddles" in why:
+            why = f"{why}; {runs_to_decide(m, claim.rule)}"
         if verdict == INCONCLUSIVE and claim.decides:
             why = f"{why}. What would decide it: {claim.decides}"
         rows.append({"preconditions": preconditions, "id": claim.id, "statement": claim.statement,
