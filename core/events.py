@@ -70,6 +70,25 @@ class RunFailed(TrainerEvent):
     reason: str = ""
 
 
+def epoch_scalars(record: dict[str, Any]) -> dict[str, float]:
+    """The scalars an experiment tracker logs for an epoch (``EpochEnded.record``), each under one
+    name: ``training/loss``, ``training/lr``, ``training/samples_per_second`` (as recorded, nan included)
+    and ``<split>/<metric>`` for every evaluated split's finite numbers. The TensorBoard and Weights &
+    Biases writers both log exactly these (the epoch is their step, never a scalar of its own)."""
+    import math
+
+    out: dict[str, float] = {}
+    for name in ("loss", "lr", "samples_per_second"):
+        value = record.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # a diverged loss shows as nan
+            out[f"training/{name}"] = float(value)
+    for split, metrics in (record.get("metrics") or {}).items():
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                out[f"{split}/{name}"] = float(value)
+    return out
+
+
 class EventEmitter:
     """Sends events to every plugin implementing ``on_trainer_event``. A listener that raises
     anything (``SystemExit`` and ``KeyboardInterrupt`` included: plugin code can neither stop the

@@ -149,7 +149,7 @@ def training_estimate(arch: str, model_settings: dict[str, Any], task, train_sam
     n_train = train_samples if train_samples is not None else sizes.get("train", 0)
     estimate = MemoryEstimate()
     estimate.add(f"training data ({n_train:,} samples x {seq_len:,} positions)", data_bytes(n_train, seq_len),
-                 "--samples")
+                 "--train-samples")
     n_eval = sum((eval_samples if eval_samples is not None else size)
                  for split, size in sizes.items() if split != "train")
     estimate.add(EVAL_DATA, data_bytes(n_eval, seq_len), "--eval-samples")

@@ -5,12 +5,11 @@ metrics into ``RUN/tensorboard/`` (``achilles train --log tensorboard``; needs t
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from .errors import AchillesError
-from .events import EpochEnded, RunEnded, RunFailed, TrainerEvent
+from .events import EpochEnded, RunEnded, RunFailed, TrainerEvent, epoch_scalars
 from .hookspecs import hookimpl
 
 TENSORBOARD_DIR = "tensorboard"
@@ -45,14 +44,9 @@ class TensorBoardWriter:
     @hookimpl
     def on_trainer_event(self, event: TrainerEvent) -> None:
         if isinstance(event, EpochEnded):
-            writer, record, epoch = self._writer(event.run), event.record, event.epoch
-            for name in ("loss", "lr", "samples_per_second"):
-                if isinstance(record.get(name), (int, float)):
-                    writer.add_scalar(f"training/{name}", record[name], epoch)
-            for split, metrics in record.get("metrics", {}).items():
-                for name, value in metrics.items():
-                    if isinstance(value, (int, float)) and math.isfinite(value):
-                        writer.add_scalar(f"{split}/{name}", value, epoch)
+            writer = self._writer(event.run)
+            for tag, value in epoch_scalars(event.record).items():  # the same scalars as --log wandb
+                writer.add_scalar(tag, value, event.epoch)
             writer.flush()
         elif isinstance(event, (RunEnded, RunFailed)) and event.run in self._writers:
             self._writers.pop(event.run).close()

@@ -19,7 +19,7 @@ from achilles.trainer import resume_run, start_run
 import toy_plugin
 
 TINY = dict(profile="quick", epochs=1, train_samples=64, eval_samples=16, batch_size=32, progress=False)
-CLI_TINY = ["--arch", "toy-mixer", "--task", "toy-count", "--profile", "quick", "--epochs", "1", "--samples", "64",
+CLI_TINY = ["--arch", "toy-mixer", "--task", "toy-count", "--profile", "quick", "--epochs", "1", "--train-samples", "64",
             "--eval-samples", "16", "--batch-size", "32", "--no-progress", "-q"]
 
 

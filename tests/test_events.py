@@ -15,7 +15,7 @@ from achilles.trainer import start_run
 import toy_plugin
 
 TINY = dict(profile="quick", epochs=2, train_samples=64, eval_samples=16, batch_size=32, progress=False)
-TRAIN = ["train", "--arch", "toy-mixer", "--task", "toy-count", "--epochs", "2", "--samples", "64",
+TRAIN = ["train", "--arch", "toy-mixer", "--task", "toy-count", "--epochs", "2", "--train-samples", "64",
          "--eval-samples", "16", "--batch-size", "32", "--no-progress"]
 
 

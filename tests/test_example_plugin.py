@@ -70,7 +70,7 @@ def test_a_third_party_architecture_joins_the_atlas(installed, tmp_path):
     """docs/plugins.md: register an architecture, then `achilles atlas --subjects yours,...`."""
     out = tmp_path / "atlas"
     args = ["atlas", "--recipes", "shortcuts-position", "--subjects", "example-mlp", "--seeds", "1",
-            "--set", "epochs=1", "--set", "train_samples=64", "--set", "eval_samples=32", "--out", str(out),
+            "--train-set", "epochs=1", "--train-set", "train_samples=64", "--train-set", "eval_samples=32", "--out", str(out),
             "--workers", "0", "--no-progress", "-q"]
     result = achilles_cmd(args, installed)
     assert result.returncode == 0, result.stderr

@@ -36,7 +36,7 @@ from hub_fixtures import *  # noqa: F401,F403  (fixtures: hub, zoo_registry)
 
 HERE = Path(__file__).resolve().parent
 TOY = ["--arch", "toy-mixer", "--task", "toy-count"]
-TINY = ["--epochs", "1", "--samples", "64", "--eval-samples", "16", "--batch-size", "16", "--no-progress", "-q"]
+TINY = ["--epochs", "1", "--train-samples", "64", "--eval-samples", "16", "--batch-size", "16", "--no-progress", "-q"]
 #: more than any machine has: 10^11 samples of the toy task are 10 TiB
 HUGE = "100000000000"
 
@@ -170,7 +170,7 @@ def user_sweep_folder_intact(tmp: Path, *_) -> None:
     assert (tmp / "mine" / "results.csv").read_text() == "mine,1\n"
 
 
-SWEEP_ARGS = ("--epochs", "1", "--samples", "32", "--eval-samples", "16", "--batch-size", "16")
+SWEEP_ARGS = ("--epochs", "1", "--train-samples", "32", "--eval-samples", "16", "--batch-size", "16")
 
 
 def sweep_with_a_linked_cell(tmp: Path, run: Path) -> None:
@@ -291,17 +291,17 @@ CASES = [
          precious_intact),
 
     # Hostile round two (issue 19), point 5: settings checked before any folder exists, everywhere
-    Case(19, "reproduce-eps-negative", "reproduce --set eps=-1: refused before any folder exists",
-         ("reproduce", "toy-one", "--set", "eps=-1", "--out", "{tmp}/out", "--workers", "0"), 2,
+    Case(19, "reproduce-eps-negative", "reproduce --train-set eps=-1: refused before any folder exists",
+         ("reproduce", "toy-one", "--train-set", "eps=-1", "--out", "{tmp}/out", "--workers", "0"), 2,
          ("invalid setting eps", "positive"), lambda tmp, run: _one_run_recipe(), no_folder("out")),
-    Case(19, "reproduce-betas-out-of-range", "reproduce --set betas=[2,2]: refused before any folder exists",
-         ("reproduce", "toy-one", "--set", "betas=[2,2]", "--out", "{tmp}/out", "--workers", "0"), 2,
+    Case(19, "reproduce-betas-out-of-range", "reproduce --train-set betas=[2,2]: refused before any folder exists",
+         ("reproduce", "toy-one", "--train-set", "betas=[2,2]", "--out", "{tmp}/out", "--workers", "0"), 2,
          ("invalid setting betas",), lambda tmp, run: _one_run_recipe(), no_folder("out")),
-    Case(19, "reproduce-weight-decay-negative", "reproduce --set weight_decay=-1: refused before any folder exists",
-         ("reproduce", "toy-one", "--set", "weight_decay=-1", "--out", "{tmp}/out", "--workers", "0"), 2,
+    Case(19, "reproduce-weight-decay-negative", "reproduce --train-set weight_decay=-1: refused before any folder exists",
+         ("reproduce", "toy-one", "--train-set", "weight_decay=-1", "--out", "{tmp}/out", "--workers", "0"), 2,
          ("invalid setting weight_decay",), lambda tmp, run: _one_run_recipe(), no_folder("out")),
-    Case(19, "reproduce-lr-infinite", "reproduce --set lr_peak=1e999 (infinite): refused before any folder exists",
-         ("reproduce", "toy-one", "--set", "lr_peak=1e999", "--out", "{tmp}/out", "--workers", "0"), 2,
+    Case(19, "reproduce-lr-infinite", "reproduce --train-set lr_peak=1e999 (infinite): refused before any folder exists",
+         ("reproduce", "toy-one", "--train-set", "lr_peak=1e999", "--out", "{tmp}/out", "--workers", "0"), 2,
          ("invalid setting lr_peak", "finite"), lambda tmp, run: _one_run_recipe(), no_folder("out")),
     Case(19, "sweep-eps-grid-negative", "sweep --grid train.eps=-1: refused before the sweep folder exists",
          ("sweep", *TOY, "--grid", "train.eps=-1", *SWEEP_ARGS, "--out", "{tmp}/sweep", "--workers", "0"), 2,
@@ -405,8 +405,9 @@ CASES = [
          lambda tmp, run: (interrupted(run), edit_state(run, model_sha256=1))),
 
     # 9. Limits before allocation, with the estimated size; no folder is created
-    Case(9, "samples-huge", "train --samples 10^11", ("train", *TOY, *TINY, "--samples", HUGE, "--out", "{tmp}/big"),
-         2, ("of memory", "training data", "lower --samples"), then=no_folder("big")),
+    Case(9, "samples-huge", "train --train-samples 10^11",
+         ("train", *TOY, *TINY, "--train-samples", HUGE, "--out", "{tmp}/big"),
+         2, ("of memory", "training data", "lower --train-samples"), then=no_folder("big")),
     Case(9, "eval-samples-huge", "train --eval-samples 10^11",
          ("train", *TOY, *TINY, "--eval-samples", HUGE, "--out", "{tmp}/big"), 2, ("lower --eval-samples",),
          then=no_folder("big")),
@@ -418,13 +419,13 @@ CASES = [
     Case(9, "length-huge", "train --set length=10^9 (the task's sequence length)",
          ("train", *TOY, *TINY, "--set", "length=1000000000", "--out", "{tmp}/big"), 2, ("1,000,000,000 positions",),
          then=no_folder("big")),
-    Case(9, "sweep-samples-huge", "sweep --samples 10^11: refused before the sweep folder exists",
-         ("sweep", *TOY, "--grid", "gamma=0.5,0.6", "--samples", HUGE, "--out", "{tmp}/sweep", "--workers", "0"), 2,
-         ("cannot be built", "lower --samples"), then=no_folder("sweep")),
+    Case(9, "sweep-samples-huge", "sweep --train-samples 10^11: refused before the sweep folder exists",
+         ("sweep", *TOY, "--grid", "gamma=0.5,0.6", "--train-samples", HUGE, "--out", "{tmp}/sweep", "--workers", "0"),
+         2, ("cannot be built", "lower --train-samples"), then=no_folder("sweep")),
     Case(9, "data-show-n-huge", "data show -n 10^12", ("data", "show", "--task", "toy-count", "-n", "1000000000000"),
          2, ("of memory", "lower -n")),
-    Case(9, "eval-samples-flag-huge", "eval --samples 10^11", ("eval", "{run}", "--samples", HUGE), 2,
-         ("lower --samples",)),
+    Case(9, "eval-samples-flag-huge", "eval --eval-samples 10^11", ("eval", "{run}", "--eval-samples", HUGE), 2,
+         ("lower --eval-samples",)),
 
     # 10. No internal error for user-caused states; settings validated before any folder exists
     Case(10, "config-wrong-type", "a run record whose 'task_config' is a string", ("eval", "{run}"), 2,
@@ -625,7 +626,7 @@ def test_a_command_whose_runs_all_fail_exits_non_zero(tmp_path):
     """reproduce and sweep whose every run diverges (lr 1e30): the report is still written, the exit
     code is not 0, and the last line says how many failed and where to look."""
     recipe = _one_run_recipe()
-    result = achilles_cli("reproduce", recipe, "--set", "lr_peak=1e30", "--out", tmp_path / "out", "--workers", "0",
+    result = achilles_cli("reproduce", recipe, "--train-set", "lr_peak=1e30", "--out", tmp_path / "out", "--workers", "0",
                           "--no-progress")
     assert result.exit_code == 2 and (tmp_path / "out" / "report.md").is_file()
     last = result.stderr.strip().splitlines()[-1]
@@ -836,7 +837,7 @@ def test_ctrl_c_stops_a_pooled_sweep(tmp_path):
            "PYTHONPATH": os.pathsep.join([str(site), str(HERE), os.environ.get("PYTHONPATH", "")])}
     folder = tmp_path / "sweep"
     sweep = [sys.executable, "-m", "achilles.cli", "sweep", *TOY, "--grid", "gamma=0.5,0.6,0.7,0.8,0.9",
-             "--epochs", "5", "--samples", "12000", "--eval-samples", "16", "--batch-size", "16", "--workers", "2",
+             "--epochs", "5", "--train-samples", "12000", "--eval-samples", "16", "--batch-size", "16", "--workers", "2",
              "--out", str(folder), "--no-progress"]
     proc = subprocess.Popen(sweep, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
@@ -1170,5 +1171,5 @@ def test_verbosity_is_one_shared_option_on_long_running_commands():
 def test_refusals_are_fast(tmp_path):
     """A refused size is refused up front: no minutes of growth before the message."""
     started = time.perf_counter()
-    result = achilles_cli("train", *TOY, *TINY, "--layers", "100000000", "--samples", HUGE, "--out", tmp_path / "x")
+    result = achilles_cli("train", *TOY, *TINY, "--layers", "100000000", "--train-samples", HUGE, "--out", tmp_path / "x")
     assert result.exit_code == 2 and time.perf_counter() - started < 30

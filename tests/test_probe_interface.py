@@ -32,7 +32,8 @@ def echoed(run_dir):
 
 def test_declared_options_are_flags_and_settings_converted_to_their_type(toy_run):
     result = invoke("probe", "--depth", 3, toy_run, "--probe", "toy-echo", "--label", 7,
-                    "--set", "anything=[1, 2]", "--set", "verbose=true", "--device", "cpu", "--set", "device=gpu0")
+                    "--probe-set", "anything=[1, 2]", "--probe-set", "verbose=true", "--device", "cpu",
+                    "--probe-set", "device=gpu0")
     assert result.exit_code == 0, result.output
     received = echoed(toy_run)
     assert received["options"] == {"depth": 3, "label": "7", "verbose": True, "anything": [1, 2], "device": "gpu0"}
@@ -41,7 +42,7 @@ def test_declared_options_are_flags_and_settings_converted_to_their_type(toy_run
 
 
 def test_a_flag_wins_over_set_and_defaults_fill_the_rest(toy_run):
-    result = invoke("probe", toy_run, "--probe=toy-echo", "--set", "depth=2", "--depth", 5)
+    result = invoke("probe", toy_run, "--probe=toy-echo", "--probe-set", "depth=2", "--depth", 5)
     assert result.exit_code == 0, result.output
     assert echoed(toy_run)["options"] == {"depth": 5, "label": "plain", "verbose": False, "anything": None,
                                           "device": "none"}
@@ -59,9 +60,9 @@ def test_help_lists_the_chosen_probes_options():
 
 @pytest.mark.parametrize("args, message", [
     (["--depth", "x"], "invalid setting depth: must be an integer, got 'x'"),
-    (["--set", "verbose=maybe"], "invalid setting verbose: must be true or false"),
+    (["--probe-set", "verbose=maybe"], "invalid setting verbose: must be true or false"),
     (["--dpth", "3"], "probe 'toy-echo' has no such option (options: anything, depth, device, label, verbose)"),
-    (["--set", "dpth=3"], "probe 'toy-echo' has no such option"),
+    (["--probe-set", "dpth=3"], "probe 'toy-echo' has no such option"),
 ])
 def test_bad_options_fail_in_one_line_before_the_run_is_loaded(tmp_path, args, message):
     achilles.register_plugin(toy_plugin, "toy")

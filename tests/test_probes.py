@@ -255,14 +255,14 @@ def test_unknown_probe_and_bad_options_are_one_line_errors(tmp_path):
     result = invoke("probe", tmp_path, "--probe", "blockng")
     assert result.exit_code == 2 and "unknown probe 'blockng'; did you mean: blocking" in result.output
     run_dir, _ = make_run(tmp_path / "run", "mamba2")
-    for args, message in [(["--set", "layerz=0"], "probe 'blocking' has no such option"),
+    for args, message in [(["--probe-set", "layerz=0"], "probe 'blocking' has no such option"),
                           (["--pair", "55"], "'55' is not an anchor pair"),
-                          (["--set", "layers=[7]"], "layer 7 has no site"),
-                          (["--set", "seed=x"], "invalid setting seed")]:
+                          (["--probe-set", "layers=[7]"], "layer 7 has no site"),
+                          (["--probe-set", "seed=x"], "invalid setting seed")]:
         result = invoke("probe", run_dir, "--probe", "blocking", "--samples", 4, *args)
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
-    for probe, args, message in [("substitution", ["--set", "twin=55"], "invalid setting twin: '55'"),
-                                 ("information-flow", ["--set", "threshold=x"], "invalid setting threshold"),
+    for probe, args, message in [("substitution", ["--probe-set", "twin=55"], "invalid setting twin: '55'"),
+                                 ("information-flow", ["--probe-set", "threshold=x"], "invalid setting threshold"),
                                  ("conv-similarity", ["--pair", "34"], "'conv-similarity' has no such option")]:
         result = invoke("probe", run_dir, "--probe", probe, *args)
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output

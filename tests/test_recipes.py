@@ -248,7 +248,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["toy-cont"], "did you mean: toy-count"),
     (["toy-count", "--seeds", "0"], "--seeds"),
-    (["toy-count", "--set", "epochz=2"], "epochz"),
+    (["toy-count", "--train-set", "epochz=2"], "epochz"),
     (["toy-count", "--profile", "paper"], "has no 'paper' profile"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, message):

@@ -206,7 +206,7 @@ def test_units_group_cells_that_differ_in_seed_and_gamma(tmp_path):
 def test_cli_sweep_dry_run_train_and_report(tmp_path):
     args = ["sweep", "--arch", "toy-mixer", "--task", "toy-count", "--grid", "gamma=0.5,1", "--grid",
             "n_layers=1", "--seeds", "1", "--profile", "quick", "--out", str(tmp_path / "sw"), "--workers", "0",
-            "--threads", "1", "--epochs", "1", "--samples", "64", "--eval-samples", "16", "--batch-size", "32",
+            "--threads", "1", "--epochs", "1", "--train-samples", "64", "--eval-samples", "16", "--batch-size", "32",
             "--no-progress"]
     runner = CliRunner()
     dry = runner.invoke(cli, args + ["--dry-run"])

@@ -98,7 +98,7 @@ def test_non_finite_evaluation_fails_the_run_and_keeps_the_last_finite_checkpoin
 
 def test_cli_train_with_a_diverging_lr_ends_failed(tmp_path):
     result = CliRunner().invoke(cli, ["train", "--arch", "toy-mixer", "--task", "toy-count", "--epochs", "2",
-                                      "--samples", "128", "--eval-samples", "16", "--batch-size", "32",
+                                      "--train-samples", "128", "--eval-samples", "16", "--batch-size", "32",
                                       "--lr", "1e30", "--out", str(tmp_path / "run"), "--no-progress"])
     assert result.exit_code == 1, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
@@ -154,7 +154,7 @@ def test_impossible_settings_name_the_setting():
 
 def test_cli_train_says_which_profile_and_prints_a_metrics_table(tmp_path):
     result = CliRunner().invoke(cli, ["train", "--arch", "toy-mixer", "--task", "toy-count", "--epochs", "2",
-                                      "--samples", "128", "--eval-samples", "16", "--batch-size", "32",
+                                      "--train-samples", "128", "--eval-samples", "16", "--batch-size", "32",
                                       "--out", str(tmp_path / "run"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "Profile: quick (no GPU found" in result.output

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..cli_options import is_quiet, verbosity_option
+from ..completion import complete_names
+from ..cli_options import deprecated_alias, is_quiet, seeds_option, takes_alias, threads_option, verbosity_option
 from ..table import format_table
 from .train import parse_settings
 
@@ -19,23 +20,24 @@ def _names(text: str | None, default) -> list[str]:
 
 
 @click.command("atlas")
-@click.option("--recipes", default=None, metavar="NAME,...",
+@click.option("--recipes", default=None, metavar="NAME,...", shell_complete=complete_names("recipe"),
               help="Recipes whose claims to ask (default: achilles-fig4, achilles-fig9, copy-length, "
                    "shortcuts-position).")
-@click.option("--subjects", default=None, metavar="ARCH,...",
+@click.option("--subjects", default=None, metavar="ARCH,...", shell_complete=complete_names("architecture"),
               help="Architectures to measure them on, each in the place of the paper's Mamba2 (default: mamba2, "
                    "mamba1, deltanet, deltanet-noconv, lstm, transformer, transformer-rope).")
 @click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
               help="quick: a CPU budget; paper: the papers' settings (a GPU).")
-@click.option("--seeds", type=int, default=None, help="Seeds per run group (default: each recipe's).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Training setting for every run, e.g. --set epochs=2.")
+@seeds_option(default="each recipe's, per run group")
+@deprecated_alias("--set", "--train-set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--train-set", "overrides", multiple=True, metavar="KEY=VALUE", callback=takes_alias,
+              help="Training setting for every run, e.g. --train-set epochs=2.")
 @click.option("--out", type=click.Path(file_okay=False), default="atlas", show_default=True,
               help="Output folder: README.md, atlas.png, one sub-folder per subject and recipe, and the run store.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: a process pool on this machine; ray: a Ray cluster.")
 @click.option("--workers", type=int, default=None, help="Local worker processes (default: one per core on a CPU).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch threads per worker.")
+@threads_option(" per worker")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the estimated time, train nothing.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on in a terminal).")
@@ -61,7 +63,7 @@ def atlas_command(recipes, subjects, profile, seeds, overrides, out, executor, w
 
     recipe_list = [get_recipe(n) for n in _names(recipes, DEFAULT_RECIPES)]  # unknown: close matches
     subject_list = _names(subjects, DEFAULT_SUBJECTS)
-    train_overrides = parse_settings(overrides, "--set")
+    train_overrides = parse_settings(overrides, "--train-set")
     jobs = []
     for subject in subject_list:
         for recipe in recipe_list:

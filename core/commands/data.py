@@ -8,6 +8,8 @@ from typing import Any
 import click
 
 from ..api import get_task
+from ..cli_options import json_option, verbosity_option
+from ..completion import complete_task
 from ..errors import ConfigError
 
 
@@ -33,14 +35,18 @@ def data_group() -> None:
 
 
 @data_group.command("show")
-@click.option("--task", "-t", "task_name", required=True, help="Task name (see `achilles list tasks`).")
+@click.option("--task", "-t", "task_name", required=True, help="Task name (see `achilles list tasks`).",
+              shell_complete=complete_task)
 @click.option("--split", "-s", default=None, help="Split to draw from (default: the task's first split).")
 @click.option("-n", "--num", "num", default=5, show_default=True, type=click.IntRange(min=1),
               help="Number of samples.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Data seed.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="A task setting, repeatable: --set n_layers=3 --set placements=last,shuffle")
-def show_command(task_name: str, split: str | None, num: int, seed: int, settings: tuple[str, ...]) -> None:
+@json_option
+@verbosity_option
+def show_command(task_name: str, split: str | None, num: int, seed: int, settings: tuple[str, ...],
+                 as_json: bool = False) -> None:
     """Print decoded samples of a task with their targets.
 
     \b
@@ -57,6 +63,12 @@ def show_command(task_name: str, split: str | None, num: int, seed: int, setting
 
     check_samples_fit(num, task.seq_len, "-n")  # before generating: never minutes of swapping
     batch = task.generate(split, num, seed=seed)
+    if as_json:
+        click.echo(json.dumps({"task": task.name, "task_config": task.config, "split": split, "seed": seed,
+                               "vocab_size": task.vocab_size, "seq_len": task.seq_len,
+                               "split_sizes": task.split_sizes(),
+                               "samples": [task.describe(batch, i) for i in range(len(batch))]}, indent=2, default=str))
+        return
     sizes = ", ".join(f"{s} {c:,}" for s, c in task.split_sizes().items())
     click.echo(f"{task!r}  split={split}  seed={seed}")
     click.echo(f"vocab_size={task.vocab_size}  seq_len={task.seq_len}  default split sizes: {sizes}")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from ..api import create_model
+from ..cli_options import json_option, verbosity_option
+from ..completion import complete_list_pattern
 from ..plugin_manager import get_state
 from ..table import format_table
 
@@ -22,11 +26,22 @@ def _param_count(name: str) -> str:
 
 @click.command("list")
 @click.argument("kind", required=False, type=click.Choice(sorted(_KIND_ALIASES)), metavar="[tasks|archs|probes]")
-@click.argument("pattern", required=False, default="")
-def list_command(kind: str | None, pattern: str) -> None:
+@click.argument("pattern", required=False, default="", shell_complete=complete_list_pattern)
+@json_option
+@verbosity_option
+def list_command(kind: str | None, pattern: str, as_json: bool = False) -> None:
     """List registered tasks, architectures and probes (PATTERN takes wildcards, e.g. 'mamba2*')."""
     state = get_state()
     kinds = [_KIND_ALIASES[kind]] if kind else ["task", "architecture", "probe"]
+    if as_json:
+        out = {}
+        for k in kinds:
+            registry = state.registries[k]
+            out[f"{k}s"] = [{"name": e.name, "plugin": e.plugin, "description": e.description,
+                             **({"params": _param_count(e.name)} if k == "architecture" else {})}
+                            for e in registry.entries() if e.name in registry.names(pattern or "")]
+        click.echo(json.dumps(out, indent=2))
+        return
     for i, k in enumerate(kinds):
         registry = state.registries[k]
         entries = [e for e in registry.entries() if e.name in registry.names(pattern or "")]
@@ -44,11 +59,23 @@ def list_command(kind: str | None, pattern: str) -> None:
 
 
 @click.command("plugins")
-def plugins_command() -> None:
+@json_option
+@verbosity_option
+def plugins_command(as_json: bool = False) -> None:
     """Installed plugins, their versions, what each registers, and any that failed."""
     ctx = click.get_current_context()
     ctx.find_root().command.list_commands(ctx)  # attaches the plugins' commands, so they are listed
     state = get_state()
+    if as_json:
+        click.echo(json.dumps({
+            "plugins": [{"name": i.name, "distribution": i.distribution, "version": i.version,
+                         "registers": {f"{k}s": list(v) for k, v in i.registered.items()}, "hooks": list(i.hooks)}
+                        for i in state.plugins.values()],
+            "conflicts": [{"plugin": c.loser, "kind": c.kind, "name": c.name, "kept_by": c.owner}
+                          for c in state.conflicts],
+            "failures": [{"plugin": f.name, "stage": f.stage, "error": f.error} for f in state.failures]},
+            indent=2, default=str))
+        return
     rows = []
     for info in state.plugins.values():  # one row per kind of hook, every name listed
         kinds = [f"{k}s: {', '.join(v)}" for k, v in info.registered.items()] or ["(nothing)"]

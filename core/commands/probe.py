@@ -1,6 +1,6 @@
 """``achilles probe``: run a registered probe on a saved model and print its headline numbers.
 
-The command knows no probe: the options a probe declares (``Probe.options``) become ``--set``
+The command knows no probe: the options a probe declares (``Probe.options``) become ``--probe-set``
 settings and, once ``--probe NAME`` is on the command line, ``--NAME VALUE`` flags of their own.
 """
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from ..cli_options import info, verbosity_option
+from ..completion import complete_model, complete_probe
+from ..cli_options import deprecated_alias, info, takes_alias, verbosity_option
 from ..errors import AchillesError, ConfigError
 from ..table import format_table
 from .train import parse_settings
@@ -102,19 +103,21 @@ class ProbeCommand(click.Command):
             return super().format_options(ctx, formatter)
         own = [p for p in self.get_params(ctx) if isinstance(p, click.Option) and p not in flags]
         with formatter.section("Options"):
-            formatter.write_dl([p.get_help_record(ctx) for p in own])
-        with formatter.section(f"Options of probe {ctx.meta[_PROBE]!r} (each also --set NAME=VALUE)"):
+            formatter.write_dl([r for r in (p.get_help_record(ctx) for p in own) if r])  # hidden: None
+        with formatter.section(f"Options of probe {ctx.meta[_PROBE]!r} (each also --probe-set NAME=VALUE)"):
             formatter.write_dl([p.get_help_record(ctx) for p in flags])
 
 
 @click.command("probe", cls=ProbeCommand)
-@click.argument("run_id", metavar="RUN")
-@click.option("--probe", "probe_name", required=True,
+@click.argument("run_id", metavar="RUN", shell_complete=complete_model)
+@click.option("--probe", "probe_name", required=True, shell_complete=complete_probe,
               help="Probe name (see `achilles list probes`); with --help, also lists its options.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output folder (default RUN/probes/NAME; ./probes/ID/NAME for a zoo or Hub checkpoint).")
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="Probe option, e.g. --set layers=[0] or --set split=train (values read as JSON, else text).")
+@deprecated_alias("--set", "--probe-set", "settings", multiple=True, metavar="KEY=VALUE")
+@click.option("--probe-set", "settings", multiple=True, metavar="KEY=VALUE", callback=takes_alias,
+              help="Probe option, e.g. --probe-set layers=[0] or --probe-set split=train (values read as JSON, "
+                   "else text).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole JSON result instead of the table.")
 @verbosity_option
@@ -122,7 +125,7 @@ def probe_command(run_id, probe_name, out, settings, device, as_json, **flags):
     """Run a probe on a saved model: a run folder, a zoo id or hf-hub:ORG/NAME[@REV].
 
     Writes the probe's figures and NAME.json into the output folder and prints the headline numbers.
-    Every option of the probe is a --set KEY=VALUE and a flag of its own (--samples 8, --pair 43);
+    Every option of the probe is a --probe-set KEY=VALUE and a flag of its own (--samples 8, --pair 43);
     `achilles probe --probe NAME --help` lists them.
 
     \b
@@ -138,9 +141,9 @@ def probe_command(run_id, probe_name, out, settings, device, as_json, **flags):
     probe = get_probe(probe_name)  # an unknown name fails here, before any loading
     if out:
         check_probe_out(Path(out), probe.name)
-    options = parse_settings(settings, "--set")
+    options = parse_settings(settings, "--probe-set")
     given = {key[len(_FLAG_DEST):]: value for key, value in flags.items() if value is not None}
-    # a flag's text is read as a --set value is (JSON, else text); flags win over --set
+    # a flag's text is read as a --set value is (JSON, else text); flags win over --probe-set
     options.update(parse_settings(tuple(f"{key}={value}" for key, value in given.items()), "flag"))
     probe.resolve_options(options)  # bad names and types fail here too, before any loading
     with _run_folder_lock(run_id):  # a local run folder: no trainer writes it meanwhile

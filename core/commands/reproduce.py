@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..cli_options import is_quiet, verbosity_option
+from ..completion import complete_arch, complete_recipe
+from ..cli_options import deprecated_alias, is_quiet, json_option, seeds_option, takes_alias, threads_option, verbosity_option
 from ..table import format_table
 from .train import PRECISION_CHOICES, PRECISION_HELP, parse_settings
 
@@ -23,7 +24,7 @@ def _default_profile(device: str) -> str:
     return "paper" if default_profile(resolve_device(device)) == "paper" else "quick"
 
 
-def _list(echo) -> None:
+def _list(echo, as_json: bool = False) -> None:
     from ..recipes import get_recipe, list_recipes
     from ..recipes.cost import estimate_plan, how_estimated
 
@@ -38,6 +39,12 @@ def _list(echo) -> None:
             plan = recipe.plan(profile)
             cells += [estimate_plan(plan, "cpu", workers=_cores()).text(), estimate_plan(plan, "cuda").text()]
         rows.append(cells)
+    if as_json:
+        import json
+
+        keys = ["recipe", "reproduces", "claims", "quick_cpu", "quick_gpu", "paper_cpu", "paper_gpu"]
+        echo(json.dumps([dict(zip(keys, row)) for row in rows], indent=2))
+        return
     if not rows:
         echo("No recipes are registered (is the achilles package installed with its plugins?).")
         return
@@ -83,29 +90,28 @@ def _dry_run(recipe, options, echo) -> None:
 
 
 @click.command("reproduce")
-@click.argument("names", metavar="NAME...", nargs=-1)
+@click.argument("names", metavar="NAME...", nargs=-1, shell_complete=complete_recipe)
 @click.option("--profile", type=click.Choice(["quick", "paper"]), default=None,
               help="quick: designed to show the finding on a CPU in minutes per run; paper: the paper's "
                    "settings (a GPU). Default: paper on a GPU, quick on a CPU.")
-@click.option("--seeds", type=int, default=None, help="Seeds per run group (default: the recipe's, usually 3).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Training setting for every run, e.g. --set epochs=2 (epochs, train_samples, eval_samples, "
+@seeds_option(default="the recipe's, usually 3, per run group")
+@deprecated_alias("--set", "--train-set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--train-set", "overrides", multiple=True, metavar="KEY=VALUE", callback=takes_alias,
+              help="Training setting for every run, e.g. --train-set epochs=2 (epochs, train_samples, eval_samples, "
                    "lr_peak, batch_size, ...).")
 @click.option("--data-seed", type=click.IntRange(min=0), default=None,
               help="Pin every run's training and evaluation data to this seed, so seeds differ only in "
                    "initialisation and batch order (default: each run's seed draws its own data; "
-                   "the same as --set data_seed=N).")
+                   "the same as --train-set data_seed=N).")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=None,
-              help=PRECISION_HELP + " The same as --set precision=P.")
-@click.option("--subject", default=None, metavar="ARCH",
+              help=PRECISION_HELP + " The same as --train-set precision=P.")
+@click.option("--subject", default=None, metavar="ARCH", shell_complete=complete_arch,
               help="Measure the recipe's claims on ARCH in place of the architecture the paper studies "
                    "(its subject, Mamba2); the controls stay. See `achilles atlas` for many at once.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: a process pool on this machine; ray: a Ray cluster.")
 @click.option("--workers", type=int, default=None, help="Local worker processes (default: one per core on a CPU).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Torch threads per worker (default: $ACHILLES_THREADS, else the usable CPUs divided among the "
-                   "workers).")
+@threads_option(" per worker")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output folder (default reproductions/NAME-PROFILE; with --all, one sub-folder per recipe).")
 @click.option("--runs", "runs_dir", type=click.Path(file_okay=False), default=None,
@@ -113,14 +119,15 @@ def _dry_run(recipe, options, echo) -> None:
                    "OUT/runs with --out).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the estimated time, train nothing.")
-@click.option("--list", "list_", is_flag=True, help="List the recipes with their claims and estimated cost.")
+@click.option("--list", "list_", is_flag=True, help="List the recipes with their claims and estimated cost (--json: as JSON).")
 @click.option("--all", "all_", is_flag=True, help="Run every registered recipe, one after another.")
 @click.option("--summary", "summary", type=click.Path(file_okay=False, exists=True), default=None,
               help="Only (re)write FOLDER/README.md: one row per claim of every FOLDER/*/report.json.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on in a terminal).")
+@json_option
 @verbosity_option
 def reproduce_command(names, profile, seeds, overrides, data_seed, precision, subject, executor, workers, threads, out, runs_dir, device, dry_run, list_, all_,
-                      summary, progress):
+                      summary, progress, as_json=False):
     """Reproduce a finding of the papers with one command: train the recipe's runs (resumably),
     probe them, and write report.md / report.json with each claim of the paper next to what this
     run measured and a computed verdict (held, not held, inconclusive).
@@ -137,8 +144,10 @@ def reproduce_command(names, profile, seeds, overrides, data_seed, precision, su
     from ..sweep import SweepInterrupted
 
     if list_:
-        _list(click.echo)
+        _list(click.echo, as_json=as_json)
         return
+    if as_json:
+        raise click.UsageError("--json goes with --list (a reproduction writes its result to report.json)")
     if summary:
         click.echo(f"Wrote {write_summary(Path(summary))}")
         return
@@ -151,7 +160,7 @@ def reproduce_command(names, profile, seeds, overrides, data_seed, precision, su
 
     recipes = [with_subject(get_recipe(n), subject) for n in (list_recipes() if all_ else names)]  # unknown: close matches
     profile = profile or _default_profile(device)
-    train_overrides = parse_settings(overrides, "--set")
+    train_overrides = parse_settings(overrides, "--train-set")
     if data_seed is not None:
         train_overrides["data_seed"] = data_seed
     if precision is not None:

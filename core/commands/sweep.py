@@ -6,20 +6,20 @@ from pathlib import Path
 
 import click
 
-from ..cli_options import info, verbosity_option
+from ..completion import complete_arch, complete_task
+from ..cli_options import deprecated_alias, info, seeds_option, takes_alias, threads_option, verbosity_option
 from ..errors import AchillesError
 from ..table import format_table
 from .train import PRECISION_CHOICES, PRECISION_HELP, parse_settings
 
 
 @click.command("sweep")
-@click.option("--arch", help="Architecture name (see `achilles list archs`).")
-@click.option("--task", "task_name", help="Task name (see `achilles list tasks`).")
+@click.option("--arch", help="Architecture name (see `achilles list archs`).", shell_complete=complete_arch)
+@click.option("--task", "task_name", help="Task name (see `achilles list tasks`).", shell_complete=complete_task)
 @click.option("--grid", "grid", multiple=True, metavar="NAME=VALUES",
               help="A grid axis: NAME=a:b:step (inclusive) or NAME=v1,v2,... NAME is a model setting "
                    "(gamma, n_layers, d_model, ...), task.NAME a task setting, train.NAME a training setting.")
-@click.option("--seeds", default="1", show_default=True,
-              help="Number of seeds (3 means seeds 0,1,2) or a list such as 0,3,7.")
+@seeds_option(default="1", lists=True)
 @click.option("--profile", type=click.Choice(["paper", "quick"]), default=None,
               help="paper: appendix D; quick: minutes on a CPU. Default: paper on a GPU, quick on a CPU.")
 @click.option("--name", default=None, help="Sweep name: the folder is <sweeps-dir>/<arch>.<task>-<name> "
@@ -32,9 +32,7 @@ from .train import PRECISION_CHOICES, PRECISION_HELP, parse_settings
               help="local: a process pool on this machine; ray: a Ray cluster (pip install \"achilles[ray]\").")
 @click.option("--workers", type=int, default=None,
               help="Local worker processes (default: one per core on a CPU, one on a GPU; 0 trains in this process).")
-@click.option("--threads", type=int, default=None,
-              help="Torch threads per worker (default: $ACHILLES_THREADS, else the CPUs this process may use "
-                   "divided among the workers; 1 per Ray task).")
+@threads_option(" per worker (1 per Ray task)")
 @click.option("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local instance).")
 @click.option("--ray-gpus", "gpus_per_unit", type=float, default=0.0, show_default=True,
               help="GPUs each Ray task reserves (e.g. 0.25: four units share a GPU; 0: Ray hides GPUs).")
@@ -48,7 +46,9 @@ from .train import PRECISION_CHOICES, PRECISION_HELP, parse_settings
 @click.option("--epochs", type=int, default=None, help="Override the profile's number of epochs.")
 @click.option("--batch-size", type=int, default=None, help="Override the profile's batch size.")
 @click.option("--lr", "lr_peak", type=float, default=None, help="Override the peak learning rate.")
-@click.option("--samples", "train_samples", type=int, default=None, help="Training samples (default: profile's).")
+@deprecated_alias("--samples", "--train-samples", "train_samples", type=int, default=None)
+@click.option("--train-samples", "train_samples", type=int, default=None, callback=takes_alias,
+              help="Training samples (default: profile's).")
 @click.option("--eval-samples", type=int, default=None, help="Evaluation samples per split (default: profile's).")
 @click.option("--data-seed", type=click.IntRange(min=0), default=None,
               help="Pin every cell's training and evaluation data to this seed, so seeds differ only in "
@@ -86,7 +86,7 @@ def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, 
         spec = sw.SweepSpec.load(folder)
         fixed = [flag for flag, value in (("--arch", arch), ("--task", task_name), ("--grid", grid),
                                           ("--profile", profile), ("--epochs", epochs), ("--batch-size", batch_size),
-                                          ("--lr", lr_peak), ("--samples", train_samples),
+                                          ("--lr", lr_peak), ("--train-samples", train_samples),
                                           ("--eval-samples", eval_samples), ("--data-seed", data_seed is not None),
                                           ("--precision", precision),
                                           ("--set", task_set),
@@ -96,7 +96,7 @@ def sweep_command(arch, task_name, grid, seeds, profile, name, out, sweeps_dir, 
     else:
         if not arch or not task_name:
             raise click.UsageError("--arch and --task are required (or --resume SWEEP_DIR)")
-        spec = sw.make_spec(arch, task_name, list(grid), seeds, profile, device,
+        spec = sw.make_spec(arch, task_name, list(grid), 1 if seeds is None else seeds, profile, device,
                             parse_settings(model_set, "--model-set"), parse_settings(task_set, "--set"),
                             epochs=epochs, batch_size=batch_size, lr_peak=lr_peak, train_samples=train_samples,
                             eval_samples=eval_samples, data_seed=data_seed, precision=precision)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from ..cli_options import info, is_quiet, verbosity_option
-from ..cpu_threads import ENV_THREADS, apply_threads
+from ..completion import complete_arch, complete_model, complete_task
+from ..cli_options import deprecated_alias, info, is_quiet, takes_alias, threads_option, verbosity_option
+from ..cpu_threads import apply_threads
 from ..errors import AchillesError, ConfigError, TrainingFailed
 from ..table import format_table
 
@@ -44,15 +45,10 @@ PRECISION_HELP = ("fp32, or bf16: the forward (and loss) under bf16 autocast wit
                   "on a GPU, fp32 otherwise (the quick profile on a CPU stays fp32 pending the measurement in "
                   "benchmarks/RESULTS-precision.md).")
 
-threads_option = click.option(
-    "--threads", type=click.IntRange(min=1), default=None,
-    help=f"Torch threads (default: ${ENV_THREADS}, else every CPU this process may use: "
-         "its affinity, capped by a cgroup CPU quota).")
-
 
 @click.command("train")
-@click.option("--arch", help="Architecture name (see `achilles list archs`).")
-@click.option("--task", "task_name", help="Task name (see `achilles list tasks`).")
+@click.option("--arch", help="Architecture name (see `achilles list archs`).", shell_complete=complete_arch)
+@click.option("--task", "task_name", help="Task name (see `achilles list tasks`).", shell_complete=complete_task)
 @click.option("--profile", type=click.Choice(["paper", "quick"]), default=None,
               help="paper: appendix D to the letter; quick: minutes on a CPU. Default: paper on a GPU, quick on a CPU.")
 @click.option("--layers", "n_layers", type=int, default=None, help="Number of layers (default 2).")
@@ -66,7 +62,9 @@ threads_option = click.option(
 @click.option("--epochs", type=int, default=None, help="Override the profile's number of epochs.")
 @click.option("--batch-size", type=int, default=None, help="Override the profile's batch size.")
 @click.option("--lr", "lr_peak", type=float, default=None, help="Override the peak learning rate.")
-@click.option("--samples", "train_samples", type=int, default=None, help="Training samples (default: profile's).")
+@deprecated_alias("--samples", "--train-samples", "train_samples", type=int, default=None)
+@click.option("--train-samples", "train_samples", type=int, default=None, callback=takes_alias,
+              help="Training samples (default: profile's).")
 @click.option("--eval-samples", type=int, default=None, help="Evaluation samples per split (default: profile's).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=None, help=PRECISION_HELP)
@@ -78,13 +76,15 @@ threads_option = click.option(
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder of the same name.")
 @click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue an interrupted run folder.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on in a terminal).")
-@click.option("--log", "loggers", multiple=True, type=click.Choice(["tensorboard"]),
-              help="Also log to TensorBoard: event files in RUN/tensorboard/ (pip install \"achilles[tensorboard]\").")
-@threads_option
+@click.option("--log", "loggers", multiple=True, type=click.Choice(["tensorboard", "wandb"]),
+              help="Also log the epochs, repeatable: tensorboard (event files in RUN/tensorboard/; pip install "
+                   "\"achilles[tensorboard]\"), wandb (Weights & Biases, files in RUN/wandb/, WANDB_MODE=offline "
+                   "works without a network; pip install \"achilles[wandb]\").")
+@threads_option()
 @verbosity_option
 def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, data_seed, epochs, batch_size, lr_peak,
-                  train_samples, eval_samples, device, precision, backend, task_set, model_set, out, overwrite, resume, progress,
-                  loggers, threads):
+                  train_samples, eval_samples, device, precision, backend, task_set, model_set, out, overwrite, resume,
+                  progress, loggers, threads):
     """Train an architecture on a task into a run folder (weights, metrics, card, figures).
 
     \b
@@ -99,6 +99,11 @@ def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, data
         from ..tensorboard import TensorBoardWriter
 
         register_plugin(TensorBoardWriter(), "tensorboard")  # fails here, in one line, without the package
+    if "wandb" in loggers:
+        from ..plugin_manager import register_plugin
+        from ..wandb_writer import WandbWriter
+
+        register_plugin(WandbWriter(), "wandb")  # the same scalars as tensorboard; one line without the package
     if progress is None and is_quiet():
         progress = False
     if resume:
@@ -190,14 +195,17 @@ def refuse_resume_changes(ctx: click.Context, run_dir: str) -> None:
 
 
 @click.command("eval")
-@click.argument("run_id")
-@click.option("--task", "task_name", default=None, help="Evaluate on another task (default: the run's).")
+@click.argument("run_id", shell_complete=complete_model)
+@click.option("--task", "task_name", default=None, help="Evaluate on another task (default: the run's).",
+              shell_complete=complete_task)
 @click.option("--set", "task_set", multiple=True, metavar="KEY=VALUE",
               help="Task setting overrides, e.g. --set test_placements=shuffle.")
 @click.option("--split", "splits", multiple=True, help="Split(s) to evaluate (default: all of the task's).")
-@click.option("--samples", type=int, default=None,
-              help="Samples per split (default: as many as the run's final evaluation scored, as its run.json "
-                   "records them, so the numbers are its card's; the task's size for a model without one).")
+@deprecated_alias("--samples", "--eval-samples", "samples", type=int, default=None)
+@click.option("--eval-samples", "samples", type=int, default=None, callback=takes_alias,
+              help="Evaluation samples per split (default: as many as the run's final evaluation scored, as "
+                   "its run.json records them, so the numbers are its card's; the task's size for a model "
+                   "without one).")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Seed of the evaluation samples (default: the data seed the run trained and evaluated with, "
                    "as its run.json records it; 0 for a model without one).")
@@ -235,7 +243,7 @@ def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_
     if samples is not None:
         from ..limits import check_samples_fit
 
-        check_samples_fit(samples, task.seq_len, "--samples")
+        check_samples_fit(samples, task.seq_len, "--eval-samples")
     model = loaded.model.to(resolve_device(device))
     as_recorded = samples is None and seed is None and not (task_name or task_set)  # the run's own samples
     training = config.get("training") or {}

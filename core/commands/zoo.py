@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..cli_options import is_quiet, verbosity_option
+from ..cli_options import is_quiet, json_option, verbosity_option
+from ..completion import complete_zoo_id
 from ..table import format_table
 
 
@@ -49,7 +50,7 @@ def push_command(run_dir: str, repo_id: str, private: bool, revision: str | None
 
 
 @click.command("pull")
-@click.argument("source", metavar="ID")
+@click.argument("source", metavar="ID", shell_complete=complete_zoo_id)
 @click.option("--revision", default=None, metavar="REV", help="Hub branch, tag or commit (for hf-hub:ORG/NAME).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Hugging Face cache folder (default: HF_HUB_CACHE).")
@@ -78,13 +79,20 @@ def _warn(problems: list[str]) -> None:
 
 
 @zoo_group.command("list")
-@click.argument("pattern", required=False, default="")
-def zoo_list(pattern: str) -> None:
+@click.argument("pattern", required=False, default="", shell_complete=complete_zoo_id)
+@json_option
+@verbosity_option
+def zoo_list(pattern: str, as_json: bool = False) -> None:
     """List zoo ids (PATTERN takes wildcards, e.g. 'mamba2*inverse*'; a plain word matches anywhere)."""
     from ..zoo import list_zoo, zoo_index
 
     entries = list_zoo(pattern)
-    if not entries:
+    if as_json:
+        import json
+
+        click.echo(json.dumps([{**e.to_dict(), "source": e.source, "where": e.where()} for e in entries],
+                              indent=2, default=str))
+    elif not entries:
         click.echo("no zoo entries" + (f" matching {pattern!r}" if pattern else ""))
     else:
         rows = [(e.id, e.profile or "?", e.headline_text(), e.where(), e.source) for e in entries]
@@ -93,13 +101,22 @@ def zoo_list(pattern: str) -> None:
 
 
 @zoo_group.command("show")
-@click.argument("zoo_id", metavar="ID")
-def zoo_show(zoo_id: str) -> None:
+@click.argument("zoo_id", metavar="ID", shell_complete=complete_zoo_id)
+@json_option
+@verbosity_option
+def zoo_show(zoo_id: str, as_json: bool = False) -> None:
     """Everything the index records about ID, and how to load it."""
     from ..hub import endpoint
     from ..zoo import get_entry
 
     entry = get_entry(zoo_id)
+    if as_json:
+        import json
+
+        click.echo(json.dumps({**entry.to_dict(), "source": entry.source, "where": entry.where(),
+                               "report_at": entry.report_location(),
+                               "load": f'achilles.load("{entry.id}")'}, indent=2, default=str))
+        return
     rows = [("id", entry.id), ("source", entry.source), ("sha256", entry.sha256)]
     if entry.is_published:
         rows += [("hub", f"hf-hub:{entry.repo_id}@{entry.revision}"),
@@ -138,6 +155,7 @@ def zoo_show(zoo_id: str) -> None:
 @click.option("--sha256", default=None, help="Expected sha256 of the weights (checked; default: computed).")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Download the published weights and check they are this run's.")
+@verbosity_option
 def zoo_add(run_dir: str, bundle: bool, repo_id: str | None, revision: str | None, zoo_id: str | None,
             report: str | None, with_init: bool, sha256: str | None, verify: bool) -> None:
     """Add RUN_DIR to the zoo index: bundled (--bundle) and/or published (--repo-id, --revision)."""
@@ -160,6 +178,7 @@ def zoo_add(run_dir: str, bundle: bool, repo_id: str | None, revision: str | Non
 @zoo_group.command("publish")
 @click.option("--org", required=True, metavar="ORG", help="Hub user or organisation: entries go to ORG/<zoo id>.")
 @click.option("--private", is_flag=True, help="Create the repositories private.")
+@verbosity_option
 def zoo_publish(org: str, private: bool) -> None:
     """Push every bundled, unpublished zoo entry to the Hub and pin its commit in the index.
 

@@ -52,7 +52,7 @@ def test_task_is_deterministic_in_its_seed_and_rebuilds_from_its_config():
 def test_train_then_probe_through_the_cli(tmp_path):
     run = tmp_path / "run"
     trained = invoke("train", "--arch", "example-mlp", "--task", "example-successor", "--epochs", 1,
-                     "--samples", 256, "--eval-samples", 64, "--batch-size", 64, "--out", run, "--no-progress", "-q")
+                     "--train-samples", 256, "--eval-samples", 64, "--batch-size", 64, "--out", run, "--no-progress", "-q")
     assert trained.exit_code == 0, trained.output
     probed = invoke("probe", run, "--probe", "example-residual-norm", "--samples", 16)
     assert probed.exit_code == 0, probed.output
