@@ -28,12 +28,21 @@ def folder_for(spec: "sweep.SweepSpec", runs: Path) -> Path:
     return sweep.sweep_folder(spec, None, runs)
 
 
-def cells(spec: "sweep.SweepSpec", folder: Path) -> list:
-    return sweep.plan_cells(spec, folder)
+def cells(spec: "sweep.SweepSpec", folder: Path, device: str = "auto") -> list:
+    """The cells of a run group; a pending cell that a bundled zoo entry is exactly shows as done,
+    read from its bundle (``train`` copies it into the run store before anything trains)."""
+    from .from_zoo import as_done, zoo_cells
+
+    planned = sweep.plan_cells(spec, folder)
+    return as_done(planned, zoo_cells(spec, planned, device))
 
 
 def train(jobs: list[tuple["sweep.SweepSpec", Path]], options: "ReproduceOptions") -> list:
-    """Train the cells not yet done of every (spec, sweep folder) in one pool of workers."""
+    """Train the cells not yet done of every (spec, sweep folder) in one pool of workers; a cell
+    that is a bundled zoo entry is copied from the zoo first (``from_zoo``), not trained."""
+    from .from_zoo import adopt
+
+    adopt(jobs, options.device)
     todo = [(spec, folder) for spec, folder in jobs
             if not (folder / sweep.SWEEP_JSON).is_file() or any(not c.done for c in sweep.plan_cells(spec, folder))]
     if not todo:
