@@ -12,6 +12,11 @@ Every ``HookedModel`` gets the mixin's ``save_pretrained``, ``push_to_hub`` and
   with ``achilles push`` or ``zoo publish``); a concrete class (``Mamba2Model.from_pretrained``)
   also checks that the checkpoint is one of its own;
 - ``achilles.create_model("hf-hub:ORG/NAME" | ZOO_ID, pretrained=True)`` does the same, timm-style.
+
+A checkpoint is untrusted data: every loader goes through ``build_checked``, which refuses a
+config that cannot fit in memory, weights whose header does not match the model, and an ``arch``
+that is no registered architecture (loading never follows one checkpoint to another), before the
+model is built or a tensor read.
 """
 
 from __future__ import annotations

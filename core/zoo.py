@@ -469,7 +469,9 @@ def load(source: str | Path, device: str = "cpu", *, revision: str | None = None
     offline once cached; ``revision`` pins a branch, tag or commit of a Hub id; ``token`` reads a
     private repository. A zoo id loads its pinned Hub commit, or its bundled copy when
     unpublished or offline. The weights are checked against the sha256 in the run record and, for
-    a zoo id, the one the index pins, before anything is built. Returns
+    a zoo id, the one the index pins, before anything is built; so are the model config (against
+    the memory limits train applies) and the weights file's header (names, shapes, dtypes against
+    the model measured on the meta device): see ``pretrained.build_checked``. Returns
     ``LoadedRun(model, task, config, path)``; the model is in eval mode::
 
         run = achilles.load("mamba2-residual.inverse-l2-g0.5-s0")
