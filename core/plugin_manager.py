@@ -336,12 +336,6 @@ def _dist_name(ep: md.EntryPoint) -> str:
     return canonical_name(ep.dist.name) if ep.dist is not None else "?"
 
 
-def _claims_first_party(ep: md.EntryPoint) -> bool:
-    """Shipped by a distribution called achilles and pointing into achilles.plugins."""
-    return _dist_name(ep) == FIRST_PARTY and (ep.value == "achilles.plugins"
-                                               or ep.value.startswith("achilles.plugins."))
-
-
 def _reaches_first_party(ep: md.EntryPoint) -> bool:
     """An entry point never loaded as a plugin: one of a distribution called achilles (the real
     one's plugins are loaded by module; any other is an impostor), or one into achilles' own
