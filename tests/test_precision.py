@@ -2,17 +2,23 @@
 
 Parity: for every architecture and compute path, a forward and backward under bf16 autocast against
 the same weights in fp32, as the relative L2 error ``|a - b| / |b|`` of the outputs and of all the
-parameter gradients (concatenated). The tolerances are about three times what was measured on an
-AMD EPYC with avx512_bf16 (torch 2.13, CPU), at the shape below (batch 4, 12 tokens, 2 layers,
-d_model 32); bf16 has an 8-bit mantissa (relative rounding 2^-9 = 2e-3), so errors of 0.3-2% after
-two layers are the expected size. Measured (outputs / gradients):
+parameter gradients (concatenated). The tolerances are about twice the largest error measured over
+four initialisation seeds on an AMD EPYC with avx512_bf16 (torch 2.13, CPU), at the shape below
+(batch 4, 12 tokens, 2 layers, d_model 32); bf16 has an 8-bit mantissa (relative rounding 2^-9 =
+2e-3), so errors of 0.5-5% after two layers and a backward are the expected size. Measured, worst
+of seeds 0-3 (outputs / gradients):
 
-    transformer 0.8% / 0.7%, transformer-nope 0.8% / 0.8%, transformer-rope 0.9% / 1.0%,
-    conv-transformer 0.7% / 0.6%, lstm 0.4% / 0.7%, mamba1 0.7% / 1.1%,
-    mamba2 (fast path, which runs in fp32 under autocast) 0.3% / 0.3% (the embedding and the
-    unembedding in bf16), mamba2 modular 0.9% / 1.3%, mamba2 chunked SSD ~1% / ~1.5%,
-    mamba2-global (modular) 0.9% / 1.3%, deltanet 1.7% / 6.1% (the gradients of the early layers
-    are the most sensitive: 7-8% on layer 0's, 1-2% on layer 1's), deltanet-noconv 0.9% / 1.0%.
+    transformer 0.8% / 0.9%, transformer-nope 1.0% / 1.6%, transformer-rope 0.9% / 1.3%,
+    conv-transformer 0.7% / 0.8%, lstm 0.5% / 0.7%, mamba1 (scan in fp32) 0.8% / 1.1%,
+    mamba2 (fast path) 1.1% / 1.8%, mamba2-allone 1.0% / 1.4%, mamba2-posenc 1.0% / 1.6%,
+    mamba2-residual 1.2% / 2.4%, mamba2-gated 1.6% / 4.6%, mamba2-global (modular) 0.9% / 1.6%,
+    deltanet (delta rule in fp32) 1.7% / 6.1%, deltanet-noconv 1.6% / 5.7%.
+
+The gradients of the first layer are the least precise (they come through the whole backward):
+per parameter, 5-8% on layer 0's weights against 1-2% on the last layer's, and tiny gradients
+such as dt_bias's (norm ~6e-3) can be off by more than their size on every bf16 path (they are a
+sum of cancelling terms). The fast Mamba2 path in bf16 is as close to fp32 as the modular path in
+bf16 (tested below).
 
 The fused GPU paths (mamba_ssm kernels, flash-attn) are checked the same way, marked ``gpu``.
 """
@@ -33,11 +39,11 @@ from achilles.trainer import resume_run, start_run
 import toy_plugin
 
 #: (outputs, gradients) relative-error tolerances per architecture (see the module docstring)
-TOLERANCE = {"transformer": (0.03, 0.03), "transformer-nope": (0.03, 0.03), "transformer-rope": (0.03, 0.03),
-             "conv-transformer": (0.03, 0.03), "lstm": (0.03, 0.03), "mamba1": (0.03, 0.04),
-             "mamba2": (0.02, 0.02), "mamba2-allone": (0.02, 0.02), "mamba2-posenc": (0.02, 0.02),
-             "mamba2-residual": (0.02, 0.02), "mamba2-gated": (0.02, 0.02), "mamba2-global": (0.03, 0.04),
-             "deltanet": (0.05, 0.15), "deltanet-noconv": (0.03, 0.04)}
+TOLERANCE = {"transformer": (0.03, 0.04), "transformer-nope": (0.03, 0.04), "transformer-rope": (0.03, 0.04),
+             "conv-transformer": (0.03, 0.04), "lstm": (0.03, 0.04), "mamba1": (0.03, 0.04),
+             "mamba2": (0.03, 0.05), "mamba2-allone": (0.03, 0.05), "mamba2-posenc": (0.03, 0.05),
+             "mamba2-residual": (0.03, 0.06), "mamba2-gated": (0.04, 0.10), "mamba2-global": (0.03, 0.05),
+             "deltanet": (0.04, 0.15), "deltanet-noconv": (0.04, 0.12)}
 FIRST_PARTY = sorted(TOLERANCE)
 
 
@@ -76,6 +82,43 @@ def test_mamba2_fast_path_runs_under_autocast():
     """The fast path's hand-written Function used to fail under autocast (vecdot of fp32 and bf16)."""
     _, _, model = parity("mamba2")
     assert {layer.path for layer in model.layers} == {"fast"}
+
+
+@pytest.mark.parametrize("name", ["mamba2", "mamba2-residual", "mamba2-gated"])
+def test_mamba2_fast_path_in_bf16_is_as_close_to_fp32_as_the_modular_path(name):
+    """The fast Function computes its wide work in bf16 (projections, convolution, gate, M @ x) and
+    keeps the residual stream, the norms' factors, the SSD mixing (dt, cumulative log-decays, exp)
+    and the weight-gradient sums in fp32: its bf16 error is the modular path's, within a factor 2."""
+    torch.manual_seed(0)
+    model = achilles.create_model(name, vocab_size=16, max_len=512, n_layers=2, d_model=32)
+    tokens = torch.randint(0, 16, (4, 12))
+    out32, g32, _ = outputs_and_gradients(model, tokens, bf16=False)
+    fast_out, fast_g, dtypes = outputs_and_gradients(model, tokens, bf16=True)
+    assert {layer.path for layer in model.layers} == {"fast"} and set(dtypes) == {torch.float32}
+    for layer in model.layers:
+        layer.force_path = "modular"
+    mod_out, mod_g, _ = outputs_and_gradients(model, tokens, bf16=True)
+    assert relative(fast_out, out32) < 2 * relative(mod_out, out32) + 2e-3
+    assert relative(fast_g, g32) < 2 * relative(mod_g, g32) + 2e-3
+
+
+def test_mamba2_fast_path_computes_in_bf16_under_autocast(monkeypatch):
+    """Under autocast the fast path's projections really run in bf16 (the speed), not in fp32."""
+    from achilles.plugins.archs import mamba2_fast
+
+    seen = []
+    real_mm = torch.mm
+
+    def spy(a, b, *args, **kwargs):
+        seen.append(a.dtype)
+        return real_mm(a, b, *args, **kwargs)
+
+    torch.manual_seed(0)
+    model = achilles.create_model("mamba2", vocab_size=16, max_len=512, n_layers=1, d_model=32)
+    monkeypatch.setattr(mamba2_fast.torch, "mm", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randint(0, 16, (2, 8)))
+    assert seen and set(seen) == {torch.bfloat16}
 
 
 @pytest.mark.parametrize("path", ["modular", "chunked"])

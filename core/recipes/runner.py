@@ -178,7 +178,9 @@ def run_evaluations(results: RecipeResults, device: str = "auto") -> int:
                                                               **spec.task_settings})
                     model = loaded.model.to(resolve_device(device))
                     metrics = evaluate(model, task, spec.splits, samples=wanted["samples"],
-                                       seed=recorded_data_seed(loaded.config))  # the run's own data seed
+                                       seed=recorded_data_seed(loaded.config),  # the run's own data seed
+                                       # and its precision: a bf16 run is evaluated as it trained
+                                       precision=(loaded.config.get("training") or {}).get("precision"))
                     record = {**wanted, "task": task.name, "task_config": task.config, "metrics": metrics}
                     claim(run.path, EVALS_DIR)
                     atomic_write_json(owned_folder(run.path, EVALS_DIR) / f"{spec.name}.json", record)
