@@ -30,6 +30,12 @@ GPU by ``tests/test_archs_fused.py``:
   inside the kernel (``dt_softplus=True``), D per head, no z (the gate is applied by the norm);
   then the gated RMSNorm kernel with ``norm_before_gate=False`` over the whole inner dimension;
 * A = -exp(A_log) in float32, as mamba_ssm's Mamba2 passes it.
+
+Under bf16 autocast (``--precision bf16``, the paper profile's default on a GPU) nothing here casts:
+in_proj gives bf16 activations and the kernels take them with the fp32 weights, as in mamba_ssm's
+own autocast training (its combined kernel casts the out-projection weight to the autocast dtype;
+dt, A and the cumulative sums are computed in fp32 inside the kernels). Checked by the ``gpu``
+cases of tests/test_precision.py (run by benchmarks/gpu-check.sh's bf16-parity-tests step).
 """
 
 from __future__ import annotations
