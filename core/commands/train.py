@@ -245,14 +245,17 @@ def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_
 
         check_samples_fit(samples, task.seq_len, "--eval-samples")
     model = loaded.model.to(resolve_device(device))
-    as_recorded = samples is None and seed is None and not (task_name or task_set)  # the run's own samples
-    training = config.get("training") or {}
-    if samples is None and isinstance(training.get("eval_samples"), int):
-        samples = training["eval_samples"]  # as many as the run's final evaluation scored
-    if seed is None:
-        from ..profiles import recorded_data_seed
+    from ..profiles import recorded_data_seed
 
+    training = config.get("training") or {}
+    recorded_samples = training.get("eval_samples") if isinstance(training.get("eval_samples"), int) else None
+    if samples is None:
+        samples = recorded_samples  # as many as the run's final evaluation scored
+    if seed is None:
         seed = recorded_data_seed(config)
+    # the run's own evaluation samples: its task, its sample count, its data seed (given or defaulted)
+    as_recorded = (not (task_name or task_set) and samples == recorded_samples
+                   and seed == recorded_data_seed(config))
     chosen = list(splits or task.splits)
     data = None
     if as_recorded and "train" in chosen and training:
@@ -260,7 +263,7 @@ def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_
         train = task.generate("train", training.get("train_samples"), seed=seed)
         data = {"train": train[: samples or min(len(train), 10_000)]}
     count = f"{samples:,}" if samples else "the task's default number of"
-    if not is_quiet():  # on stderr: stdout holds the result alone (--json parses)
+    if not is_quiet() and not as_json:  # on stderr; --json carries the same facts in its result
         click.echo(f"Evaluating {', '.join(chosen)} on {count} samples per split, data seed {seed}"
                    + (" (the run's own evaluation: its card's numbers)" if as_recorded else ""), err=True)
     # a run trained in bf16 is evaluated in bf16, as it trained (fp32 for runs without the setting)
@@ -268,7 +271,8 @@ def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_
     results = evaluate(model, task, chosen, samples=samples, seed=seed, precision=precision, data=data,
                        progress=False if is_quiet() else None)
     if as_json:
-        click.echo(json.dumps({"run": str(run_id), "task": name, "task_config": task.config, "metrics": results}, indent=2))
+        click.echo(json.dumps({"run": str(run_id), "task": name, "task_config": task.config, "samples": samples,
+                               "seed": seed, "as_recorded": as_recorded, "metrics": results}, indent=2))
     else:
         click.echo(f"{config['arch']} on {name} ({', '.join(f'{k}={v}' for k, v in task.config.items())})")
         click.echo(metrics_table(results))
