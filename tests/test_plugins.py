@@ -11,7 +11,7 @@ from achilles.plugin_manager import get_state
 import toy_plugin
 
 
-def test_first_party_plugins_load_through_the_entry_point_group():
+def test_first_party_plugins_load_from_the_installed_package():
     state = get_state()
     assert {"tasks", "archs", "probes"} <= set(state.plugins)
     assert all(state.plugins[n].distribution == "achilles" for n in ("tasks", "archs", "probes"))
