@@ -309,3 +309,35 @@ def test_the_shipped_throughput_table_is_keyed_by_cpu_model():
 
     tables, fallback = cost._tables("cpu")
     assert fallback in tables and all(t.get("entries") for t in tables.values())
+
+
+def test_a_sweep_trains_its_cells_in_the_precision_asked_for(tmp_path, toy):
+    from achilles.sweep import SweepOptions, make_spec, plan_cells, run_sweep, sweep_folder
+
+    tiny = dict(epochs=1, train_samples=64, eval_samples=16, batch_size=32)
+    spec = make_spec("toy-mixer", "toy-count", {"gamma": [0.5, 1.0]}, 1, "quick", precision="bf16", **tiny)
+    plain = make_spec("toy-mixer", "toy-count", {"gamma": [0.5, 1.0]}, 1, "quick", **tiny)
+    assert sweep_folder(spec, None, tmp_path) != sweep_folder(plain, None, tmp_path)  # its own folder
+    folder = sweep_folder(spec, None, tmp_path)
+    result = run_sweep(spec, SweepOptions(folder=folder, workers=0, progress=False, threads=1))
+    assert result.trained == 2 and not result.errors
+    assert {RunFolder(c.path).read_config()["training"]["precision"] for c in plan_cells(spec, folder)} == {"bf16"}
+
+
+def test_reproduce_in_bf16_records_it_in_the_report_budget_table(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_recipes import invoke, register_toy, toy_recipe
+
+    register_toy([toy_recipe()])
+    out = tmp_path / "out"
+    result = invoke("toy-count", "--out", str(out), "--precision", "bf16")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert [b["precision"] for b in report["budget"]] == ["bf16"]
+    text = (out / "report.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| group | arch | task |"))
+    assert header.rstrip().endswith("| lr | precision |") and "| bf16 |" in text
+    configs = [json.loads(p.read_text()) for p in (out / "runs").glob("*/*/run.json")]
+    assert configs and {c["training"]["precision"] for c in configs} == {"bf16"}
