@@ -173,7 +173,7 @@ if [ "$MODE" = dry-run ]; then
   step bench-archs 60 "$PY" benchmarks/bench_archs.py --device cpu --shapes tiny --archs mamba2,transformer \
     --rounds 1 --steps 1 --no-anchor --precision fp32,bf16
   step figure9-paper-run 60 "$PY" -m achilles.cli train --arch mamba2-residual --task inverse --profile paper \
-    --device cpu --epochs 1 --samples 64 --eval-samples 32 --batch-size 32 --out "$WORK/fig9" --no-progress
+    --device cpu --epochs 1 --train-samples 64 --eval-samples 32 --batch-size 32 --out "$WORK/fig9" --no-progress
   step bench-train-inverse 60 "$PY" benchmarks/bench_train.py --device cpu --task inverse --archs mamba2 --samples 64
   step bench-logits 60 "$PY" benchmarks/bench_logits.py --device cpu --tasks inverse --batch 4 --rounds 1 --steps 1 --no-memory
   step bench-sweep 90 "$PY" benchmarks/bench_sweep.py --device cpu --archs transformer --gammas 0.5 --depths 1 \

@@ -213,7 +213,7 @@ def with_seeds(plan: Plan, seeds: int) -> Plan:
 
 
 def with_train_overrides(plan: Plan, overrides: Mapping[str, Any]) -> Plan:
-    """The plan with training ``overrides`` (``--set epochs=2``) applied to every group."""
+    """The plan with training ``overrides`` (``--train-set epochs=2``) applied to every group."""
     from dataclasses import replace
 
     if not overrides:
@@ -225,5 +225,5 @@ def with_train_overrides(plan: Plan, overrides: Mapping[str, Any]) -> Plan:
     known = sorted(f.name for f in fields(TrainSettings) if f.name != "profile")
     for key in overrides:
         if key not in known:
-            raise ConfigError(f"--set {key}", f"is not a training setting (settings: {', '.join(known)})")
+            raise ConfigError(f"--train-set {key}", f"is not a training setting (settings: {', '.join(known)})")
     return replace(plan, runs=tuple(replace(g, train={**g.train, **overrides}) for g in plan.runs))
