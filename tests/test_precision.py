@@ -176,6 +176,10 @@ def test_a_bf16_run_records_its_precision_keeps_fp32_weights_and_resumes_in_bf16
     assert all(v.dtype == torch.float32 for v in load_run(tmp_path / "run").model.state_dict().values())
     state = trainer.optimizer.state_dict()["state"]
     assert all(s["exp_avg"].dtype == torch.float32 for s in state.values())
+    from achilles.trainer import finalize_run
+
+    finalize_run(result)  # the card says it
+    assert "bf16 precision" in (tmp_path / "run" / "README.md").read_text()
     # an interrupted bf16 run resumes in bf16
     RunFolder(tmp_path / "run").update_config(status="interrupted")
     assert resume_run(tmp_path / "run", progress=False).settings.precision == "bf16"
@@ -341,3 +345,21 @@ def test_reproduce_in_bf16_records_it_in_the_report_budget_table(tmp_path):
     assert header.rstrip().endswith("| lr | precision |") and "| bf16 |" in text
     configs = [json.loads(p.read_text()) for p in (out / "runs").glob("*/*/run.json")]
     assert configs and {c["training"]["precision"] for c in configs} == {"bf16"}
+
+
+def test_bench_archs_times_both_precisions_and_names_the_cpu(capsys, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_archs.py"
+    spec = importlib.util.spec_from_file_location("bench_archs", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr("achilles.precision.cpu_description",
+                        lambda: {"model": "Test CPU", "bf16_units": [], "has_bf16": False})
+    assert bench.main(["--shapes", "tiny", "--archs", "transformer", "--rounds", "1", "--steps", "1",
+                       "--no-anchor", "--precision", "fp32,bf16", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "# CPU: Test CPU; bf16 units: none" in out and "brings no speed here" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("transformer ")]
+    assert [r[3] for r in rows] == ["fp32", "bf16"] and "bf16/fp32" in out
