@@ -218,7 +218,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if functorch_active():
-            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+            x, weight = _common_dtype(x, self.weight)  # as _RMSNormFn: under bf16 autocast the norm in fp32
+            return F.rms_norm(x, (x.shape[-1],), weight, self.eps)
         return _RMSNormFn.apply(x, self.weight, self.eps)
 
 
