@@ -76,13 +76,6 @@ def autocast(precision: str | None, device: torch.device | str):
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
-def compute_dtype(device_type: str, fallback: torch.dtype) -> torch.dtype:
-    """The dtype autocast computes matmuls in on ``device_type`` now (``fallback`` when it is off)."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return fallback
-
-
 @lru_cache(maxsize=1)
 def cpu_description() -> dict[str, Any]:
     """This machine's CPU: ``model`` (the model string), ``bf16_units`` (the bf16 flags it has:
