@@ -80,20 +80,21 @@ def autocast(precision: str | None, device: torch.device | str):
 def cpu_description() -> dict[str, Any]:
     """This machine's CPU: ``model`` (the model string), ``bf16_units`` (the bf16 flags it has:
     amx_bf16, avx512_bf16) and ``has_bf16`` (any of them)."""
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags = "", set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
+            for line in f:  # the first processor's model name and flags (every core has the same)
                 key, _, value = line.partition(":")
                 key = key.strip()
-                if key == "model name" and model in ("", platform.processor(), platform.machine()):
+                if key == "model name" and not model:
                     model = value.strip()
-                elif key == "flags":
+                elif key == "flags" and not flags:
                     flags = set(value.split())
-                if key == "flags" and model:
+                if model and flags:
                     break
-    except OSError:
+    except OSError:  # not Linux: the platform's processor string, flags unknown
         pass
+    model = model or platform.processor() or platform.machine()
     units = [f for f in BF16_FLAGS if f in flags]
     return {"model": model or "unknown CPU", "bf16_units": units, "has_bf16": bool(units)}
 
