@@ -95,3 +95,17 @@ def test_matching_is_strict_every_setting_counts():
         changed[section][key] = value
         assert differences(base, changed) == [f"{section}.{key}"]
     assert differences(base, {**base, "seed": 1}) == ["seed"]
+
+
+def test_a_bundle_trained_before_the_no_decay_marks_were_honoured_is_not_reused(tmp_path, recipe_and_zoo):
+    from achilles.recipes.from_zoo import NO_DECAY_MARKS_HONOURED_SINCE
+
+    same, _ = recipe_and_zoo
+    folder = RunFolder(same.bundle_path())
+    record = json.loads((folder.path / "run.json").read_text())
+    record["created"] = "2026-11-30T10:35:15+00:00"  # before AdamW left A_log, D and dt_bias undecayed
+    assert record["created"] < NO_DECAY_MARKS_HONOURED_SINCE
+    (folder.path / "run.json").write_text(json.dumps(record))
+    result = invoke("toy-count", "--out", str(tmp_path / "out"), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert _to_train(result.output) == 2  # both seeds train: the old bundle is not today's run

@@ -77,6 +77,23 @@ def differences(expected: dict[str, Any], record: dict[str, Any]) -> list[str]:
     return out
 
 
+#: when AdamW began to honour the ``_no_weight_decay`` marks (A_log, D, dt_bias): a run trained before
+#: then, with the same settings, decayed those parameters, so it is not the run a recipe asks for
+#: today. run.json records no optimizer grouping, so the record's creation time is what tells.
+NO_DECAY_MARKS_HONOURED_SINCE = "2026-12-06T02:57:27+00:00"
+
+
+def trained_by_todays_optimizer(config: dict[str, Any]) -> bool:
+    """Whether a run record was trained after AdamW began to honour the no-decay marks."""
+    from datetime import datetime
+
+    try:
+        created = datetime.fromisoformat(str(config.get("created")))
+        return created >= datetime.fromisoformat(NO_DECAY_MARKS_HONOURED_SINCE)
+    except ValueError:
+        return False
+
+
 def bundled_candidates(spec, seed: int) -> list:
     """Bundled zoo entries with the cell's architecture, task, seed and profile (the index alone)."""
     from ..zoo import zoo_index
@@ -106,6 +123,8 @@ def matching_entry(spec, cell, device: str = "auto"):
         try:
             config = RunFolder(folder).read_config()
         except (AchillesError, OSError, ValueError):
+            continue
+        if not trained_by_todays_optimizer(config):
             continue
         if config.get("status") != "finished" or config.get("weights_sha256") != entry.sha256:
             continue
