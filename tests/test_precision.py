@@ -363,3 +363,16 @@ def test_bench_archs_times_both_precisions_and_names_the_cpu(capsys, monkeypatch
     assert "# CPU: Test CPU; bf16 units: none" in out and "brings no speed here" in out
     rows = [line.split() for line in out.splitlines() if line.startswith("transformer ")]
     assert [r[3] for r in rows] == ["fp32", "bf16"] and "bf16/fp32" in out
+
+
+def test_the_paper_profile_defaults_to_bf16_on_a_bf16_gpu_only(monkeypatch):
+    from achilles.precision import default_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert default_precision("paper", "cuda") == "bf16" and default_precision("quick", "cuda") == "fp32"
+    assert default_precision("paper", "cpu") == "fp32"
+    assert settings_for("paper", {}).resolved(0, torch.device("cuda")).precision == "bf16"
+    assert settings_for("paper", {}, precision="fp32").resolved(0, torch.device("cuda")).precision == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert default_precision("paper", "cuda") == "fp32"
