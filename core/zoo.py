@@ -166,7 +166,7 @@ REPORTS_DIR = "examples/reports"
 
 def report_location(report: str) -> str | None:
     """A report an entry backs, reachable from here: a URL as is; a repository path
-    (``examples/reports/NAME/report.md``) as the file inside the installed package, or in the
+    (a recipe's report.md under examples/reports) as the file inside the installed package, or in the
     checkout achilles runs from; None when neither has it."""
     if "://" in report:
         return report
