@@ -250,13 +250,20 @@ def test_fla_matches_torch_forward_and_gradients(name, shape):
 
 # -- train, resume, probe ----------------------------------------------------------------------------
 @pytest.mark.parametrize("name", NAMES)
-def test_train_resume_and_probes(name, tmp_path):
+def test_train_resume_and_probes(name, tmp_path, monkeypatch, request):
     from achilles import ProbeContext
     from achilles.runs import load_run
     from achilles.trainer import resume_run, start_run
 
     common = dict(profile="quick", model_config={"n_layers": 2, "d_model": 16}, seed=2, epochs=2,
                   train_samples=64, eval_samples=8, batch_size=16, progress=False)
+    # one thread for both halves: earlier tests may leave a thread count that resume_run then changes,
+    # and the batched triangular solve's sums follow the thread count
+    monkeypatch.setenv("ACHILLES_THREADS", "1")
+    threads, set_threads = torch.get_num_threads(), torch.set_num_threads
+    request.addfinalizer(lambda: set_threads(threads))
+    set_threads(1)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # nothing re-threads mid-test
     straight = start_run(name, "composite", out=tmp_path / "straight", **common).fit()
     assert straight.status == "finished"
     trainer = start_run(name, "composite", out=tmp_path / "cut", **common)
