@@ -159,22 +159,8 @@ class RecipeResults:
                ) -> tuple[list[float], list[int], list[str]]:
         """(values, sample counts, missing runs) of the final ``split.metric`` (or of evaluation
         ``eval``) over the finished runs of ``group`` matching ``where`` and ``only``."""
-        values, counts = [], []
-        runs, missing, _ = self.selected(group, where, only)
-        for run in runs:
-            if eval is not None:
-                record = run.evals.get(eval)
-                value = _lookup(record, f"metrics.{split}.{metric}") if record else None
-                count = int(record.get("samples") or 0) if record else 0
-            else:
-                value = _lookup(run.config.get("final_metrics") or {}, f"{split}.{metric}")
-                count = run.eval_samples(split)
-            if value is None:
-                missing.append(f"{run.label} (no {eval + ':' if eval else ''}{split}.{metric})")
-                continue
-            values.append(float(value))
-            counts.append(count)
-        return values, counts, missing
+        obs, missing = self.observations(group, metric, split=split, eval=eval, where=where, only=only)
+        return [o["value"] for o in obs], [o["n"] for o in obs], missing
 
     def observations(self, group: str, metric: str, *, split: str = "test", eval: str | None = None,
                      where: Mapping[str, Any] | None = None, only: Selector | None = None, share: float = 1.0
@@ -226,20 +212,8 @@ class RecipeResults:
                      ) -> tuple[list[float], list[int], list[str]]:
         """(values, sample counts, missing runs) of ``key`` (dotted) in probe ``probe``'s result;
         ``count_key`` (dotted, or a function of the result) gives each value's sample count."""
-        values, counts = [], []
-        runs, missing, _ = self.selected(group, where, only)
-        for run in runs:
-            result = run.probes.get(probe)
-            value = _lookup(result, key) if result else None
-            if value is None:
-                missing.append(f"{run.label} (no {probe} result)")
-                continue
-            values.append(float(value))
-            if callable(count_key):
-                counts.append(int(count_key(result)))
-            else:
-                counts.append(int(_lookup(result, count_key) or 0) if count_key else 0)
-        return values, counts, missing
+        obs, missing = self.probe_observations(group, probe, key, count_key, where=where, only=only)
+        return [o["value"] for o in obs], [o["n"] or 0 for o in obs], missing
 
     def cell_means(self, group: str, metric: str, *, split: str = "test") -> tuple[dict[tuple, float], list[str]]:
         """{grid cell: mean over its finished seeds} of the final ``split.metric``; missing runs."""
