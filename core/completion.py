@@ -4,8 +4,9 @@ without importing torch: a TAB must answer in a fraction of a second.
 The registries themselves cannot answer that fast: the first-party plugins' registration hooks
 import every architecture module, hence torch. So completion takes
 
-- the first-party names from :data:`FIRST_PARTY_NAMES` (``tests/test_completion.py`` checks the
-  list against the registries: a new first-party component must be added there);
+- the first-party names from ``registry/first_party_names.json`` (:data:`FIRST_PARTY_NAMES`;
+  ``tests/test_completion.py`` checks the list against the registries: a new first-party
+  component must be added there);
 - a third-party plugin's names by running its registration hooks once with a ``register`` that
   only records the name (nothing is created), kept in a cache file until the installed plugins
   change (:func:`third_party_names`). A plugin whose entry-point module imports torch at the top
@@ -27,17 +28,16 @@ from typing import Any, Iterable
 HOOKS = {"register_architectures": "architecture", "register_tasks": "task", "register_probes": "probe",
          "register_recipes": "recipe"}
 
-#: the names achilles' own plugins register, by kind (kept equal to the registries by a test)
-FIRST_PARTY_NAMES: dict[str, tuple[str, ...]] = {
-    "task": ("composite", "composite-symmetric", "copy", "cot-ed", "cot-lis", "inverse", "mqar"),
-    "architecture": ("conv-transformer", "deltanet", "deltanet-noconv", "lstm", "mamba1", "mamba2", "mamba2-allone",
-                     "mamba2-gated", "mamba2-global", "mamba2-posenc", "mamba2-residual", "transformer",
-                     "transformer-nope", "transformer-rope"),
-    "probe": ("blocking", "conv-similarity", "information-flow", "substitution"),
-    "recipe": ("achilles-fig13", "achilles-fig4", "achilles-fig6", "achilles-fig7", "achilles-fig8", "achilles-fig9",
-               "achilles-gated", "conv-similarity", "copy-length", "cot-dp", "shortcuts-density", "shortcuts-ngram",
-               "shortcuts-noise", "shortcuts-position"),
-}
+#: the names achilles' own plugins register, by kind: a data file beside the zoo index (core names no
+#: plugin), kept equal to the registries by a test
+def _first_party_names() -> dict[str, tuple[str, ...]]:
+    from achilles.registry import REGISTRY_FILE  # the packaged data folder (never a test's zoo override)
+
+    data = json.loads((REGISTRY_FILE.parent / "first_party_names.json").read_text())
+    return {kind: tuple(names) for kind, names in data["names"].items()}
+
+
+FIRST_PARTY_NAMES: dict[str, tuple[str, ...]] = _first_party_names()
 
 
 def cache_file() -> Path:

@@ -112,8 +112,24 @@ def test_ngram_probe_train_k1v1_k1v2_test_k2v2():
     assert {"acc_standard", "acc_last", "acc_shuffle"} <= set(scores)
     mixed = achilles.get_task("mqar", vocab_size=512, length=128, ngrams="K1V1", test_ngrams="K1V1,K2V2").generate("test", 60)
     logits = torch.nn.functional.one_hot(mixed.targets, task.vocab_size).float()
-    combos = {k for k in task.metrics(logits, mixed) if k.count("_") == 2}
+    combos = {k for k in task.metrics(logits, mixed) if k.count("_") == 2 and not k.endswith("_moved")}
     assert combos == {f"acc_{p}_{g}" for p in ("standard", "last", "shuffle") for g in ("K1V1", "K2V2")}
+
+
+def test_shuffle_moved_scores_only_shuffled_samples_away_from_the_trained_placement():
+    task = achilles.get_task("mqar", vocab_size=64, length=16, n_pairs=2)
+    batch = task.generate("test", 3000, seed=0)
+    shuffled = batch.meta["placement"] == 2
+    moved = batch.meta["moved"] == 1
+    # about a third of shuffled samples put a block where the standard placement puts it
+    assert 0.55 < moved[shuffled].float().mean().item() < 0.8
+    assert bool(moved[batch.meta["placement"] == 1].all()) and not bool(moved[batch.meta["placement"] == 0].any())
+    logits = torch.nn.functional.one_hot(batch.targets, task.vocab_size).float()
+    wrong = torch.zeros_like(batch.mask)
+    wrong[shuffled & ~moved] = batch.mask[shuffled & ~moved]  # wrong exactly on the overlapping shuffles
+    logits[wrong] = logits[wrong].roll(1, dims=-1)
+    scores = task.metrics(logits, batch)
+    assert scores["acc_shuffle_moved"] == 1.0 and scores["acc_shuffle"] < 0.8
 
 
 def test_noise_fills_the_gaps_without_repeating_the_sample_tokens():
