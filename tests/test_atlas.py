@@ -101,3 +101,15 @@ def test_the_atlas_page_marks_each_cell_and_links_its_report(tmp_path):
     (tmp_path / "README.md").write_text("my notes")  # a user's page is never overwritten
     with pytest.raises(achilles.AchillesError, match="not an atlas page"):
         write_atlas(tmp_path, [recipe], subjects, "quick")
+
+
+def test_a_corrupt_cell_report_is_one_line_naming_it_and_nothing_is_overwritten(tmp_path):
+    from dataclasses import replace
+
+    recipe = replace(toy_recipe("toy-corrupt"), subject="toy-mixer")
+    cell = tmp_path / "toy-mixer" / "toy-corrupt"
+    cell.mkdir(parents=True)
+    (cell / "report.json").write_text("{not json")
+    with pytest.raises(achilles.AchillesError, match="toy-corrupt/report.json is not a readable report"):
+        write_atlas(tmp_path, [recipe], ["toy-mixer"], "quick")
+    assert (cell / "report.json").read_text() == "{not json" and not (tmp_path / "README.md").exists()
