@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import achilles
 from achilles.plugins.archs import deltanet
+from resume_check import assert_resumes_exactly
 
 NAMES = ["deltanet", "deltanet-noconv"]
 
@@ -253,7 +254,6 @@ def test_fla_matches_torch_forward_and_gradients(name, shape):
 def test_train_resume_and_probes(name, tmp_path, monkeypatch, request):
     from achilles import ProbeContext
     from achilles.runs import load_run
-    from achilles.trainer import resume_run, start_run
 
     common = dict(profile="quick", model_config={"n_layers": 2, "d_model": 16}, seed=2, epochs=2,
                   train_samples=64, eval_samples=8, batch_size=16, progress=False)
@@ -264,22 +264,7 @@ def test_train_resume_and_probes(name, tmp_path, monkeypatch, request):
     request.addfinalizer(lambda: set_threads(threads))
     set_threads(1)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # nothing re-threads mid-test
-    straight = start_run(name, "composite", out=tmp_path / "straight", **common).fit()
-    assert straight.status == "finished"
-    trainer = start_run(name, "composite", out=tmp_path / "cut", **common)
-    calls = {"n": 0}
-
-    def interrupt_in_epoch_two(value, site):
-        calls["n"] += 1
-        if trainer.model.training and calls["n"] > 5:
-            raise KeyboardInterrupt
-        return value
-
-    with trainer.model.hooks(edit={"resid.0": interrupt_in_epoch_two}):
-        assert trainer.fit().status == "interrupted"
-    assert resume_run(tmp_path / "cut", progress=False).fit().status == "finished"
-    a, b = load_run(tmp_path / "straight").model.state_dict(), load_run(tmp_path / "cut").model.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_exactly(name, "composite", tmp_path, **common)
 
     run = load_run(tmp_path / "cut")
     task, model = run.task, run.model.eval()

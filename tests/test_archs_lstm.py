@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 import achilles
 from achilles.cli import cli
+from resume_check import assert_resumes_exactly
 
 
 def tiny(**kw):
@@ -89,28 +90,9 @@ def test_every_probe_says_in_one_line_that_it_does_not_apply(tmp_path, monkeypat
 
 
 def test_train_resume_and_evaluate(tmp_path):
-    from achilles.runs import load_run
-    from achilles.trainer import resume_run, start_run
-
     common = dict(profile="quick", model_config={"n_layers": 2, "d_model": 16}, seed=2, epochs=2,
                   train_samples=64, eval_samples=8, batch_size=16, progress=False)
-    straight = start_run("lstm", "copy", out=tmp_path / "straight",
-                         task_config={"min_size": 1, "max_size": 3}, **common).fit()
-    assert straight.status == "finished"
-    trainer = start_run("lstm", "copy", out=tmp_path / "cut", task_config={"min_size": 1, "max_size": 3}, **common)
-    calls = {"n": 0}
-
-    def interrupt_in_epoch_two(value, site):
-        calls["n"] += 1
-        if trainer.model.training and calls["n"] > 5:
-            raise KeyboardInterrupt
-        return value
-
-    with trainer.model.hooks(edit={"resid.0": interrupt_in_epoch_two}):
-        assert trainer.fit().status == "interrupted"
-    assert resume_run(tmp_path / "cut", progress=False).fit().status == "finished"
-    a, b = load_run(tmp_path / "straight").model.state_dict(), load_run(tmp_path / "cut").model.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_exactly("lstm", "copy", tmp_path, task_config={"min_size": 1, "max_size": 3}, **common)
 
 
 def test_ensemble_trains_lstm_members_in_a_loop_when_vmap_cannot(tmp_path):

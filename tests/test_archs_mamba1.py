@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import achilles
 from achilles.plugins.archs import mamba1
+from resume_check import assert_resumes_exactly
 
 TINY = dict(vocab_size=37, d_model=8, max_len=16)
 
@@ -250,26 +251,10 @@ def test_fused_matches_torch_forward_and_gradients(shape):
 def test_train_resume_and_every_probe(tmp_path):
     from achilles import ProbeContext
     from achilles.runs import load_run
-    from achilles.trainer import resume_run, start_run
 
     common = dict(profile="quick", model_config={"n_layers": 2, "d_model": 16}, seed=2, epochs=2,
                   train_samples=64, eval_samples=8, batch_size=16, progress=False)
-    straight = start_run("mamba1", "composite", out=tmp_path / "straight", **common).fit()
-    assert straight.status == "finished"
-    trainer = start_run("mamba1", "composite", out=tmp_path / "cut", **common)
-    calls = {"n": 0}
-
-    def interrupt_in_epoch_two(value, site):
-        calls["n"] += 1
-        if trainer.model.training and calls["n"] > 5:
-            raise KeyboardInterrupt
-        return value
-
-    with trainer.model.hooks(edit={"embed": interrupt_in_epoch_two}):  # (not a layer's site: same path)
-        assert trainer.fit().status == "interrupted"
-    assert resume_run(tmp_path / "cut", progress=False).fit().status == "finished"
-    a, b = load_run(tmp_path / "straight").model.state_dict(), load_run(tmp_path / "cut").model.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_exactly("mamba1", "composite", tmp_path, site="embed", **common)
 
     run = load_run(tmp_path / "cut")
     task, model = run.task, run.model.eval()

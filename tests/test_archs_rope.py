@@ -10,6 +10,7 @@ from click.testing import CliRunner
 import achilles
 from achilles.cli import cli
 from achilles.plugins.archs.transformer import RotaryEmbedding
+from resume_check import assert_resumes_exactly
 
 SCHEMES = ["transformer", "transformer-rope", "transformer-nope"]
 
@@ -207,27 +208,11 @@ def test_vmapped_ensemble_forward_matches_members():
 def test_train_resume_evaluate_beyond_the_trained_length_and_probe(name, tmp_path):
     from achilles.evaluation import evaluate
     from achilles.runs import RunFolder, load_run
-    from achilles.trainer import resume_run, start_run
 
     sizes = {"min_size": 1, "max_size": 3, "test_max_size": 4}
     common = dict(profile="quick", task_config=sizes, model_config={"n_layers": 1, "d_model": 8}, seed=2,
                   epochs=2, train_samples=64, eval_samples=8, batch_size=16, progress=False)
-    straight = start_run(name, "copy", out=tmp_path / "straight", **common).fit()
-    assert straight.status == "finished"
-    trainer = start_run(name, "copy", out=tmp_path / "cut", **common)
-    calls = {"n": 0}
-
-    def interrupt_in_epoch_two(value, site):
-        calls["n"] += 1
-        if trainer.model.training and calls["n"] > 5:  # 4 steps per epoch: epoch 2 (past 2 evaluations)
-            raise KeyboardInterrupt
-        return value
-
-    with trainer.model.hooks(edit={"resid.0": interrupt_in_epoch_two}):
-        assert trainer.fit().status == "interrupted"
-    assert resume_run(tmp_path / "cut", progress=False).fit().status == "finished"
-    a, b = load_run(tmp_path / "straight").model.state_dict(), load_run(tmp_path / "cut").model.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_exactly(name, "copy", tmp_path, **common)
     assert [r["epoch"] for r in RunFolder(tmp_path / "cut").read_metrics()] == [1, 2]
 
     loaded = load_run(tmp_path / "cut")
