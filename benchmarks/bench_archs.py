@@ -23,7 +23,7 @@ every model (the step as measured before ``logits_mask`` existed). Shapes:
 ``transformers``' ``Mamba2ForCausalLM`` with the same sizes (state 128, expand 2, one head of
 size 2*d_model, conv 4, chunk size = sequence length: its fastest setting here), timed side by
 side in the same process; install it with ``pip install -e '.[bench]'``. Without it the ratio
-column says so. ``--malloc tuned`` applies ``achilles.cputune.tune_cpu_allocator``
+column says so. ``--malloc tuned`` applies ``achilles.training.allocator.tune_cpu_allocator``
 for everything in the run (anchor included).
 
 All models of a shape are timed in interleaved rounds (anchor, then each architecture, repeated)
@@ -153,9 +153,9 @@ def main(argv=None) -> int:
 
     os.environ.setdefault("ACHILLES_PLUGINS", "achilles")
     import achilles
-    from achilles.cputune import tune_cpu_allocator
-    from achilles.logits import accepts_logits_mask
-    from achilles.precision import check_precision, cpu_description, cpu_line
+    from achilles.training.allocator import tune_cpu_allocator
+    from achilles.models.logits_mask import accepts_logits_mask
+    from achilles.training.precision import check_precision, cpu_description, cpu_line
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)

@@ -21,7 +21,7 @@ start the two trainings of ``two`` may not share, nor the last, which one of the
 alone). A config is a set of environment variables for the training processes:
 
     default      what `achilles train` does by itself: threads adapted to the other work
-                 (achilles.cpu_threads.ThreadGovernor), idle threads spin briefly (GOMP_SPINCOUNT=1000)
+                 (achilles.training.threads.ThreadGovernor), idle threads spin briefly (GOMP_SPINCOUNT=1000)
     threads=N    ACHILLES_THREADS=N: N threads throughout
     +passive     OMP_WAIT_POLICY=PASSIVE: idle threads sleep at once
     +spin        GOMP_SPINCOUNT=300000: libgomp's own default (idle threads spin for milliseconds),
@@ -56,7 +56,7 @@ from pathlib import Path
 
 sys.path.insert(0, ".")  # run from the repository root
 
-from achilles.table import format_table  # noqa: E402
+from achilles.cli.table import format_table  # noqa: E402
 
 SHAPES = {
     "composite": dict(arch="mamba2", task="composite", d_model=32, batch=2048, samples=24576),

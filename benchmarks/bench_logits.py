@@ -9,7 +9,7 @@ batch of the task's training split, with the model settings the trainer would us
 (``build_task_and_model``: the task's model defaults, 2 layers). Two ways per task:
 
 * ``full``:   ``task.loss(model(tokens), batch)``: every position unembedded (the old trainer);
-* ``masked``: ``achilles.logits.task_loss``: ``model(tokens, logits_mask=batch.mask)``, only the
+* ``masked``: ``achilles.models.logits_mask.task_loss``: ``model(tokens, logits_mask=batch.mask)``, only the
   scored positions unembedded (what the trainer does now).
 
 Speed: both ways of a task are timed in interleaved rounds in this process; each row reports its
@@ -37,7 +37,7 @@ TASK_SETTINGS = {"inverse": {"n_layers": 2}}
 
 
 def build(task_name: str, arch: str, batch_size: int, device: str):
-    from achilles.trainer import build_task_and_model
+    from achilles.training.trainer import build_task_and_model
 
     task, model, _, _ = build_task_and_model(arch, task_name, {"n_layers": 2}, TASK_SETTINGS.get(task_name, {}), 0)
     batch = task.generate("train", batch_size, seed=0).to(device)
@@ -47,7 +47,7 @@ def build(task_name: str, arch: str, batch_size: int, device: str):
 
 
 def make_step(task, model, batch, opt, mode: str):
-    from achilles.logits import task_loss
+    from achilles.models.logits_mask import task_loss
 
     def step():
         loss = task_loss(task, model, batch) if mode == "masked" else task.loss(model(batch.tokens), batch)

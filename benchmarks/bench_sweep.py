@@ -9,7 +9,7 @@ Two tables.
 
 **Step cost** (``--members 9``): the CPU time of one optimizer step per member and sample, one
 thread, at the task's paper batch (composite: 2048), through the real steppers of the epoch loop
-(``achilles.epoch_loop.LoopStepper``, ``achilles.ensemble.VmapStepper``) on real trainers:
+(``achilles.training.epoch_loop.LoopStepper``, ``achilles.training.ensemble.VmapStepper``) on real trainers:
 
     one model, batch/8   one run's step on a batch 8 times smaller (the fixed cost of a step)
     one model            one run's step
@@ -51,12 +51,12 @@ import torch
 
 sys.path.insert(0, ".")  # run from the repository root
 
-from achilles.cputune import tune_cpu_allocator  # noqa: E402
-from achilles.ensemble import VmapStepper  # noqa: E402
-from achilles.epoch_loop import LoopStepper  # noqa: E402
+from achilles.training.allocator import tune_cpu_allocator  # noqa: E402
+from achilles.training.ensemble import VmapStepper  # noqa: E402
+from achilles.training.epoch_loop import LoopStepper  # noqa: E402
 from achilles.sweep import SweepOptions, cpu_count, make_spec, run_sweep  # noqa: E402
-from achilles.table import format_table  # noqa: E402
-from achilles.trainer import resolve_device, start_run  # noqa: E402
+from achilles.cli.table import format_table  # noqa: E402
+from achilles.training.trainer import resolve_device, start_run  # noqa: E402
 
 MODES = {"one-by-one": dict(ensemble=False), "ensembled": dict(ensemble=True), "auto": dict(ensemble=None)}
 
@@ -135,7 +135,7 @@ def sweep_rows(args, arch: str) -> list[list]:
 
 def _methods(result) -> str:
     """How the cells trained: one per cell, or ensembles (method, largest unit)."""
-    from achilles.runs import RunFolder
+    from achilles.runs.folder import RunFolder
 
     firsts = [RunFolder(result.path / r["run"]).read_metrics()[:1] for r in result.rows]
     sizes = {rec[0].get("ensemble", 1) for rec in firsts if rec}

@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, ".")  # run from the repository root without installing anything else
 
-from achilles.runs import RunFolder  # noqa: E402
-from achilles.table import format_table  # noqa: E402
-from achilles.trainer import start_run  # noqa: E402
+from achilles.runs.folder import RunFolder  # noqa: E402
+from achilles.cli.table import format_table  # noqa: E402
+from achilles.training.trainer import start_run  # noqa: E402
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if torch.device(args.device if args.device != "auto" else "cpu").type == "cpu" and not torch.cuda.is_available():
-        from achilles.cputune import tune_cpu_allocator
+        from achilles.training.allocator import tune_cpu_allocator
 
         tune_cpu_allocator()  # as `achilles train` does on the CPU
     rows = []

@@ -172,7 +172,7 @@ step bf16-parity-tests 90 env MAMBA_DETERMINISTIC=1 "$PY" -m pytest -q -rs -p no
 if [ "$MODE" = dry-run ]; then
   step bench-archs 60 "$PY" benchmarks/bench_archs.py --device cpu --shapes tiny --archs mamba2,transformer \
     --rounds 1 --steps 1 --no-anchor --precision fp32,bf16
-  step figure9-paper-run 60 "$PY" -m achilles.cli train --arch mamba2-residual --task inverse --profile paper \
+  step figure9-paper-run 60 "$PY" -m achilles.cli.main train --arch mamba2-residual --task inverse --profile paper \
     --device cpu --epochs 1 --train-samples 64 --eval-samples 32 --batch-size 32 --out "$WORK/fig9" --no-progress
   step bench-train-inverse 60 "$PY" benchmarks/bench_train.py --device cpu --task inverse --archs mamba2 --samples 64
   step bench-logits 60 "$PY" benchmarks/bench_logits.py --device cpu --tasks inverse --batch 4 --rounds 1 --steps 1 --no-memory
@@ -185,7 +185,7 @@ else
   # figure 9 (inverse sequence matching, appendix D's settings): as many epochs as fit, then
   # SIGTERM stops it cleanly at an epoch boundary, keeping its checkpoint and metrics; the paper
   # profile on a GPU trains in bf16 by default (issue 23), which its run.json records
-  step figure9-paper-run 100 "$PY" -m achilles.cli train --arch mamba2-residual --task inverse --profile paper \
+  step figure9-paper-run 100 "$PY" -m achilles.cli.main train --arch mamba2-residual --task inverse --profile paper \
     --device cuda --out "$WORK/fig9" --no-progress
   step bench-train-inverse 45 "$PY" benchmarks/bench_train.py --device cuda --task inverse \
     --archs mamba2,mamba2-residual,transformer

@@ -20,10 +20,10 @@ import platform
 import statistics
 from pathlib import Path
 
-from achilles.api import get_task
-from achilles.precision import cpu_description, cpu_line
+from achilles.contract.lookup import get_task
+from achilles.training.precision import cpu_description, cpu_line
 from achilles.recipes.cost import THROUGHPUT_FILE
-from achilles.runs import RunFolder
+from achilles.runs.folder import RunFolder
 
 
 def machine() -> str:

@@ -1,7 +1,7 @@
 """Render a model card (``README.md``) from a ``CardData``: Markdown with YAML front matter in
 the form the Hugging Face Hub renders and validates.
 
-This module formats; it reads nothing and imports nothing of achilles (``achilles.run_card``
+This module formats; it reads nothing and imports nothing of achilles (``achilles.zoo.card``
 gathers a run's facts into a ``CardData`` and calls ``render``). The metadata is built with
 huggingface_hub's ``ModelCardData`` and ``EvalResult`` and holds ``library_name``, ``license``,
 ``tags`` (the architecture's own, never guessed from its name), the papers as arXiv links, and a
@@ -67,7 +67,7 @@ class Paper:
 
 @dataclass
 class CardData:
-    """Everything a card says, gathered from one run (see ``achilles.run_card``)."""
+    """Everything a card says, gathered from one run (see ``achilles.zoo.card``)."""
 
     title: str  # the zoo id, or the run's conventional name
     arch: str

@@ -10,32 +10,32 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import AchillesError, CheckpointError, ConfigError, DuplicateNameError, UnknownNameError
+from achilles.errors import AchillesError, CheckpointError, ConfigError, DuplicateNameError, UnknownNameError
 
 #: public name -> the module (relative to this package) that defines it
 _LAZY = {
-    "create_model": "api", "get_probe": "api", "get_task": "api", "list_architectures": "api",
-    "list_probes": "api", "list_tasks": "api",
-    "HookedModel": "hooks", "HookPoint": "hooks",
-    "hookimpl": "hookspecs",
-    "init_gamma_": "initialization",
-    "register_plugin": "plugin_manager", "reload_plugins": "plugin_manager", "unregister_plugin": "plugin_manager",
-    "Probe": "probe", "ProbeContext": "probe", "ProbeOption": "probe",
-    "ModelConfig": "settings", "check_int": "settings", "model_factory": "settings",
-    "Batch": "task", "Paper": "task", "Task": "task",
-    "list_pretrained": "zoo", "load": "zoo",
+    "create_model": "contract.lookup", "get_probe": "contract.lookup", "get_task": "contract.lookup", "list_architectures": "contract.lookup",
+    "list_probes": "contract.lookup", "list_tasks": "contract.lookup",
+    "HookedModel": "models.hook_points", "HookPoint": "models.hook_points",
+    "hookimpl": "contract.hookspecs",
+    "init_gamma_": "models.initialization",
+    "register_plugin": "contract.loader", "reload_plugins": "contract.loader", "unregister_plugin": "contract.loader",
+    "Probe": "contract.probe", "ProbeContext": "contract.probe", "ProbeOption": "contract.probe",
+    "ModelConfig": "contract.settings", "check_int": "contract.settings", "model_factory": "contract.settings",
+    "Batch": "contract.task", "Paper": "contract.task", "Task": "contract.task",
+    "list_pretrained": "zoo.index", "load": "zoo.index",
 }
 
 if TYPE_CHECKING:  # what static tools and IDEs see
-    from .api import create_model, get_probe, get_task, list_architectures, list_probes, list_tasks
-    from .hooks import HookedModel, HookPoint
-    from .hookspecs import hookimpl
-    from .initialization import init_gamma_
-    from .plugin_manager import register_plugin, reload_plugins, unregister_plugin
-    from .probe import Probe, ProbeContext, ProbeOption
-    from .settings import ModelConfig, check_int, model_factory
-    from .task import Batch, Paper, Task
-    from .zoo import list_pretrained, load
+    from achilles.contract.lookup import create_model, get_probe, get_task, list_architectures, list_probes, list_tasks
+    from achilles.models.hook_points import HookedModel, HookPoint
+    from achilles.contract.hookspecs import hookimpl
+    from achilles.models.initialization import init_gamma_
+    from achilles.contract.loader import register_plugin, reload_plugins, unregister_plugin
+    from achilles.contract.probe import Probe, ProbeContext, ProbeOption
+    from achilles.contract.settings import ModelConfig, check_int, model_factory
+    from achilles.contract.task import Batch, Paper, Task
+    from achilles.zoo.index import list_pretrained, load
 
 __all__ = [
     "AchillesError", "Batch", "CheckpointError", "ConfigError", "DuplicateNameError", "HookPoint",

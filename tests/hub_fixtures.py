@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import achilles
-from achilles.runs import RunFolder, claim
+from achilles.runs.folder import RunFolder, claim
 import toy_plugin
 from hub_server import HubServer
 
@@ -40,7 +40,7 @@ def toys():
 def make_run(path: Path, seed: int = 0, status: str = "finished", profile: str = "quick",
              arch: str = TOY_ARCH, task: str = TOY_TASK, model_config: dict | None = None) -> Path:
     """A real run folder, as the trainer would leave it (without spending time training)."""
-    from achilles.trainer import build_task_and_model
+    from achilles.training.trainer import build_task_and_model
 
     task_obj, model, model_cfg, task_cfg = build_task_and_model(arch, task, dict(model_config or {}), {}, seed)
     run = RunFolder(path)

@@ -206,7 +206,7 @@ def test_vmapped_ensemble_forward_matches_members():
 def test_list_archs_shows_every_architecture_with_parameter_counts():
     from click.testing import CliRunner
 
-    from achilles.commands.listing import list_command
+    from achilles.cli.commands.listing import list_command
     result = CliRunner().invoke(list_command, ["archs"])
     assert result.exit_code == 0, result.output
     for name in ["mamba2", "mamba2-allone", "mamba2-posenc", "mamba2-residual", "mamba2-gated",

@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 import achilles
-from achilles.cli import cli
+from achilles.cli.main import cli
 from resume_check import assert_resumes_exactly
 
 
@@ -69,7 +69,7 @@ def test_bad_settings_are_config_errors(kwargs, setting):
 
 
 def test_every_probe_says_in_one_line_that_it_does_not_apply(tmp_path, monkeypatch):
-    from achilles.runs import INIT_WEIGHTS, RunFolder
+    from achilles.runs.folder import INIT_WEIGHTS, RunFolder
 
     task = achilles.get_task("composite")
     torch.manual_seed(0)
@@ -96,8 +96,8 @@ def test_train_resume_and_evaluate(tmp_path):
 
 
 def test_ensemble_trains_lstm_members_in_a_loop_when_vmap_cannot(tmp_path):
-    from achilles.ensemble import EnsembleTrainer
-    from achilles.trainer import start_run
+    from achilles.training.ensemble import EnsembleTrainer
+    from achilles.training.trainer import start_run
 
     common = dict(profile="quick", model_config={"n_layers": 1, "d_model": 8}, epochs=1, train_samples=32,
                   eval_samples=8, batch_size=16, progress=False, task_config={"min_size": 1, "max_size": 3})

@@ -176,7 +176,7 @@ def test_init_follows_mamba_ssm_and_marks_no_weight_decay():
     dt = F.softplus(layer.dt_proj.bias)
     assert torch.all((dt >= 1e-3 * 0.999) & (dt <= 0.1 * 1.001))
     assert layer.in_proj.weight.std().item() == pytest.approx(64 ** -0.5, rel=0.08)
-    from achilles.trainer import no_weight_decay_names
+    from achilles.training.trainer import no_weight_decay_names
     assert no_weight_decay_names(model) == {f"layers.{i}.{p}" for i in range(2)
                                             for p in ("A_log", "D", "dt_proj.bias")}
     cfg = achilles.create_model("mamba1").config
@@ -250,7 +250,7 @@ def test_fused_matches_torch_forward_and_gradients(shape):
 # -- train, resume, probe ----------------------------------------------------------------------------
 def test_train_resume_and_every_probe(tmp_path):
     from achilles import ProbeContext
-    from achilles.runs import load_run
+    from achilles.runs.folder import load_run
 
     common = dict(profile="quick", model_config={"n_layers": 2, "d_model": 16}, seed=2, epochs=2,
                   train_samples=64, eval_samples=8, batch_size=16, progress=False)

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 import achilles
-from achilles.cli import cli
+from achilles.cli.main import cli
 from achilles.recipes import RunGroup, get_recipe
 from achilles.recipes.atlas import table, write_atlas
 from achilles.recipes.subject import with_subject

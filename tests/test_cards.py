@@ -12,8 +12,8 @@ from huggingface_hub import ModelCard
 
 import achilles
 from achilles import hookimpl
-from achilles.run_card import render_card, write_card
-from achilles.runs import RunFolder, claim
+from achilles.zoo.card import render_card, write_card
+from achilles.runs.folder import RunFolder, claim
 
 import toy_plugin
 

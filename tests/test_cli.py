@@ -7,7 +7,7 @@ import sys
 from click.testing import CliRunner
 
 import achilles
-from achilles.cli import cli
+from achilles.cli.main import cli
 
 import toy_plugin
 
@@ -45,7 +45,7 @@ def test_bad_kind_exits_non_zero_without_traceback():
 
 def test_console_script_reports_errors_in_one_line():
     env = {**os.environ, "ACHILLES_PLUGINS": "achilles"}
-    proc = subprocess.run([sys.executable, "-m", "achilles.cli", "list", "widgets"],
+    proc = subprocess.run([sys.executable, "-m", "achilles.cli.main", "list", "widgets"],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "Invalid value" in proc.stderr

@@ -13,7 +13,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "achilles-example-p
 
 PROBE = """
 import json, sys
-from achilles.cli import main
+from achilles.cli.main import main
 try:
     main([])
 except SystemExit:
@@ -72,15 +72,15 @@ def test_zoo_ids_complete(tmp_path):
 def test_the_first_party_names_completion_knows_are_the_registries():
     """completion.FIRST_PARTY_NAMES answers a TAB without loading torch: a first-party component
     added to the registries must be added there too."""
-    from achilles.completion import FIRST_PARTY_NAMES
-    from achilles.plugin_manager import FIRST_PARTY, get_state
+    from achilles.cli.completion import FIRST_PARTY_NAMES
+    from achilles.contract.loader import FIRST_PARTY, get_state
 
     state = get_state()
     for kind, names in FIRST_PARTY_NAMES.items():
         registered = sorted(e.name for e in state.registries[kind].entries()
                             if state.plugins.get(e.plugin) is not None
                             and state.plugins[e.plugin].distribution == FIRST_PARTY)
-        assert sorted(names) == registered, f"update achilles.completion.FIRST_PARTY_NAMES[{kind!r}]"
+        assert sorted(names) == registered, f"update achilles.cli.completion.FIRST_PARTY_NAMES[{kind!r}]"
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_with_the_example_plugin_help_and_completion_stay_without_torch(example_
     values, report = complete("tr", site=example_site, plugins=plugins, XDG_CACHE_HOME=str(tmp_path))
     assert "train" in values and not report["torch"]
     env = {**os.environ, "ACHILLES_PLUGINS": plugins, "PYTHONPATH": str(example_site)}
-    code = ("import sys\nfrom achilles.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+    code = ("import sys\nfrom achilles.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print('torch' in sys.modules, file=sys.stderr)")
     helped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert "example-samples" in helped.stdout and helped.stderr.split()[-1] == "False"

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 import achilles
-from achilles.plugin_manager import get_state
+from achilles.contract.loader import get_state
 
 CORE = Path(achilles.__file__).resolve().parent
 

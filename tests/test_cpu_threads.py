@@ -1,5 +1,5 @@
 """Threads of a CPU training: the CPUs the process may use, the knob, and giving threads up to
-other processes' work (``achilles.cpu_threads``)."""
+other processes' work (``achilles.training.threads``)."""
 
 import os
 import subprocess
@@ -9,9 +9,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from achilles import ConfigError, cpu_threads
-from achilles.cli import cli
-from achilles.cpu_threads import ThreadGovernor, apply_threads, cgroup_cpu_limit, parse_threads, usable_cpus
+from achilles import ConfigError
+
+from achilles.training import threads as cpu_threads
+from achilles.cli.main import cli
+from achilles.training.threads import ThreadGovernor, apply_threads, cgroup_cpu_limit, parse_threads, usable_cpus
 
 
 @pytest.fixture(autouse=True)

@@ -8,13 +8,13 @@ import torch
 from click.testing import CliRunner
 
 import achilles
-from achilles.cli import cli
-from achilles.epoch_loop import members_data, training_data
+from achilles.cli.main import cli
+from achilles.training.epoch_loop import members_data, training_data
 from achilles.errors import AchillesError, ConfigError
-from achilles.profiles import TrainSettings, recorded_data_seed, settings_for
-from achilles.runs import RunFolder, load_run
+from achilles.training.profiles import TrainSettings, recorded_data_seed, settings_for
+from achilles.runs.folder import RunFolder, load_run
 from achilles.sweep import SweepOptions, make_spec, plan_cells, run_sweep, sweep_folder
-from achilles.trainer import resume_run, start_run
+from achilles.training.trainer import resume_run, start_run
 
 import toy_plugin
 

@@ -48,7 +48,7 @@ def site(tmp_path_factory):
 def achilles(site, *args, code=None):
     env = {**os.environ, "ACHILLES_PLUGINS": PLUGINS,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH", "")]))}
-    program = code or "from achilles.cli import main; main()"
+    program = code or "from achilles.cli.main import main; main()"
     return subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True, env=env,
                           timeout=300)
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import achilles
-from achilles.ensemble import EnsembleTrainer, VmapStepper, clip_grad_norm_per_member_
+from achilles.training.ensemble import EnsembleTrainer, VmapStepper, clip_grad_norm_per_member_
 from achilles.errors import AchillesError
-from achilles.runs import RunFolder, load_run
-from achilles.trainer import resume_run, start_run
+from achilles.runs.folder import RunFolder, load_run
+from achilles.training.trainer import resume_run, start_run
 
 import toy_plugin
 

@@ -7,10 +7,10 @@ import pytest
 from click.testing import CliRunner
 
 import achilles
-from achilles import events
-from achilles.cli import cli
-from achilles.ensemble import EnsembleTrainer
-from achilles.trainer import start_run
+from achilles.training import events
+from achilles.cli.main import cli
+from achilles.training.ensemble import EnsembleTrainer
+from achilles.training.trainer import start_run
 
 import toy_plugin
 

@@ -22,7 +22,7 @@ def installed(tmp_path_factory):
 def achilles_cmd(args, site=None):
     env = {**os.environ, "ACHILLES_PLUGINS": "achilles,achilles-example-plugin"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site) if site else "", env.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-c", "from achilles.cli import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from achilles.cli.main import main; main()", *args],
                           capture_output=True, text=True, env=env)
 
 
@@ -61,7 +61,7 @@ def test_uninstalled_plugin_is_gone():
 
 def test_allow_list_keeps_an_installed_plugin_out(installed):
     env = {**os.environ, "ACHILLES_PLUGINS": "achilles", "PYTHONPATH": str(installed)}
-    proc = subprocess.run([sys.executable, "-c", "from achilles.cli import main; main()", "list", "tasks"],
+    proc = subprocess.run([sys.executable, "-c", "from achilles.cli.main import main; main()", "list", "tasks"],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and "example-successor" not in proc.stdout
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import achilles
-from achilles.probe import ProbeContext
+from achilles.contract.probe import ProbeContext
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -59,7 +59,7 @@ def test_a_one_axis_phase_diagram_has_no_none_row(tmp_path, captured):
 
 
 def _curves_run(path, status="finished", epochs=3, planned=3, task="inverse"):
-    from achilles.runs import RunFolder
+    from achilles.runs.folder import RunFolder
 
     run = RunFolder(path)
     run.write_config({"arch": "mamba2", "task": task, "model": {"n_layers": 2}, "seed": 0, "status": status,
@@ -78,7 +78,7 @@ def _lines(ax):
 def test_training_curves_one_colour_per_split_one_train_loss_chance_drawn(tmp_path):
     from matplotlib.colors import to_hex
 
-    from achilles.plots import training_curves_figure
+    from achilles.runs.figures import training_curves_figure
 
     fig = training_curves_figure(_curves_run(tmp_path / "run"))
     ax_loss, ax_acc = fig.axes[0], fig.axes[1]
@@ -96,7 +96,7 @@ def test_training_curves_one_colour_per_split_one_train_loss_chance_drawn(tmp_pa
 
 
 def test_training_curves_of_a_stopped_run_say_why(tmp_path):
-    from achilles.plots import training_curves_figure
+    from achilles.runs.figures import training_curves_figure
 
     fig = training_curves_figure(_curves_run(tmp_path / "run", status="interrupted", epochs=2, planned=5,
                                              task="composite"))

@@ -1,4 +1,4 @@
-"""One grammar of flags: every command's click parameters, walked from ``achilles.cli.cli``
+"""One grammar of flags: every command's click parameters, walked from ``achilles.cli.main.cli``
 (subcommands of ``zoo`` and ``data`` included), against the README's "Flags" table, and the
 deprecated spellings that are kept for one release."""
 
@@ -9,8 +9,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from achilles.cli import BUILTIN_COMMANDS, cli
-from achilles.cli_options import SEEDS_HELP, Seeds, deprecated_alias, takes_alias
+from achilles.cli.main import BUILTIN_COMMANDS, cli
+from achilles.cli.options import SEEDS_HELP, Seeds, deprecated_alias, takes_alias
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -28,7 +28,7 @@ from click.testing import CliRunner
 
 import achilles
 from achilles import hookimpl
-from achilles.runs import RunFolder, claim
+from achilles.runs.folder import RunFolder, claim
 
 import huggingface_hub.file_download  # noqa: F401  (the hub fixture quiets its progress bars)
 import toy_plugin
@@ -42,7 +42,7 @@ HUGE = "100000000000"
 
 
 def achilles_cli(*args, color: bool = False, env: dict | None = None):
-    from achilles.cli import get_cli
+    from achilles.cli.main import get_cli
 
     return CliRunner().invoke(get_cli(), [str(a) for a in args], color=color, env=env)
 
@@ -67,7 +67,7 @@ def toy():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A finished two-epoch toy run (copied for each case)."""
-    from achilles.trainer import finalize_run, start_run
+    from achilles.training.trainer import finalize_run, start_run
 
     achilles.register_plugin(toy_plugin, "toy")
     path = tmp_path_factory.mktemp("trained") / "run"
@@ -129,7 +129,7 @@ def edit_state(run: Path, **changes) -> None:
 
 def drop_record_key(run: Path, key: str) -> None:
     """Hand-edit the run record (run.json) as a user might, removing ``key``."""
-    from achilles.runs import RECORD
+    from achilles.runs.folder import RECORD
 
     record = json.loads((run / RECORD).read_text())
     del record[key]
@@ -504,7 +504,7 @@ def test_hostile_md_lists_every_case():
 
 # -- 1. ownership: what --overwrite removes ---------------------------------------------------
 def test_overwrite_removes_only_what_the_run_owns(trained, tmp_path):
-    from achilles.runs import clear_run_folder
+    from achilles.runs.folder import clear_run_folder
 
     run = tmp_path / "run"
     shutil.copytree(trained, run)
@@ -539,7 +539,7 @@ def test_zoo_add_removes_only_an_orphan_it_wrote(zoo_registry, trained, tmp_path
 def test_owned_folder_refuses_a_link_or_a_file_at_any_depth(tmp_path):
     """The one check of every write site below a folder achilles owns (run, sweep, reproduction, run
     store): each part below the root must be a real folder; missing ones are created."""
-    from achilles.runs import owned_folder
+    from achilles.runs.folder import owned_folder
 
     root = tmp_path / "run"
     assert owned_folder(root, "evals") == root / "evals" and (root / "evals").is_dir()  # created
@@ -644,7 +644,7 @@ DISK_FULL = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, 
 
 
 def _last_checkpoint_intact(run: Path, epoch: int) -> None:
-    from achilles.runs import CHECKPOINT_DIR, load_tensors, read_checkpoint_state
+    from achilles.runs.folder import CHECKPOINT_DIR, load_tensors, read_checkpoint_state
 
     state = read_checkpoint_state(run, 10)
     assert state["epoch"] == epoch
@@ -658,7 +658,7 @@ def test_disk_full_while_saving_a_checkpoint_fails_the_run_and_keeps_the_last(tm
     space again) finishes the run."""
     from safetensors import SafetensorError
 
-    import achilles.runs as runs
+    import achilles.runs.folder as runs
 
     real = runs.save_file
 
@@ -689,7 +689,7 @@ def test_disk_full_while_saving_a_checkpoint_fails_the_run_and_keeps_the_last(tm
 def test_disk_full_while_saving_the_initial_weights_says_to_train_again(tmp_path, monkeypatch):
     from safetensors import SafetensorError
 
-    import achilles.runs as runs
+    import achilles.runs.folder as runs
 
     def full(tensors, path, metadata=None):
         raise SafetensorError(DISK_FULL)
@@ -723,7 +723,7 @@ def test_a_record_that_cannot_be_read_back_is_one_line(trained, tmp_path, monkey
 
 def test_disk_full_on_a_real_small_file_system(tmp_path):
     """The same on a real 2 MiB tmpfs filled up after the run started (root and mount needed)."""
-    from achilles.trainer import resume_run, start_run
+    from achilles.training.trainer import resume_run, start_run
 
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -761,7 +761,7 @@ def test_disk_full_on_a_real_small_file_system(tmp_path):
 HOLDER = """
 import sys, time
 import achilles, toy_plugin
-from achilles.trainer import resume_run
+from achilles.training.trainer import resume_run
 achilles.register_plugin(toy_plugin, "toy")
 trainer = resume_run(sys.argv[1], progress=False)  # holds the folder, as a running `achilles train` does
 print("held", flush=True)
@@ -799,7 +799,7 @@ def test_a_second_writer_is_refused_naming_the_first(trained, tmp_path):
 def test_one_process_shares_its_lock(trained, tmp_path):
     """In one process the folder's lock is shared: a library user holding a Trainer can still load,
     resume or probe the same folder."""
-    from achilles.trainer import resume_run
+    from achilles.training.trainer import resume_run
 
     run = tmp_path / "run"
     shutil.copytree(trained, run)
@@ -836,7 +836,7 @@ def test_ctrl_c_stops_a_pooled_sweep(tmp_path):
     env = {**os.environ, "ACHILLES_PLUGINS": "achilles,toy-plugin",
            "PYTHONPATH": os.pathsep.join([str(site), str(HERE), os.environ.get("PYTHONPATH", "")])}
     folder = tmp_path / "sweep"
-    sweep = [sys.executable, "-m", "achilles.cli", "sweep", *TOY, "--grid", "gamma=0.5,0.6,0.7,0.8,0.9",
+    sweep = [sys.executable, "-m", "achilles.cli.main", "sweep", *TOY, "--grid", "gamma=0.5,0.6,0.7,0.8,0.9",
              "--epochs", "5", "--train-samples", "12000", "--eval-samples", "16", "--batch-size", "16", "--workers", "2",
              "--out", str(folder), "--no-progress"]
     proc = subprocess.Popen(sweep, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -869,7 +869,7 @@ def test_ctrl_c_stops_a_pooled_sweep(tmp_path):
             break
         time.sleep(0.2)
     assert left == [], "processes outlived the sweep"
-    plan = subprocess.run([sys.executable, "-m", "achilles.cli", "sweep", "--resume", str(folder), "--dry-run"],
+    plan = subprocess.run([sys.executable, "-m", "achilles.cli.main", "sweep", "--resume", str(folder), "--dry-run"],
                           capture_output=True, text=True, env=env)
     assert plan.returncode == 0, plan.stderr
     assert "interrupted" in plan.stdout and f"{finished} done" in plan.stdout
@@ -1049,7 +1049,7 @@ def test_a_corrupted_blob_in_the_hub_cache_is_fetched_again(zoo_entry, tmp_path,
 @pytest.mark.parametrize("code, says", [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "read-only"),
                                         (errno.EACCES, "permission denied")])
 def test_write_failures_are_one_line_naming_the_file(tmp_path, monkeypatch, code, says):
-    import achilles.runs as runs
+    import achilles.runs.folder as runs
 
     def fail(path, data):
         raise OSError(code, os.strerror(code), str(path))
@@ -1063,7 +1063,7 @@ def test_write_failures_are_one_line_naming_the_file(tmp_path, monkeypatch, code
 def test_a_path_that_is_not_utf8_prints_escaped(tmp_path):
     folder = os.fsdecode(str(tmp_path).encode() + b"/run-\xff")
     env = {**os.environ, "ACHILLES_PLUGINS": "achilles", "PYTHONIOENCODING": "utf-8"}
-    proc = subprocess.run([sys.executable, "-m", "achilles.cli", "eval", folder], capture_output=True, env=env)
+    proc = subprocess.run([sys.executable, "-m", "achilles.cli.main", "eval", folder], capture_output=True, env=env)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.decode("utf-8").splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "\\udcff" in lines[0], lines
@@ -1138,7 +1138,7 @@ def test_plugins_lists_every_hook_a_plugin_implements():
 # -- 12. CLI hygiene ---------------------------------------------------------------------------------
 def test_list_into_a_closed_pipe_exits_quietly():
     env = {**os.environ, "ACHILLES_PLUGINS": "achilles"}
-    proc = subprocess.run(f"{sys.executable} -m achilles.cli list | head -1", shell=True, capture_output=True,
+    proc = subprocess.run(f"{sys.executable} -m achilles.cli.main list | head -1", shell=True, capture_output=True,
                           text=True, env=env)
     assert proc.stdout.strip() == "tasks (7)"
     assert proc.stderr == "", proc.stderr
@@ -1160,7 +1160,7 @@ def test_quiet_keeps_the_result_and_drops_the_chatter(tmp_path):
 
 
 def test_verbosity_is_one_shared_option_on_long_running_commands():
-    from achilles.cli import get_cli
+    from achilles.cli.main import get_cli
 
     cli = get_cli()
     for name in ("train", "sweep", "probe", "pull", "push"):

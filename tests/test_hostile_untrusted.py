@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 import achilles
 from achilles import HookedModel, hookimpl
-from achilles.runs import RunFolder, file_sha256
+from achilles.runs.folder import RunFolder, file_sha256
 
 import toy_plugin
 from hub_fixtures import *  # noqa: F401,F403  (fixtures: hub)
@@ -35,7 +35,7 @@ REPO = HERE.parent
 
 
 def achilles_cli(*args):
-    from achilles.cli import get_cli
+    from achilles.cli.main import get_cli
 
     return CliRunner().invoke(get_cli(), [str(a) for a in args])
 
@@ -68,7 +68,7 @@ def saved(tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
-    from achilles.trainer import finalize_run, start_run
+    from achilles.training.trainer import finalize_run, start_run
 
     achilles.register_plugin(toy_plugin, "toy")
     path = tmp_path_factory.mktemp("trained") / "run"
@@ -211,7 +211,7 @@ def test_a_hub_repo_with_a_huge_config_is_refused_before_building(hub, saved):
 
 
 def test_a_resumed_checkpoint_whose_tensors_do_not_fit_is_refused_before_reading(run_copy):
-    from achilles.trainer import resume_run
+    from achilles.training.trainer import resume_run
 
     record = RunFolder(run_copy).read_config()  # an interrupted run of 2 epochs, its checkpoint at epoch 1
     RunFolder(run_copy).update_config(status="interrupted", training={**record["training"], "epochs": 2})
@@ -228,7 +228,7 @@ def test_a_resumed_checkpoint_whose_tensors_do_not_fit_is_refused_before_reading
 
 
 def test_resuming_a_run_whose_config_asks_for_a_huge_model_is_refused_before_building(run_copy):
-    from achilles.trainer import resume_run
+    from achilles.training.trainer import resume_run
 
     record = RunFolder(run_copy).read_config()
     RunFolder(run_copy).update_config(status="interrupted", training={**record["training"], "epochs": 2})
@@ -357,7 +357,7 @@ def test_an_impostor_is_named_by_the_cli_too(tmp_path):
     install_distribution(site, "achilles", "99.0", {"archs": "achilles.plugins"}, {})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     env.pop("ACHILLES_PLUGINS")
-    proc = subprocess.run([sys.executable, "-m", "achilles.cli", "list", "architectures"], env=env,
+    proc = subprocess.run([sys.executable, "-m", "achilles.cli.main", "list", "architectures"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert all(name in proc.stdout for name in FIRST_PARTY_ARCHS), proc.stdout
@@ -371,7 +371,7 @@ def _site_env(site: Path, allow: str) -> dict[str, str]:
 
 
 def _run(env, *args, timeout=180):
-    return subprocess.run([sys.executable, "-m", "achilles.cli", *map(str, args)], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "achilles.cli.main", *map(str, args)], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -463,7 +463,7 @@ def test_a_real_ctrl_c_still_interrupts_a_listener_and_training(tmp_path, listen
             f'        pathlib.Path({str(marker)!r}).write_text("x")\n        {listener}')
     install_distribution(site, "blocker", "1.0", {"b": "blocker"}, {"blocker": LISTENER.replace("{body}", body)})
     run = tmp_path / "run"
-    argv = [sys.executable, "-m", "achilles.cli", "train", "--arch", "toy-mixer", "--task", "toy-count", "--epochs",
+    argv = [sys.executable, "-m", "achilles.cli.main", "train", "--arch", "toy-mixer", "--task", "toy-count", "--epochs",
             "3", "--train-samples", "64", "--eval-samples", "16", "--batch-size", "16", "--no-progress", "--out", str(run)]
     proc = subprocess.Popen(argv, env=_site_env(site, "achilles,toy-plugin,blocker"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -492,7 +492,7 @@ def test_plugin_code_tells_a_plugins_interrupt_from_a_real_ctrl_c():
     """The guard itself (plugin_manager._plugin_code), in this process: a KeyboardInterrupt raised by
     plugin code is the plugin's; a real SIGINT is delivered even when the plugin swallows it, also
     through nested guards; someone else's SIGINT handler still gets it."""
-    from achilles.plugin_manager import _plugin_code, _UserInterrupt
+    from achilles.contract.loader import _plugin_code, _UserInterrupt
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:

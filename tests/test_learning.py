@@ -1,7 +1,7 @@
 """Proof that training learns: a tiny Mamba2 fits a tiny composite problem in seconds."""
 
-from achilles.runs import RunFolder
-from achilles.trainer import start_run
+from achilles.runs.folder import RunFolder
+from achilles.training.trainer import start_run
 
 
 def test_tiny_mamba2_learns_composite(tmp_path):

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import achilles
-from achilles.evaluation import evaluate, predict_logits
-from achilles.logits import accepts_logits_mask, logits_at, task_loss
-from achilles.epoch_loop import training_data
-from achilles.trainer import start_run
+from achilles.training.evaluation import evaluate, predict_logits
+from achilles.models.logits_mask import accepts_logits_mask, logits_at, task_loss
+from achilles.training.epoch_loop import training_data
+from achilles.training.trainer import start_run
 
 import toy_plugin
 

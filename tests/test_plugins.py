@@ -6,7 +6,7 @@ import pytest
 
 import achilles
 from achilles import hookimpl
-from achilles.plugin_manager import get_state
+from achilles.contract.loader import get_state
 
 import toy_plugin
 

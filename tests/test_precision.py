@@ -30,11 +30,11 @@ import torch
 from click.testing import CliRunner
 
 import achilles
-from achilles.cli import cli
+from achilles.cli.main import cli
 from achilles.errors import ConfigError
-from achilles.profiles import TrainSettings, settings_for
-from achilles.runs import RunFolder, load_run
-from achilles.trainer import resume_run, start_run
+from achilles.training.profiles import TrainSettings, settings_for
+from achilles.runs.folder import RunFolder, load_run
+from achilles.training.trainer import resume_run, start_run
 
 import toy_plugin
 
@@ -176,7 +176,7 @@ def test_a_bf16_run_records_its_precision_keeps_fp32_weights_and_resumes_in_bf16
     assert all(v.dtype == torch.float32 for v in load_run(tmp_path / "run").model.state_dict().values())
     state = trainer.optimizer.state_dict()["state"]
     assert all(s["exp_avg"].dtype == torch.float32 for s in state.values())
-    from achilles.trainer import finalize_run
+    from achilles.training.trainer import finalize_run
 
     finalize_run(result)  # the card says it
     assert "bf16 precision" in (tmp_path / "run" / "README.md").read_text()
@@ -210,7 +210,7 @@ def test_an_unknown_precision_lists_the_choices():
 
 
 def test_bf16_where_autocast_cannot_is_refused_before_any_folder(tmp_path, toy, monkeypatch):
-    import achilles.precision as precision
+    import achilles.training.precision as precision
 
     monkeypatch.setattr(precision, "_bf16_unsupported", lambda device_type: "no bf16 here (test)")
     with pytest.raises(ConfigError, match="bf16 cannot run on cpu"):
@@ -241,7 +241,7 @@ def test_a_non_finite_bf16_loss_ends_the_run_failed(tmp_path, toy):
 
 @pytest.mark.parametrize("method", ["loop", "vmap"])
 def test_an_ensemble_trains_in_bf16(tmp_path, toy, method):
-    from achilles.ensemble import EnsembleTrainer
+    from achilles.training.ensemble import EnsembleTrainer
 
     trainers = [start_run("toy-mixer", "toy-count", out=tmp_path / f"s{seed}", seed=seed, precision="bf16", **TINY)
                 for seed in (0, 1)]
@@ -251,7 +251,7 @@ def test_an_ensemble_trains_in_bf16(tmp_path, toy, method):
 
 
 def test_bf16_evaluation_is_close_to_fp32(toy):
-    from achilles.evaluation import evaluate
+    from achilles.training.evaluation import evaluate
 
     torch.manual_seed(0)
     model = achilles.create_model("transformer", vocab_size=16, max_len=32, n_layers=2, d_model=32)
@@ -262,7 +262,7 @@ def test_bf16_evaluation_is_close_to_fp32(toy):
 
 
 def test_cpu_description_names_the_model_and_its_bf16_units():
-    from achilles.precision import cpu_description, cpu_line
+    from achilles.training.precision import cpu_description, cpu_line
 
     cpu = cpu_description()
     assert cpu["model"] and isinstance(cpu["bf16_units"], list) and cpu["has_bf16"] == bool(cpu["bf16_units"])
@@ -296,12 +296,12 @@ def test_cost_estimates_use_this_cpus_table_else_say_which_cpu_measured_them(mon
                                              {**entry, "samples_per_s": 80.0, "precision": "bf16"}]}}}}
     monkeypatch.setattr(cost, "throughput_table", lambda path=None: table)
     shape = cost.Shape("a", "t", 2, 8, 6)
-    monkeypatch.setattr("achilles.precision.cpu_description",
+    monkeypatch.setattr("achilles.training.precision.cpu_description",
                         lambda: {"model": "This CPU", "bf16_units": ["amx_bf16"], "has_bf16": True})
     assert cost.samples_per_second(shape, "cpu") == (40.0, False)
     assert cost.samples_per_second(shape, "cpu", "bf16") == (80.0, False)
     assert "measured on this CPU (This CPU)" in cost.how_estimated("cpu") and "amx_bf16" in cost.how_estimated("cpu")
-    monkeypatch.setattr("achilles.precision.cpu_description",
+    monkeypatch.setattr("achilles.training.precision.cpu_description",
                         lambda: {"model": "A Third CPU", "bf16_units": [], "has_bf16": False})
     assert cost.samples_per_second(shape, "cpu") == (10.0, False)
     assert cost.samples_per_second(shape, "cpu", "bf16") == (10.0, False)  # no bf16 measured there: fp32
@@ -355,7 +355,7 @@ def test_bench_archs_times_both_precisions_and_names_the_cpu(capsys, monkeypatch
     spec = importlib.util.spec_from_file_location("bench_archs", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    monkeypatch.setattr("achilles.precision.cpu_description",
+    monkeypatch.setattr("achilles.training.precision.cpu_description",
                         lambda: {"model": "Test CPU", "bf16_units": [], "has_bf16": False})
     assert bench.main(["--shapes", "tiny", "--archs", "transformer", "--rounds", "1", "--steps", "1",
                        "--no-anchor", "--precision", "fp32,bf16", "--threads", "1"]) == 0
@@ -366,7 +366,7 @@ def test_bench_archs_times_both_precisions_and_names_the_cpu(capsys, monkeypatch
 
 
 def test_the_paper_profile_defaults_to_bf16_on_a_bf16_gpu_only(monkeypatch):
-    from achilles.precision import default_precision
+    from achilles.training.precision import default_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

@@ -115,7 +115,7 @@ def test_from_pretrained_offline_and_errors_are_one_line(hub, monkeypatch):
 def test_a_pushed_run_loads_the_hugging_face_way_and_is_verified(hub, toys, tmp_path):
     from click.testing import CliRunner
 
-    from achilles.cli import cli
+    from achilles.cli.main import cli
 
     run_dir = make_run(tmp_path / "run")
     assert CliRunner().invoke(cli, ["push", str(run_dir), "--repo-id", "test-org/run"]).exit_code == 0
@@ -128,7 +128,7 @@ def test_a_pushed_run_loads_the_hugging_face_way_and_is_verified(hub, toys, tmp_
 def test_load_takes_revision_cache_dir_and_token(hub, toys, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from achilles.cli import cli
+    from achilles.cli.main import cli
 
     a, b = make_run(tmp_path / "a", seed=0), make_run(tmp_path / "b", seed=1)
     invoke = CliRunner().invoke

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import achilles
 from achilles import ConfigError, ProbeContext, ProbeOption
-from achilles.cli import cli
+from achilles.cli.main import cli
 
 import toy_plugin
 from hub_fixtures import make_run

@@ -10,12 +10,12 @@ from click.testing import CliRunner
 
 import achilles
 from achilles import ProbeContext
-from achilles.cli import cli
+from achilles.cli.main import cli
 from achilles.plugins.probes._common import pair_sets, run_chunks
 from achilles.plugins.probes.blocking import block_mask, blocked_run, filler_mask
 from achilles.plugins.probes.conv_similarity import tap_cosine
 from achilles.plugins.probes.substitution import substituted_run
-from achilles.runs import INIT_WEIGHTS, RunFolder
+from achilles.runs.folder import INIT_WEIGHTS, RunFolder
 
 import toy_plugin
 

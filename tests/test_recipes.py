@@ -12,13 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 import achilles
-from achilles.cli import cli
+from achilles.cli.main import cli
 from achilles.recipes import (Claim, Figure, Plan, Precondition, Recipe, RunGroup, Source, at_least, at_most,
                               get_recipe, list_recipes, minus, rate)
 from achilles.recipes.measure import (HELD, INCONCLUSIVE, NOT_HELD, Measurement, difference, evaluate_claims,
                                       rate_measurement, wilson)
 from achilles.recipes.results import RecipeResults, RunRecord
-from achilles.task import Paper
+from achilles.contract.task import Paper
 
 sys.path.insert(0, str(Path(__file__).parent))
 import toy_plugin  # noqa: E402
@@ -121,7 +121,7 @@ def test_unfinished_runs_are_named_and_make_the_claim_inconclusive():
 # -- registration -----------------------------------------------------------------------------------------
 def test_first_party_recipes_are_registered_and_well_formed():
     from achilles.recipes import sweeps
-    from achilles.trainer import build_task_and_model
+    from achilles.training.trainer import build_task_and_model
 
     names = list_recipes()
     for name in ("achilles-fig4", "achilles-fig6", "achilles-fig7", "achilles-fig8", "achilles-fig9",
@@ -186,7 +186,7 @@ def test_a_newer_report_of_the_same_recipe_replaces_the_old_link(tmp_path):
     for out in ("first", "second"):
         result = invoke("toy-count", "--out", str(tmp_path / out / "toy-count"), "--runs", str(store))
         assert result.exit_code == 0, result.output
-    from achilles.runs import RunFolder
+    from achilles.runs.folder import RunFolder
 
     runs = [p.parent for p in store.glob("*/*/model.safetensors")]
     assert runs
@@ -319,8 +319,8 @@ def test_cost_estimate_from_a_throughput_table(tmp_path, monkeypatch):
 
 # -- figures a reader trusts --------------------------------------------------------------------------------
 def test_training_curves_of_a_one_epoch_run_show_every_series(tmp_path):
-    from achilles.plots import plt, training_curves_figure
-    from achilles.runs import RunFolder
+    from achilles.runs.figures import plt, training_curves_figure
+    from achilles.runs.folder import RunFolder
 
     run = RunFolder(tmp_path)
     run.write_config({"arch": "mamba2", "task": "composite", "headline": {"metric": "acc_43_composite"},

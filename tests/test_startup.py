@@ -1,6 +1,6 @@
 """Commands that need no model start without torch: --version, --help, shell completion.
 
-Each runs the real entry point (``achilles.cli:main``) in a fresh interpreter and reports which
+Each runs the real entry point (``achilles.cli.main:main``) in a fresh interpreter and reports which
 heavy modules were imported. A plugin installed beside achilles may import torch itself, so the
 first-party plugins only (``ACHILLES_PLUGINS=achilles``)."""
 
@@ -16,7 +16,7 @@ HEAVY = ("torch", "huggingface_hub", "numpy", "matplotlib")
 PROBE = """
 import json, sys
 sys.argv = ["achilles", *json.loads(sys.argv[1])]
-from achilles.cli import main
+from achilles.cli.main import main
 try:
     main()
 except SystemExit as exc:
@@ -59,7 +59,7 @@ def test_an_omp_wait_policy_is_chosen_before_torch_loads():
     """The CLI asks idle OpenMP threads to spin only briefly (a shared machine), before torch
     loads libgomp, unless the user chose a wait policy."""
     code = ("import os, sys; sys.argv = ['achilles', '--version']\n"
-            "from achilles.cli import main\n"
+            "from achilles.cli.main import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules, "
             "file=sys.stderr)")

@@ -8,12 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 import achilles
-from achilles.cli import cli
+from achilles.cli.main import cli
 from achilles.errors import AchillesError, ConfigError, UnknownNameError
-from achilles.runs import RunFolder, load_run
+from achilles.runs.folder import RunFolder, load_run
 from achilles.sweep import (SweepOptions, SweepSpec, aggregate, make_spec, make_units, parse_grid, parse_range,
                             parse_seeds, plan_cells, run_sweep, sweep_folder)
-from achilles.trainer import start_run
+from achilles.training.trainer import start_run
 
 import toy_plugin
 

@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 
 import achilles
-from achilles.cli import cli
-from achilles.plugin_manager import get_state
+from achilles.cli.main import cli
+from achilles.contract.loader import get_state
 from achilles.plugins.tasks import _common
 
 #: every task the first-party plugin registers: a new task is covered without being listed here
@@ -31,7 +31,7 @@ def one_hot(batch, vocab):
 
 
 def restrict(batch):
-    """The column-restricted batch achilles.evaluation hands to metrics()."""
+    """The column-restricted batch achilles.training.evaluation hands to metrics()."""
     cols = batch.mask.any(0)
     return achilles.Batch(batch.tokens[:, cols], batch.targets[:, cols], batch.mask[:, cols], batch.meta)
 
@@ -39,7 +39,7 @@ def restrict(batch):
 def test_all_tasks_registered_with_descriptions():
     assert set(PAPER_TASKS) <= set(TASKS)
     for name in TASKS:
-        assert achilles.api.describe("task", name)
+        assert achilles.contract.lookup.describe("task", name)
 
 
 @pytest.mark.parametrize("name", TASKS)

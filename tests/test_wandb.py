@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 import achilles
-from achilles.cli import cli
-from achilles.events import epoch_scalars
+from achilles.cli.main import cli
+from achilles.training.events import epoch_scalars
 
 import toy_plugin
 
@@ -85,9 +85,9 @@ def test_train_log_wandb_offline_logs_tensorboards_scalars_once_per_epoch(tmp_pa
 
 def test_wandb_writer_logs_what_the_tensorboard_writer_logs(tmp_path):
     """Both writers take their scalars from events.epoch_scalars: the same names, no duplicates."""
-    from achilles.tensorboard import TensorBoardWriter
-    from achilles.trainer import start_run
-    from achilles.wandb_writer import WandbWriter
+    from achilles.training.tensorboard import TensorBoardWriter
+    from achilles.training.trainer import start_run
+    from achilles.training.wandb_writer import WandbWriter
 
     logged = {"tensorboard": [], "wandb": []}
 

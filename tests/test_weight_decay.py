@@ -5,10 +5,10 @@ checkpoints with two groups resume exactly, older one-group checkpoints resume w
 import pytest
 import torch
 
-from achilles.checkpoint import save_checkpoint
-from achilles.ensemble import EnsembleTrainer, VmapStepper
-from achilles.runs import RunFolder, load_run
-from achilles.trainer import no_weight_decay_names, resume_run, start_run
+from achilles.training.checkpoint import save_checkpoint
+from achilles.training.ensemble import EnsembleTrainer, VmapStepper
+from achilles.runs.folder import RunFolder, load_run
+from achilles.training.trainer import no_weight_decay_names, resume_run, start_run
 
 MODEL = {"n_layers": 2, "d_model": 8, "d_state": 8}
 TINY = dict(profile="quick", epochs=2, train_samples=128, eval_samples=32, batch_size=64, progress=False)

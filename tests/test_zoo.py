@@ -16,9 +16,9 @@ from huggingface_hub import ModelCard
 
 import achilles
 from achilles import hookimpl
-from achilles.cli import cli
-from achilles.runs import RunFolder
-from achilles.zoo import list_zoo
+from achilles.cli.main import cli
+from achilles.runs.folder import RunFolder
+from achilles.zoo.index import list_zoo
 from hub_fixtures import *  # noqa: F401,F403  (fixtures: hub, zoo_registry, toys)
 from hub_fixtures import TOY_TASK, make_run
 
@@ -149,7 +149,7 @@ def test_zoo_add_checks_what_it_records(hub, zoo_registry, toys, tmp_path):
 
 def test_packaged_registry_is_a_valid_index():
     from achilles.registry import REGISTRY_FILE
-    from achilles.zoo import ZooEntry, read_registry
+    from achilles.zoo.index import ZooEntry, read_registry
 
     data = read_registry(REGISTRY_FILE)
     assert data["format"] == "achilles-zoo/2" and "sha256" in data["about"]
@@ -208,7 +208,7 @@ def test_offline_after_pull(hub, zoo_registry, toys, tmp_path, monkeypatch):
 
     # As a user types it: a fresh process that reads HF_HUB_OFFLINE=1 when huggingface_hub is imported.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACHILLES_PLUGINS": ""}  # pulling builds nothing
-    proc = subprocess.run([sys.executable, "-c", "from achilles.cli import main; main()", "pull", zoo_id],
+    proc = subprocess.run([sys.executable, "-c", "from achilles.cli.main import main; main()", "pull", zoo_id],
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(achilles.load(zoo_id).path)
@@ -275,7 +275,7 @@ def test_push_refuses_a_run_that_is_not_finished(hub, zoo_registry, toys, tmp_pa
     # nothing overrides it: --force is gone
     assert achilles_cli("push", run_dir, "--repo-id", REPO, "--force").exit_code != 0
     assert REPO not in hub.hub.repos
-    from achilles.run_card import render_card  # the card of such a run still says what it is
+    from achilles.zoo.card import render_card  # the card of such a run still says what it is
 
     card = render_card(run_dir)
     assert "Unfinished run" in card and "did not finish" in card

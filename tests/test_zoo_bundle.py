@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from huggingface_hub import ModelCard, constants
 
 import achilles
-from achilles.cli import cli
-from achilles.runs import RunFolder
-from achilles.trainer import finalize_run, start_run
-from achilles.zoo import get_entry, list_zoo
+from achilles.cli.main import cli
+from achilles.runs.folder import RunFolder
+from achilles.training.trainer import finalize_run, start_run
+from achilles.zoo.index import get_entry, list_zoo
 from hub_fixtures import *  # noqa: F401,F403  (fixtures: hub, zoo_registry, toys)
 
 TINY = dict(n_layers=1, d_model=16, d_state=8)
@@ -65,7 +65,7 @@ def outputs(model) -> torch.Tensor:
 def bundle(run_dir: Path, zoo_id: str, *extra) -> dict:
     result = achilles_cli("zoo", "add", run_dir, "--bundle", "--id", zoo_id, *extra)
     assert result.exit_code == 0, result.output
-    return {e["id"]: e for e in json.loads(Path(achilles.zoo.registry_path()).read_text())["entries"]}[zoo_id]
+    return {e["id"]: e for e in json.loads(Path(achilles.zoo.index.registry_path()).read_text())["entries"]}[zoo_id]
 
 
 # -- bundling --------------------------------------------------------------------------------
@@ -143,8 +143,8 @@ def test_packaged_bundles_match_the_index_and_stay_small():
     """Every checkpoint shipped with achilles loads offline (the suite sets HF_HUB_OFFLINE), its
     bytes matching the index; together they stay well under 25 MB."""
     from achilles.registry import REGISTRY_FILE
-    from achilles.zoo import first_party_entries
-    from achilles.zoo_curation import bundled_size
+    from achilles.zoo.index import first_party_entries
+    from achilles.zoo.curation import bundled_size
 
     entries = first_party_entries(REGISTRY_FILE)
     assert bundled_size(list(entries.values())) < 25e6
@@ -158,7 +158,7 @@ def test_the_shipped_zoo_works_offline_as_a_user_runs_it(tmp_path):
     """The checkpoints the reports rest on: listed, evaluated and probed by zoo id with no network;
     the index says which profile trained each and links the report it backs."""
     from achilles.registry import REGISTRY_FILE
-    from achilles.zoo import first_party_entries
+    from achilles.zoo.index import first_party_entries
 
     entries = first_party_entries(REGISTRY_FILE)
     repo = REGISTRY_FILE.parent.parent
@@ -264,7 +264,7 @@ def test_eval_with_no_flags_prints_the_cards_numbers():
     """`achilles eval ZOO_ID` scores the samples the run's final evaluation scored (its split
     sizes, its data seed, the train row on its first training samples): the card's numbers."""
     from achilles.registry import REGISTRY_FILE
-    from achilles.zoo import first_party_entries
+    from achilles.zoo.index import first_party_entries
 
     entries = [e for e in first_party_entries(REGISTRY_FILE).values() if e.bundled]
     entry = min(entries, key=lambda e: (e.bundle_path() / "model.safetensors").stat().st_size)  # the smallest
@@ -290,7 +290,7 @@ def test_eval_with_no_flags_prints_the_cards_numbers():
 # -- reports reachable where achilles is installed ------------------------------------------------
 def test_every_entrys_report_is_found_and_zoo_show_prints_it():
     from achilles.registry import REGISTRY_FILE
-    from achilles.zoo import first_party_entries, report_location
+    from achilles.zoo.index import first_party_entries, report_location
 
     for entry in first_party_entries(REGISTRY_FILE).values():
         where = entry.report_location()
@@ -327,8 +327,8 @@ def test_an_installed_wheel_ships_the_reports_zoo_show_points_to(tmp_path):
                     str(wheel)], check=True, capture_output=True, timeout=300)
     script = ("import json, achilles\n"
               "from click.testing import CliRunner\n"
-              "from achilles.commands.zoo import zoo_group\n"
-              "from achilles.zoo import list_zoo\n"
+              "from achilles.cli.commands.zoo import zoo_group\n"
+              "from achilles.zoo.index import list_zoo\n"
               "shown = {e.id: CliRunner().invoke(zoo_group, ['show', e.id]).output for e in list_zoo()}\n"
               "print(json.dumps({'package': achilles.__file__, 'shown': shown}))\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,

@@ -6,12 +6,12 @@ runs one (see ``achilles.recipes.runner``). Declaring a recipe needs only this m
     from achilles.recipes import Claim, Paper, Plan, Recipe, RunGroup, Source, at_most, rate
 """
 
-from .measure import (HELD, INCONCLUSIVE, NOT_HELD, Measurement, Rule, at_least, at_most, mean_of, minus,
+from achilles.recipes.measure import (HELD, INCONCLUSIVE, NOT_HELD, Measurement, Rule, at_least, at_most, mean_of, minus,
                       near_chance, per_run, probe_value, rate, share_of_cells, within)
-from .registry import get_recipe, list_recipes
-from .results import RecipeResults, RunRecord, Selector
-from ..task import Paper
-from .spec import Claim, Evaluation, Figure, Plan, Precondition, ProbeStep, Recipe, RunGroup, Source, Until
+from achilles.recipes.lookup import get_recipe, list_recipes
+from achilles.recipes.results import RecipeResults, RunRecord, Selector
+from achilles.contract.task import Paper
+from achilles.recipes.spec import Claim, Evaluation, Figure, Plan, Precondition, ProbeStep, Recipe, RunGroup, Source, Until
 
 __all__ = ["Claim", "Evaluation", "Figure", "HELD", "INCONCLUSIVE", "Measurement", "NOT_HELD", "Paper", "Plan", "Precondition",
            "ProbeStep", "Recipe", "RecipeResults", "Rule", "RunGroup", "RunRecord", "Selector", "Source", "at_least",

@@ -19,10 +19,10 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import AchillesError
-from ..runs import atomic_write_json, atomic_write_text
-from .report import REPORT_JSON, REPORT_MD
-from .spec import Recipe
+from achilles.errors import AchillesError
+from achilles.runs.folder import atomic_write_json, atomic_write_text
+from achilles.recipes.report import REPORT_JSON, REPORT_MD
+from achilles.recipes.spec import Recipe
 
 ATLAS_TITLE = "# The Achilles atlas"
 #: the recipes whose findings the atlas asks of every architecture, and the architectures it asks
@@ -122,7 +122,7 @@ def draw_heatmap(rows: list[dict[str, Any]], subjects: Sequence[str], path: Path
         return None
     from matplotlib.colors import ListedColormap
 
-    from ..plots import plt
+    from achilles.runs.figures import plt
 
     grid = [[CODE.get(r["cells"][s]["verdict"], math.nan) for s in subjects] for r in rows]
     fig, ax = plt.subplots(figsize=(max(8.0, 1.1 * len(subjects) + 4.5), 0.38 * len(rows) + 1.6),

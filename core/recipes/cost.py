@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .spec import Plan, RunGroup
+from achilles.recipes.spec import Plan, RunGroup
 
 THROUGHPUT_FILE = Path(__file__).with_name("throughput.json")
 DEVICE_KINDS = ("cpu", "cuda")
@@ -86,7 +86,7 @@ def _tables(kind: str) -> tuple[dict[str, dict[str, Any]], str | None]:
 
 def table_for(kind: str, cpu_model: str | None = None) -> tuple[dict[str, Any], str]:
     """(the throughput table an estimate on ``kind`` uses here, which one it is, in words). On a
-    CPU: the table of this CPU's model string (``achilles.precision.cpu_description``), else the
+    CPU: the table of this CPU's model string (``achilles.training.precision.cpu_description``), else the
     fallback table, "measured on <other CPU>"."""
     tables, fallback = _tables(kind)
     if not tables:
@@ -95,7 +95,7 @@ def table_for(kind: str, cpu_model: str | None = None) -> tuple[dict[str, Any], 
         table = tables[fallback]
         return table, f"measured on {table.get('machine', fallback)}"
     if cpu_model is None:
-        from ..precision import cpu_description
+        from achilles.training.precision import cpu_description
 
         cpu_model = cpu_description()["model"]
     if cpu_model in tables:
@@ -137,7 +137,7 @@ def _factory_defaults(arch: str) -> dict[str, Any]:
     """The keyword defaults of an architecture's factory (its n_layers and d_model when unset)."""
     import inspect
 
-    from ..api import registry
+    from achilles.contract.lookup import registry
 
     try:
         params = inspect.signature(registry("architecture").get(arch).factory).parameters
@@ -150,7 +150,7 @@ def group_shapes(group: RunGroup) -> list[tuple[Shape, int]]:
     """(shape, number of runs) for each distinct shape of a group's grid."""
     import itertools
 
-    from ..api import registry, get_task
+    from achilles.contract.lookup import registry, get_task
 
     task_cls = registry("task").get(group.task).factory
     base = {**_factory_defaults(group.arch), **getattr(task_cls, "model_defaults", {}), **dict(group.model)}
@@ -174,7 +174,7 @@ def group_shapes(group: RunGroup) -> list[tuple[Shape, int]]:
 
 def estimate_plan(plan: Plan, kind: str, workers: int = 1, pending_only: dict[str, int] | None = None) -> Estimate:
     """Wall time of ``plan`` on device ``kind`` with ``workers`` runs at once."""
-    from .report import group_budget
+    from achilles.recipes.report import group_budget
 
     total, scaled, unmeasured = 0.0, False, 0
     for group in plan.runs:

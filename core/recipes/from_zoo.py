@@ -23,8 +23,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..errors import AchillesError, CheckpointError
-from ..runs import WEIGHTS, RunFolder, file_sha256
+from achilles.errors import AchillesError, CheckpointError
+from achilles.runs.folder import WEIGHTS, RunFolder, file_sha256
 
 log = logging.getLogger("achilles.recipes")
 
@@ -40,10 +40,10 @@ def _normal(value: Any) -> Any:
 def expected_record(spec, cell, device: str = "auto") -> dict[str, Any]:
     """The model, task and training settings the trainer would record for ``cell`` of ``spec``
     (nothing is trained; the model is built once to resolve its settings)."""
-    from ..api import registry
-    from ..precision import default_precision
-    from ..profiles import settings_for
-    from ..trainer import build_task_and_model, resolve_device
+    from achilles.contract.lookup import registry
+    from achilles.training.precision import default_precision
+    from achilles.training.profiles import settings_for
+    from achilles.training.trainer import build_task_and_model, resolve_device
 
     task_defaults = getattr(registry("task").get(spec.task).factory, "training_defaults", {})
     settings = settings_for(spec.profile, task_defaults, **dict(cell.settings)).resolved(cell.seed)
@@ -96,7 +96,7 @@ def trained_by_todays_optimizer(config: dict[str, Any]) -> bool:
 
 def bundled_candidates(spec, seed: int) -> list:
     """Bundled zoo entries with the cell's architecture, task, seed and profile (the index alone)."""
-    from ..zoo import zoo_index
+    from achilles.zoo.index import zoo_index
 
     try:
         entries = zoo_index().entries.values()
@@ -154,7 +154,7 @@ def copy_bundle(entry, target: Path) -> Path:
     """Copy the bundled run of ``entry`` into the new run folder ``target`` (a copy, never a link),
     its weights checked against the index before and after; the copy's record says where it came
     from. Written beside ``target`` and renamed: ``target`` is complete or absent."""
-    from ..zoo import verified_bundle
+    from achilles.zoo.index import verified_bundle
 
     source = verified_bundle(entry)  # the bundle's weights are the ones the index pins
     if os.path.lexists(target):
@@ -180,8 +180,8 @@ def copy_bundle(entry, target: Path) -> Path:
 def adopt(jobs: list[tuple[Any, Path]], device: str = "auto") -> list[str]:
     """Copy every bundled zoo entry that is a pending cell of ``jobs`` ((sweep spec, sweep folder)
     pairs) into its cell folder; returns the zoo ids copied."""
-    from .. import sweep
-    from ..sweep.spec import check_sweep_folder
+    from achilles import sweep
+    from achilles.sweep.spec import check_sweep_folder
 
     adopted = []
     for spec, folder in jobs:

@@ -9,11 +9,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import AchillesError
-from ..runs import atomic_write_json, atomic_write_text
-from .registry import natural_key
-from .results import RecipeResults
-from .spec import Plan, RunGroup
+from achilles.errors import AchillesError
+from achilles.runs.folder import atomic_write_json, atomic_write_text
+from achilles.recipes.lookup import natural_key
+from achilles.recipes.results import RecipeResults
+from achilles.recipes.spec import Plan, RunGroup
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -54,8 +54,8 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def group_budget(group: RunGroup, plan: Plan) -> dict[str, Any]:
     """What one run of ``group`` trains on: the settings the trainer will use."""
-    from ..api import registry
-    from ..profiles import settings_for
+    from achilles.contract.lookup import registry
+    from achilles.training.profiles import settings_for
 
     task_cls = registry("task").get(group.task).factory
     s = settings_for(plan.training_profile, getattr(task_cls, "training_defaults", {}), **dict(group.train))
@@ -63,7 +63,7 @@ def group_budget(group: RunGroup, plan: Plan) -> dict[str, Any]:
     samples = s.train_samples
     if samples is None:
         try:
-            from ..api import get_task
+            from achilles.contract.lookup import get_task
 
             samples = get_task(group.task, **dict(group.task_settings)).split_sizes()["train"]
         except Exception:  # a task that needs model settings to size itself
@@ -87,7 +87,7 @@ def _settings_text(d: dict[str, Any]) -> str:
 def write_report(results: RecipeResults, claims: list[dict[str, Any]], figures: list[dict[str, str]],
                  out: Path, seconds: float = 0.0) -> Path:
     """Write report.md and report.json into ``out``; return the path of report.md."""
-    from .. import __version__
+    from achilles import __version__
 
     recipe, plan = results.recipe, results.plan
     out = Path(out)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..runs import RunFolder
-from .spec import Plan, Recipe
+from achilles.runs.folder import RunFolder
+from achilles.recipes.spec import Plan, Recipe
 
 EVALS_DIR = "evals"
 PROBES_DIR = "probes"
@@ -95,7 +95,7 @@ class RunRecord:
         training = self.config.get("training") or {}
         if training.get("eval_samples"):
             return int(training["eval_samples"])
-        from ..api import get_task
+        from achilles.contract.lookup import get_task
 
         sizes = get_task(self.config["task"], **(self.config.get("task_config") or {})).split_sizes()
         if split == "train":
@@ -168,7 +168,7 @@ class RecipeResults:
         """Per-run observations (run, seed, value, distinct samples ``n``, pairing keys) of the final
         ``split.metric`` (or of evaluation ``eval``); ``share``: the fraction of the split's samples
         the metric counts. Also the missing runs."""
-        from .measure import observation
+        from achilles.recipes.measure import observation
 
         obs, missing = [], []
         runs, missing, _ = self.selected(group, where, only)
@@ -190,7 +190,7 @@ class RecipeResults:
                            where: Mapping[str, Any] | None = None, only: Selector | None = None
                            ) -> tuple[list[dict[str, Any]], list[str]]:
         """Like ``observations`` for ``key`` (dotted) of probe ``probe``'s result."""
-        from .measure import observation
+        from achilles.recipes.measure import observation
 
         obs = []
         runs, missing, _ = self.selected(group, where, only)

@@ -28,12 +28,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import AchillesError
-from ..runs import RunFolder, atomic_write_json, claim, owned_folder
-from . import sweeps
-from .results import EVALS_DIR, PROBES_DIR, RecipeResults, RunRecord, read_run
-from .spec import Plan, Recipe, RunGroup, with_seeds, with_train_overrides
-from .subject import check_subject_serves
+from achilles.errors import AchillesError
+from achilles.runs.folder import RunFolder, atomic_write_json, claim, owned_folder
+from achilles.recipes import sweeps
+from achilles.recipes.results import EVALS_DIR, PROBES_DIR, RecipeResults, RunRecord, read_run
+from achilles.recipes.spec import Plan, Recipe, RunGroup, with_seeds, with_train_overrides
+from achilles.recipes.subject import check_subject_serves
 
 log = logging.getLogger("achilles.reproduce")
 
@@ -107,7 +107,7 @@ def check_run_store(runs: Path) -> None:
     """The run store holds sweep folders only: it is new, empty, or each entry is a folder (not a
     link) of a run group (its sweep.json, or nothing yet but the sweep's lock); never a user's
     folder, whose files would be mixed with the runs."""
-    from ..sweep import SWEEP_JSON
+    from achilles.sweep import SWEEP_JSON
 
     runs = Path(runs)
     if not os.path.lexists(runs):
@@ -154,11 +154,11 @@ def collect(recipe: Recipe, profile: str, plan: Plan, out: Path, runs_dir: Path,
 
 def run_evaluations(results: RecipeResults, device: str = "auto") -> int:
     """Each group's extra evaluations on its finished runs; reuses results of the same weights."""
-    from ..api import get_task
-    from ..evaluation import evaluate
-    from ..profiles import recorded_data_seed
-    from ..trainer import resolve_device
-    from ..zoo import load
+    from achilles.contract.lookup import get_task
+    from achilles.training.evaluation import evaluate
+    from achilles.training.profiles import recorded_data_seed
+    from achilles.training.trainer import resolve_device
+    from achilles.zoo.index import load
 
     done = 0
     for group in results.plan.runs:
@@ -192,9 +192,9 @@ def run_evaluations(results: RecipeResults, device: str = "auto") -> int:
 
 def run_probes(results: RecipeResults, device: str = "auto") -> int:
     """The plan's probes on the finished runs they name; reuses results of the same weights."""
-    from ..api import get_probe
-    from ..trainer import resolve_device
-    from ..zoo import load
+    from achilles.contract.lookup import get_probe
+    from achilles.training.trainer import resolve_device
+    from achilles.zoo.index import load
 
     done = 0
     for step in results.plan.probes:
@@ -248,7 +248,7 @@ def link_report(results: RecipeResults, report: Path) -> None:
     """Record ``report`` in each finished run's record and write its card again, so the card
     says which report the checkpoint backs (a run several recipes share lists each recipe's
     latest report)."""
-    from ..run_card import write_card
+    from achilles.zoo.card import write_card
 
     where = os.path.relpath(Path(report).resolve(), Path.cwd())
     where = str(Path(report).resolve()) if where.startswith("..") else where
@@ -301,8 +301,8 @@ def reproduce(recipe: Recipe, options: ReproduceOptions) -> ReproduceResult:
 
     Raises ``achilles.sweep.SweepInterrupted`` (a KeyboardInterrupt) on Ctrl-C after the
     finished runs are safe; the same call again resumes."""
-    from .measure import evaluate_claims
-    from .report import write_report
+    from achilles.recipes.measure import evaluate_claims
+    from achilles.recipes.report import write_report
 
     started = time.perf_counter()
     plan = resolve_plan(recipe, options)

@@ -23,12 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ..errors import ConfigError
-from ..task import Paper
+from achilles.errors import ConfigError
+from achilles.contract.task import Paper
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .measure import Measurement, Rule
-    from .results import RecipeResults
+    from achilles.recipes.measure import Measurement, Rule
+    from achilles.recipes.results import RecipeResults
 
 PROFILES = ("quick", "paper")
 
@@ -220,7 +220,7 @@ def with_train_overrides(plan: Plan, overrides: Mapping[str, Any]) -> Plan:
         return plan
     from dataclasses import fields
 
-    from ..profiles import TrainSettings
+    from achilles.training.profiles import TrainSettings
 
     known = sorted(f.name for f in fields(TrainSettings) if f.name != "profile")
     for key in overrides:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ..errors import AchillesError, ConfigError
-from .spec import Recipe, RunGroup
+from achilles.errors import AchillesError, ConfigError
+from achilles.recipes.spec import Recipe, RunGroup
 
 
 def subject_groups(recipe: Recipe, profile: str) -> list[str]:
@@ -30,7 +30,7 @@ def with_subject(recipe: Recipe, arch: str | None) -> Recipe:
         return recipe
     if recipe.fixed_subject:
         raise AchillesError(f"recipe {recipe.name!r} cannot take another subject: {recipe.fixed_subject}")
-    from ..api import registry
+    from achilles.contract.lookup import registry
 
     registry("architecture").get(arch)  # unknown: UnknownNameError with close matches
     plans, dropped = {}, set()
@@ -54,7 +54,7 @@ def with_subject(recipe: Recipe, arch: str | None) -> Recipe:
 
 def _swap(group: RunGroup, arch: str) -> tuple[RunGroup, set[str]]:
     """The group trained as ``arch``: model settings and grid axes ``arch`` lacks are dropped."""
-    from ..sweep.grid import known_settings
+    from achilles.sweep.grid import known_settings
 
     known = known_settings(arch, group.task)
     model = {k: v for k, v in group.model.items() if k in known}
@@ -69,8 +69,8 @@ def check_subject_serves(recipe: Recipe, profile: str, device: str = "cpu") -> N
     folder or training: the model's own one-line error names the limit."""
     if not recipe.tested_subject:
         return
-    from ..trainer import build_task_and_model
-    from . import sweeps
+    from achilles.training.trainer import build_task_and_model
+    from achilles.recipes import sweeps
 
     plan = recipe.plan(profile)
     for group in plan.runs:

@@ -5,17 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import sweep
-from .spec import Plan, RunGroup
+from achilles import sweep
+from achilles.recipes.spec import Plan, RunGroup
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .runner import ReproduceOptions
+    from achilles.recipes.runner import ReproduceOptions
 
 
 def spec_for(group: RunGroup, plan: Plan, device: str = "auto") -> "sweep.SweepSpec":
     """The sweep of a run group (checked: unknown names and impossible settings fail here)."""
-    from ..api import registry
-    from ..profiles import settings_for
+    from achilles.contract.lookup import registry
+    from achilles.training.profiles import settings_for
 
     grid = {k: list(v) for k, v in group.grid.items()}
     task_cls = registry("task").get(group.task).factory
@@ -31,7 +31,7 @@ def folder_for(spec: "sweep.SweepSpec", runs: Path) -> Path:
 def cells(spec: "sweep.SweepSpec", folder: Path, device: str = "auto") -> list:
     """The cells of a run group; a pending cell that a bundled zoo entry is exactly shows as done,
     read from its bundle (``train`` copies it into the run store before anything trains)."""
-    from .from_zoo import as_done, zoo_cells
+    from achilles.recipes.from_zoo import as_done, zoo_cells
 
     planned = sweep.plan_cells(spec, folder)
     return as_done(planned, zoo_cells(spec, planned, device))
@@ -40,7 +40,7 @@ def cells(spec: "sweep.SweepSpec", folder: Path, device: str = "auto") -> list:
 def train(jobs: list[tuple["sweep.SweepSpec", Path]], options: "ReproduceOptions") -> list:
     """Train the cells not yet done of every (spec, sweep folder) in one pool of workers; a cell
     that is a bundled zoo entry is copied from the zoo first (``from_zoo``), not trained."""
-    from .from_zoo import adopt
+    from achilles.recipes.from_zoo import adopt
 
     adopt(jobs, options.device)
     todo = [(spec, folder) for spec, folder in jobs
@@ -53,7 +53,7 @@ def train(jobs: list[tuple["sweep.SweepSpec", Path]], options: "ReproduceOptions
 
 
 def call_probe(probe, model, task, out_dir: Path, run_dir: Path, config: dict, options: dict[str, Any]) -> dict[str, Any]:
-    from ..probe import ProbeContext
+    from achilles.contract.probe import ProbeContext
 
     context = ProbeContext(out_dir, run_dir, config, next(model.parameters()).device)
     return probe.run(model, task, context, **probe.resolve_options(options))

@@ -25,7 +25,7 @@ re-running a sweep with more values or seeds reuses every cell already trained. 
 failed: non-finite) cell is skipped; an interrupted one resumes from its checkpoint.
 
 Cells that differ only in seed and gamma share every shape and can train as one ensemble
-(``achilles.ensemble``): the default on a GPU; a CPU sweep trains them one by one, which measured
+(``achilles.training.ensemble``): the default on a GPU; a CPU sweep trains them one by one, which measured
 faster there (benchmarks/RESULTS-sweep.md). Executors: ``local`` (a process pool; spawned
 workers register the parent's in-process plugins again) and ``ray``.
 
@@ -34,14 +34,14 @@ The parts: ``grid`` (syntax), ``spec`` (SweepSpec, sweep.json), ``plan`` (cells,
 ``lock`` (one driver per folder), ``phase`` (the heatmaps), ``run`` (run_sweep).
 """
 
-from .executors import EXECUTORS, cpu_count, default_ensemble, default_workers, require_ray
-from .grid import MAX_GRID_VALUES, known_settings, parse_grid, parse_range, parse_seeds
-from .lock import LOCK, SweepBusyError, SweepLock
-from .plan import DEFAULT_MAX_ENSEMBLE, SHAPE_FREE, Cell, Unit, cell_run_name, make_units, plan_cells, validate_cells
-from .results import RESULTS_CSV, aggregate, collect_results, mean_table, phase_metrics, read_csv, write_csv
-from .run import SweepInterrupted, SweepOptions, SweepResult, run_sweep, run_sweeps
-from .spec import SWEEP_FORMAT, SWEEP_JSON, SweepSpec, make_spec, prepare_folder, sweep_folder
-from .worker import train_unit, worker_env
+from achilles.sweep.executors import EXECUTORS, cpu_count, default_ensemble, default_workers, require_ray
+from achilles.sweep.grid import MAX_GRID_VALUES, known_settings, parse_grid, parse_range, parse_seeds
+from achilles.sweep.lock import LOCK, SweepBusyError, SweepLock
+from achilles.sweep.plan import DEFAULT_MAX_ENSEMBLE, SHAPE_FREE, Cell, Unit, cell_run_name, make_units, plan_cells, validate_cells
+from achilles.sweep.results import RESULTS_CSV, aggregate, collect_results, mean_table, phase_metrics, read_csv, write_csv
+from achilles.sweep.run import SweepInterrupted, SweepOptions, SweepResult, run_sweep, run_sweeps
+from achilles.sweep.spec import SWEEP_FORMAT, SWEEP_JSON, SweepSpec, make_spec, prepare_folder, sweep_folder
+from achilles.sweep.worker import train_unit, worker_env
 
 __all__ = [
     "DEFAULT_MAX_ENSEMBLE", "EXECUTORS", "LOCK", "MAX_GRID_VALUES", "RESULTS_CSV", "SHAPE_FREE", "SWEEP_FORMAT",

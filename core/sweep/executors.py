@@ -16,10 +16,10 @@ from typing import Callable
 
 import torch
 
-from ..cpu_threads import usable_cpus
-from ..errors import AchillesError
-from ..trainer import resolve_device
-from .worker import prepare_worker, statuses_on_disk, train_unit, unit_error
+from achilles.training.threads import usable_cpus
+from achilles.errors import AchillesError
+from achilles.training.trainer import resolve_device
+from achilles.sweep.worker import prepare_worker, statuses_on_disk, train_unit, unit_error
 
 EXECUTORS = ("local", "ray")
 OnDone = Callable[[list, list], None]

@@ -19,10 +19,10 @@ from dataclasses import MISSING, fields
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
 
-from ..api import registry
-from ..errors import ConfigError, UnknownNameError
-from ..profiles import TrainSettings
-from ..settings import TASK_SET_MODEL_SETTINGS, factory_settings
+from achilles.contract.lookup import registry
+from achilles.errors import ConfigError, UnknownNameError
+from achilles.training.profiles import TrainSettings
+from achilles.contract.settings import TASK_SET_MODEL_SETTINGS, factory_settings
 
 MAX_GRID_VALUES = 10_000
 

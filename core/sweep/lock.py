@@ -8,7 +8,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ..errors import AchillesError
+from achilles.errors import AchillesError
 
 LOCK = ".sweep.lock"
 

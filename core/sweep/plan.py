@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..api import get_task, registry
-from ..errors import AchillesError
-from ..profiles import recorded_data_seed, settings_for
-from ..runs import RunFolder, failed_while_saving
-from ..settings import factory_settings
-from ..trainer import CHECKPOINT_STATE, build_task_and_model, default_run_name
-from .spec import SweepSpec
+from achilles.contract.lookup import get_task, registry
+from achilles.errors import AchillesError
+from achilles.training.profiles import recorded_data_seed, settings_for
+from achilles.runs.folder import RunFolder, failed_while_saving
+from achilles.contract.settings import factory_settings
+from achilles.training.trainer import CHECKPOINT_STATE, build_task_and_model, default_run_name
+from achilles.sweep.spec import SweepSpec
 
 #: settings that change a model's initialisation but no parameter's shape
 SHAPE_FREE = ("gamma",)

@@ -10,10 +10,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..api import registry
-from ..runs import RunFolder, atomic_write_text
-from .plan import Cell, plan_cells, read_status
-from .spec import SweepSpec
+from achilles.contract.lookup import registry
+from achilles.runs.folder import RunFolder, atomic_write_text
+from achilles.sweep.plan import Cell, plan_cells, read_status
+from achilles.sweep.spec import SweepSpec
 
 RESULTS_CSV = "results.csv"
 
@@ -95,7 +95,7 @@ def aggregate(folder: str | Path, spec: SweepSpec | None = None, cells: list[Cel
     metrics = [m if "." in m else f"{split}.{m}" for m in metrics] if metrics else phase_metrics(spec)
     figures = []
     if draw and any(r["status"] == "finished" for r in rows):
-        from .phase import draw_phase  # matplotlib: only when a figure is drawn
+        from achilles.sweep.phase import draw_phase  # matplotlib: only when a figure is drawn
 
         figures = draw_phase(spec, rows, metrics, folder)
     return rows, metrics, figures

@@ -14,17 +14,17 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from ..cpu_threads import requested_threads
-from ..ensemble import METHODS
-from ..errors import ConfigError
-from .executors import (EXECUTORS, Interrupted, cpu_count, default_ensemble, default_workers, execute_local,
+from achilles.training.threads import requested_threads
+from achilles.training.ensemble import METHODS
+from achilles.errors import ConfigError
+from achilles.sweep.executors import (EXECUTORS, Interrupted, cpu_count, default_ensemble, default_workers, execute_local,
                         execute_ray, execute_serial, require_ray, sigterm_as_interrupt)
-from .lock import SweepLock
-from .plan import DEFAULT_MAX_ENSEMBLE, make_units, plan_cells, unit_cost, validate_cells
-from .results import aggregate
-from ..runs import owned_folder
-from .spec import SweepSpec, check_sweep_folder, prepare_folder, sweep_folder
-from .worker import cell_payload, worker_env
+from achilles.sweep.lock import SweepLock
+from achilles.sweep.plan import DEFAULT_MAX_ENSEMBLE, make_units, plan_cells, unit_cost, validate_cells
+from achilles.sweep.results import aggregate
+from achilles.runs.folder import owned_folder
+from achilles.sweep.spec import SweepSpec, check_sweep_folder, prepare_folder, sweep_folder
+from achilles.sweep.worker import cell_payload, worker_env
 
 log = logging.getLogger("achilles.sweep")
 

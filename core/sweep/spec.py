@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..api import registry
-from ..errors import AchillesError, ConfigError
-from ..runs import atomic_write_json
-from ..trainer import default_profile, resolve_device
-from .grid import parse_grid, parse_seeds, training_settings
+from achilles.contract.lookup import registry
+from achilles.errors import AchillesError, ConfigError
+from achilles.runs.folder import atomic_write_json
+from achilles.training.trainer import default_profile, resolve_device
+from achilles.sweep.grid import parse_grid, parse_seeds, training_settings
 
 SWEEP_FORMAT = "achilles-sweep/1"
 SWEEP_JSON = "sweep.json"
@@ -100,7 +100,7 @@ def check_sweep_folder(folder: Path, option: str = "--out") -> None:
     anything is created or written."""
     import os
 
-    from .lock import LOCK
+    from achilles.sweep.lock import LOCK
 
     folder = Path(folder)
     if not os.path.lexists(folder):
@@ -110,7 +110,7 @@ def check_sweep_folder(folder: Path, option: str = "--out") -> None:
     file = folder / SWEEP_JSON
     if file.is_file() and not file.is_symlink():
         return
-    from ..runs import is_run_folder
+    from achilles.runs.folder import is_run_folder
 
     entries = sorted(p.name for p in folder.iterdir() if p.name not in (LOCK, SWEEP_JSON)
                      and (p.is_symlink() or not is_run_folder(p)))  # a sweep's cells without its sweep.json yet

@@ -11,13 +11,13 @@ import time
 import types
 from pathlib import Path
 
-from ..cpu_threads import WAIT_POLICY_VARS, apply_threads
-from ..ensemble import EnsembleTrainer
-from ..logs import captured_logs
-from ..plugin_manager import IN_PROCESS, get_state, register_plugin
-from ..trainer import CHECKPOINT_STATE, finalize_run, resume_run, start_run
-from .plan import Cell
-from .spec import SweepSpec
+from achilles.training.threads import WAIT_POLICY_VARS, apply_threads
+from achilles.training.ensemble import EnsembleTrainer
+from achilles.cli.log_output import captured_logs
+from achilles.contract.loader import IN_PROCESS, get_state, register_plugin
+from achilles.training.trainer import CHECKPOINT_STATE, finalize_run, resume_run, start_run
+from achilles.sweep.plan import Cell
+from achilles.sweep.spec import SweepSpec
 
 
 def forwardable_plugins() -> list[tuple[str, str, str | None]]:
@@ -82,8 +82,8 @@ def _interrupt(*_) -> None:
 def statuses_on_disk(cells: list[dict]) -> list[dict]:
     """The results of a unit stopped before it could report them: each cell's status as its run
     folder records it (finished or failed if it got there, else interrupted: a re-run resumes it)."""
-    from ..errors import AchillesError
-    from ..runs import RunFolder
+    from achilles.errors import AchillesError
+    from achilles.runs.folder import RunFolder
 
     results = []
     for cell in cells:

@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterable
 import torch
 
 from achilles import AchillesError, ConfigError
-from achilles.plots import plt  # pyplot on the headless backend (probes run on servers)
-from achilles.runs import atomic_write_bytes, atomic_write_json
+from achilles.runs.figures import plt  # pyplot on the headless backend (probes run on servers)
+from achilles.runs.folder import atomic_write_bytes, atomic_write_json
 
 #: forward passes run in chunks of this many sequences (memory stays small at any n)
 CHUNK = 1024

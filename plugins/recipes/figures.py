@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from achilles.plots import plt
+from achilles.runs.figures import plt
 from achilles.recipes import RecipeResults
 
 COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")

@@ -203,7 +203,7 @@ def next_token_targets(tokens: np.ndarray, mask: np.ndarray, pad: int) -> np.nda
 def masked_hits(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(correct, row) for every scored position, in row-major order: ``correct`` says whether the
     arg-max of the logits is the target, ``row`` which sample the position belongs to. Works on
-    column-restricted batches (achilles.evaluation passes only the scored columns)."""
+    column-restricted batches (achilles.training.evaluation passes only the scored columns)."""
     mask = batch.mask.to(logits.device)
     pred = logits[mask].argmax(-1)
     correct = (pred == batch.targets.to(logits.device)[mask]).cpu()

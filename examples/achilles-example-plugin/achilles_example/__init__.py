@@ -12,7 +12,7 @@ import click
 
 import achilles  # light: achilles' own package imports torch only when a component needs it
 from achilles import hookimpl
-from achilles.cli_options import verbosity_option
+from achilles.cli.options import verbosity_option
 
 
 @click.command("example-samples")

@@ -6,7 +6,7 @@ import torch
 from click.testing import CliRunner
 
 import achilles
-from achilles.cli import get_cli
+from achilles.cli.main import get_cli
 
 #: what achilles passes to (or lets a user set on) every architecture factory
 ARCHITECTURE_SETTINGS = ("vocab_size", "max_len", "n_layers", "d_model", "gamma", "backend")
