@@ -1,10 +1,8 @@
 """Mamba2 (appendix B of the Achilles' Heel paper) and its variants, as token -> logits models.
 
-This file is the block as the paper writes it: ``Mamba2Layer.forward_modular`` reads top to
-bottom as appendix B, one line per equation, with the hook points the probes read. The two
-faster paths compute the same function with the same weights and are optimisations of it:
-``mamba2_fast.py`` (CPU, and GPU without the kernels) and ``fused.py`` (mamba-ssm's kernels).
-``Mamba2Layer.choose_path`` picks one per call and says why (``layer.path_reason``).
+Read top to bottom: the layer's equations here, then ``Mamba2Layer``, whose ``forward_modular``
+computes them one line per equation through the hook points the probes read; then the model,
+its settings (``Mamba2Config``) and the registered variants.
 
 One layer, for the residual stream h (N, S, d_model), with D_in = expand * d_model::
 
@@ -54,17 +52,18 @@ Choices where the papers are silent (each a setting, recorded in ``model.config`
   Whenever ``layers.{i}.ssm.matrix`` is hooked the layer uses the quadratic form, so reading
   or editing S is exact.
 
-Compute paths of a layer (same weights, same function; the tests compare them, values and
-gradients, with an independent recurrence written in the tests):
+Compute paths. ``forward_modular`` is the definition; two optimisations compute the same
+function with the same weights (the tests compare all three, values and gradients, with an
+independent recurrence written in the tests):
 
-* fused (CUDA with the ``cuda`` extra, ``backend`` "auto" or "fused"): the mamba-ssm /
-  causal-conv1d kernels (``fused.py``);
-* fast (the default on CPU, and on GPU without the kernels): one autograd Function per layer
-  with a hand-written backward over batch tiles (``mamba2_fast.py``), when dt comes from the
-  in-projection and the quadratic form applies;
-* modular (everything else): ``forward_modular`` below, plain autograd through the hook points.
-  Every call with an active hook point of the layer runs it (probes need the sites), and so do
-  ``mamba2-global``, chunked long sequences and ``torch.func`` transforms (a vmapped ensemble).
+* ``"modular"``: ``Mamba2Layer.forward_modular``, plain autograd through every hook point;
+* ``"fast"``: ``mamba2_fast.py``, one autograd Function per layer with a hand-written backward
+  over batch tiles (pure PyTorch: the default on CPU, and on GPU without the kernels);
+* ``"fused"``: ``fused.py``, mamba-ssm's and causal-conv1d's CUDA kernels (the ``cuda`` extra).
+
+One switch picks the path of each call: ``Mamba2Layer.choose_path``, whose docstring lists its
+rules in order. ``layer.force_path = "modular"`` asks for the modular path; ``layer.path`` and
+``layer.path_reason`` say which path the last call took and why (logged at DEBUG when it changes).
 """
 
 from __future__ import annotations
@@ -88,77 +87,28 @@ __all__ = ["ARCHITECTURES", "Mamba2Config", "Mamba2Dims", "Mamba2Layer", "Mamba2
 
 log = logging.getLogger(__name__)
 
+#: the compute paths of a layer (module docstring; ``Mamba2Layer.choose_path`` picks one per call)
 PATHS = ("fused", "fast", "modular")
 
 
-@dataclass(frozen=True)
-class Mamba2Dims:
-    """The widths of one layer and the split of its in-projection, in mamba_ssm's order
-    ``[z, x, B, C, dt]`` (every compute path splits the same way)."""
-
-    d_inner: int
-    d_state: int
-    n_heads: int
-    n_dt: int  # n_heads when dt comes from the in-projection, 0 for the global selection
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_inner // self.n_heads
-
-    @property
-    def conv_dim(self) -> int:
-        """Channels of the convolution: x, B and C."""
-        return self.d_inner + 2 * self.d_state
-
-    def in_proj_rows(self) -> dict[str, slice]:
-        """Rows of the in-projection's weight (= channels of its output) per part."""
-        sizes = {"z": self.d_inner, "x": self.d_inner, "B": self.d_state, "C": self.d_state, "dt": self.n_dt}
-        rows, start = {}, 0
-        for part, size in sizes.items():
-            rows[part], start = slice(start, start + size), start + size
-        return rows
-
-    def conv_channels(self) -> dict[str, slice]:
-        """Channels of the convolution's input and output per part: [x, B, C]."""
-        rows = self.in_proj_rows()
-        offset = rows["x"].start
-        return {p: slice(rows[p].start - offset, rows[p].stop - offset) for p in ("x", "B", "C")}
-
-    def split_in_proj(self, zxbcdt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(z, xBC, dt) views of the in-projection's output; dt is None without an in-projected dt."""
-        if self.n_dt:
-            return tuple(torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.n_dt], dim=-1))  # type: ignore
-        z, xBC = torch.split(zxbcdt, [self.d_inner, self.conv_dim], dim=-1)
-        return z, xBC, None
-
-    def split_conv(self, xBC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x, B, C) views of a (.., conv_dim) tensor."""
-        return tuple(torch.split(xBC, [self.d_inner, self.d_state, self.d_state], dim=-1))  # type: ignore
-
-
 class Mamba2Layer(nn.Module):
-    """One Mamba2 block with its pre-norm and residual add. Sites (relative to ``layers.{i}``):
-    conv.out, ssm.x, ssm.B, ssm.C, ssm.dt, ssm.matrix, ssm.y, out; and ``resid.{i}``.
+    """One Mamba2 block with its pre-norm and residual add, built from its ``Mamba2Config``.
+    Sites (relative to ``layers.{i}``): conv.out, ssm.x, ssm.B, ssm.C, ssm.dt, ssm.matrix, ssm.y,
+    out; and ``resid.{i}``."""
 
-    ``path`` and ``path_reason`` say which compute path the last call took and why;
-    ``force_path = "modular"`` pins the modular path (tests and benchmarks compare the paths).
-    """
-
-    def __init__(self, config: dict, index: int):
+    def __init__(self, config: Mamba2Config, index: int):
         super().__init__()
-        c = config
-        d = c["d_model"]
+        c, d = config, config.d_model
         self.index = index
-        self.ssm_input, self.dt_source = c["ssm_input"], c["dt_source"]
-        self.dims = Mamba2Dims(c["expand"] * d, c["d_state"], c["n_heads"],
-                               c["n_heads"] if self.dt_source == "linear" else 0)
-        self.backend, self.chunk_size = c["backend"], c["chunk_size"]
-        self.ssd_form, self.quadratic_max_len = c["ssd_form"], c["quadratic_max_len"]
-        dims, width = self.dims, c["conv_width"]
+        self.ssm_input, self.dt_source = c.ssm_input, c.dt_source
+        self.dims = Mamba2Dims(c.expand * d, c.d_state, c.n_heads, c.n_heads if self.dt_source == "linear" else 0)
+        self.backend, self.chunk_size = c.backend, c.chunk_size
+        self.ssd_form, self.quadratic_max_len = c.ssd_form, c.quadratic_max_len
+        dims, width = self.dims, c.conv_width
 
-        self.norm = RMSNorm(d, c["norm_eps"])
-        self.in_proj = nn.Linear(d, 2 * dims.d_inner + 2 * dims.d_state + dims.n_dt, bias=False)   # eq. 1
-        if c["conv_kernel"] == "learned":                                                            # eq. 2
+        self.norm = RMSNorm(d, c.norm_eps)
+        self.in_proj = nn.Linear(d, 2 * dims.d_inner + 2 * dims.d_state + dims.n_dt, bias=False)    # eq. 1
+        if c.conv_kernel == "learned":                                                                # eq. 2
             self.conv_weight = nn.Parameter(torch.empty(dims.conv_dim, width))  # gamma init, fan-in K
         else:
             self.register_buffer("conv_weight", torch.ones(dims.conv_dim, width))
@@ -166,23 +116,23 @@ class Mamba2Layer(nn.Module):
         self.conv_bias = nn.Parameter(torch.empty(dims.conv_dim).uniform_(-bound, bound))
 
         # Mamba2 defaults (mamba_ssm/modules/mamba2.py) for dt_bias, A_log and D (eq. 3-6).
-        dt = torch.exp(torch.rand(dims.n_heads) * (math.log(c["dt_max"]) - math.log(c["dt_min"]))
-                       + math.log(c["dt_min"])).clamp(min=c["dt_init_floor"])
+        dt = torch.exp(torch.rand(dims.n_heads) * (math.log(c.dt_max) - math.log(c.dt_min))
+                       + math.log(c.dt_min)).clamp(min=c.dt_init_floor)
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
-        self.A_log = nn.Parameter(torch.log(torch.empty(dims.n_heads).uniform_(*c["A_init_range"])))
+        self.A_log = nn.Parameter(torch.log(torch.empty(dims.n_heads).uniform_(*c.A_init_range)))
         self.D = nn.Parameter(torch.ones(dims.n_heads))
         for p in (self.dt_bias, self.A_log, self.D):
             p._no_weight_decay = True
 
         if self.dt_source == "global":
-            rank = math.ceil(d / 16) if c["dt_rank"] == "auto" else c["dt_rank"]
+            rank = math.ceil(d / 16) if c.dt_rank == "auto" else c.dt_rank
             self.dt_in = nn.Linear(dims.d_inner, rank, bias=False)         # W1
             self.dt_out = nn.Linear(rank, dims.n_heads, bias=False)        # W2
             # Conv_long: causal, grouped by head (each head's channels -> that head's gate).
-            self.long_conv_weight = nn.Parameter(torch.empty(dims.n_heads, dims.head_dim, c["long_conv_width"]))
+            self.long_conv_weight = nn.Parameter(torch.empty(dims.n_heads, dims.head_dim, c.long_conv_width))
 
-        self.gate_norm = GatedRMSNorm(dims.d_inner, c["norm_eps"])                                   # eq. 7
-        self.out_proj = nn.Linear(dims.d_inner, d, bias=False)                                       # eq. 8
+        self.gate_norm = GatedRMSNorm(dims.d_inner, c.norm_eps)                                      # eq. 7
+        self.out_proj = nn.Linear(dims.d_inner, d, bias=False)                                        # eq. 8
 
         self.hook_conv = HookPoint("conv.out")
         self.hook_x = HookPoint("ssm.x")
@@ -195,9 +145,22 @@ class Mamba2Layer(nn.Module):
         self.hook_resid = HookPoint(f"resid.{index}", absolute=True)
         self._hook_list = [self.hook_conv, self.hook_x, self.hook_B, self.hook_C, self.hook_dt,
                            self.hook_matrix, self.hook_y, self.hook_out, self.hook_resid]
-        self.force_path: str | None = None
-        self.path: str | None = None
-        self.path_reason = "not called yet"
+        # the compute path (``choose_path``): a request, and what the last call did
+        self.force_path: str | None = None       # "modular" pins the modular path; other values are ignored
+        self.path: str | None = None             # "modular" | "fast" | "fused", of the last call
+        self.path_reason = "not called yet"      # why ``choose_path`` picked it
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """``h + block(RMSNorm(h))`` on the path ``choose_path`` picks; each computes ``forward_modular``."""
+        path, reason = self.choose_path(h)
+        if path != self.path or reason != self.path_reason:
+            log.debug("layers.%d of %s: %s path (%s)", self.index, type(self).__name__, path, reason)
+            self.path, self.path_reason = path, reason
+        if path == "fused":
+            return fused.mamba2_layer_forward(self, h)
+        if path == "fast":
+            return mamba2_fast.mamba2_layer_forward(self, h)
+        return self.forward_modular(h)
 
     # -- the block of appendix B ------------------------------------------------------------
     def forward_modular(self, h: torch.Tensor) -> torch.Tensor:
@@ -256,20 +219,22 @@ class Mamba2Layer(nn.Module):
         long = torch.diagonal(windows, dim1=-2, dim2=-1).sum(-1)             # (N, S, H)
         return local * torch.sigmoid(long)
 
-    # -- which path computes it ---------------------------------------------------------------
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        path, reason = self.choose_path(h)
-        if path != self.path or reason != self.path_reason:
-            log.debug("layers.%d of %s: %s path (%s)", self.index, type(self).__name__, path, reason)
-            self.path, self.path_reason = path, reason
-        if path == "fused":
-            return fused.mamba2_layer_forward(self, h)
-        if path == "fast":
-            return mamba2_fast.mamba2_layer_forward(self, h)
-        return self.forward_modular(h)
-
+    # -- the switch: which path computes the block ----------------------------------------------
     def choose_path(self, h: torch.Tensor) -> tuple[str, str]:
-        """(path, why) for this call: "fused", "fast" or "modular" (see the module docstring)."""
+        """(path, why) for this call, path one of "modular", "fast", "fused": the first rule that
+        applies, in this order.
+
+        1. a hook point of this layer is active: "modular" (only that path has the sites);
+        2. inside a ``torch.func`` transform (a vmapped ensemble): "modular" (the other paths'
+           autograd Functions do not support them);
+        3. ``force_path == "modular"``: "modular";
+        4. the backend and the input allow the kernels (``fused.kernels_allowed``: ``backend``
+           "fused", or "auto" with a CUDA input and the ``cuda`` extra): "fused" (``backend``
+           "fused" with an input off CUDA is an error there);
+        5. dt from the global selection (``dt_source="global"``): "modular" (the fast path has none);
+        6. the chunked SSD form for this length (``uses_quadratic_form`` false): "modular";
+        7. otherwise "fast".
+        """
         if any(hp.active for hp in self._hook_list):
             return "modular", "a hook point of this layer is active (only this path has the sites)"
         if functorch_active():
@@ -290,14 +255,60 @@ class Mamba2Model(TokenModel):
     """Mamba2 language model: embedding (+ positional encoding) -> Mamba2 layers -> RMSNorm -> unembed."""
 
     def __init__(self, config: dict):
-        layers = [Mamba2Layer(config, i) for i in range(config["n_layers"])]
-        super().__init__(config, layers, "rmsnorm", config["norm_eps"])
-        self.init_weights(config["gamma"])
+        settings = Mamba2Config(**config)  # the layers take the typed settings; model.config keeps the dict
+        layers = [Mamba2Layer(settings, i) for i in range(settings.n_layers)]
+        super().__init__(config, layers, "rmsnorm", settings.norm_eps)
+        self.init_weights(settings.gamma)
         self.name_hook_points()
 
     def conv_kernels(self) -> list[torch.Tensor]:
         """Per layer, the short convolution's kernel (channels = D_in + 2 d_state, width)."""
         return [layer.conv_weight.detach().clone() for layer in self.layers]
+
+
+@dataclass(frozen=True)
+class Mamba2Dims:
+    """The widths of one layer and the split of its in-projection, in mamba_ssm's order
+    ``[z, x, B, C, dt]`` (every compute path splits the same way)."""
+
+    d_inner: int
+    d_state: int
+    n_heads: int
+    n_dt: int  # n_heads when dt comes from the in-projection, 0 for the global selection
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_inner // self.n_heads
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the convolution: x, B and C."""
+        return self.d_inner + 2 * self.d_state
+
+    def in_proj_rows(self) -> dict[str, slice]:
+        """Rows of the in-projection's weight (= channels of its output) per part."""
+        sizes = {"z": self.d_inner, "x": self.d_inner, "B": self.d_state, "C": self.d_state, "dt": self.n_dt}
+        rows, start = {}, 0
+        for part, size in sizes.items():
+            rows[part], start = slice(start, start + size), start + size
+        return rows
+
+    def conv_channels(self) -> dict[str, slice]:
+        """Channels of the convolution's input and output per part: [x, B, C]."""
+        rows = self.in_proj_rows()
+        offset = rows["x"].start
+        return {p: slice(rows[p].start - offset, rows[p].stop - offset) for p in ("x", "B", "C")}
+
+    def split_in_proj(self, zxbcdt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(z, xBC, dt) views of the in-projection's output; dt is None without an in-projected dt."""
+        if self.n_dt:
+            return tuple(torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.n_dt], dim=-1))  # type: ignore
+        z, xBC = torch.split(zxbcdt, [self.d_inner, self.conv_dim], dim=-1)
+        return z, xBC, None
+
+    def split_conv(self, xBC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x, B, C) views of a (.., conv_dim) tensor."""
+        return tuple(torch.split(xBC, [self.d_inner, self.d_state, self.d_state], dim=-1))  # type: ignore
 
 
 @dataclass
