@@ -14,7 +14,7 @@ from achilles.errors import AchillesError, CheckpointError, ConfigError, Duplica
 
 #: public name -> the module (relative to this package) that defines it
 _LAZY = {
-    "create_model": "contract.lookup", "get_probe": "contract.lookup", "get_task": "contract.lookup", "list_architectures": "contract.lookup",
+    "create_model": "api", "get_probe": "contract.lookup", "get_task": "contract.lookup", "list_architectures": "contract.lookup",
     "list_probes": "contract.lookup", "list_tasks": "contract.lookup",
     "HookedModel": "models.hook_points", "HookPoint": "models.hook_points",
     "hookimpl": "contract.hookspecs",
@@ -23,11 +23,12 @@ _LAZY = {
     "Probe": "contract.probe", "ProbeContext": "contract.probe", "ProbeOption": "contract.probe",
     "ModelConfig": "contract.settings", "check_int": "contract.settings", "model_factory": "contract.settings",
     "Batch": "contract.task", "Paper": "contract.task", "Task": "contract.task",
-    "list_pretrained": "zoo.index", "load": "zoo.index",
+    "list_pretrained": "zoo.index", "load": "zoo.pull",
 }
 
 if TYPE_CHECKING:  # what static tools and IDEs see
-    from achilles.contract.lookup import create_model, get_probe, get_task, list_architectures, list_probes, list_tasks
+    from achilles.api import create_model
+    from achilles.contract.lookup import get_probe, get_task, list_architectures, list_probes, list_tasks
     from achilles.models.hook_points import HookedModel, HookPoint
     from achilles.contract.hookspecs import hookimpl
     from achilles.models.initialization import init_gamma_
@@ -35,7 +36,8 @@ if TYPE_CHECKING:  # what static tools and IDEs see
     from achilles.contract.probe import Probe, ProbeContext, ProbeOption
     from achilles.contract.settings import ModelConfig, check_int, model_factory
     from achilles.contract.task import Batch, Paper, Task
-    from achilles.zoo.index import list_pretrained, load
+    from achilles.zoo.index import list_pretrained
+    from achilles.zoo.pull import load
 
 __all__ = [
     "AchillesError", "Batch", "CheckpointError", "ConfigError", "DuplicateNameError", "HookPoint",

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 import achilles
-from achilles.runs.folder import RunFolder, claim
+from achilles.runs.folder import RunFolder
+from achilles.runs.ownership import claim
 import toy_plugin
 from hub_server import HubServer
 

@@ -12,7 +12,7 @@ def assert_resumes_exactly(arch: str, task: str, tmp_path: Path, *, site: str = 
     """Train ``arch`` on ``task`` straight, then again interrupted (Ctrl-C raised from hook ``site``
     early in epoch 2) and resumed; assert both end finished with bit-identical weights. ``settings``
     go to ``start_run``. Returns the resumed run's folder."""
-    from achilles.runs.folder import load_run
+    from achilles.models.loading import load_run
     from achilles.training.trainer import resume_run, start_run
 
     straight = start_run(arch, task, out=tmp_path / "straight", **settings).fit()

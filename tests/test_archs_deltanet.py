@@ -253,7 +253,7 @@ def test_fla_matches_torch_forward_and_gradients(name, shape):
 @pytest.mark.parametrize("name", NAMES)
 def test_train_resume_and_probes(name, tmp_path, monkeypatch, request):
     from achilles import ProbeContext
-    from achilles.runs.folder import load_run
+    from achilles.models.loading import load_run
 
     common = dict(profile="quick", model_config={"n_layers": 2, "d_model": 16}, seed=2, epochs=2,
                   train_samples=64, eval_samples=8, batch_size=16, progress=False)

@@ -69,7 +69,8 @@ def test_bad_settings_are_config_errors(kwargs, setting):
 
 
 def test_every_probe_says_in_one_line_that_it_does_not_apply(tmp_path, monkeypatch):
-    from achilles.runs.folder import INIT_WEIGHTS, RunFolder
+    from achilles.runs.layout import INIT_WEIGHTS
+    from achilles.runs.folder import RunFolder
 
     task = achilles.get_task("composite")
     torch.manual_seed(0)

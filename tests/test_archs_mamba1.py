@@ -250,7 +250,7 @@ def test_fused_matches_torch_forward_and_gradients(shape):
 # -- train, resume, probe ----------------------------------------------------------------------------
 def test_train_resume_and_every_probe(tmp_path):
     from achilles import ProbeContext
-    from achilles.runs.folder import load_run
+    from achilles.models.loading import load_run
 
     common = dict(profile="quick", model_config={"n_layers": 2, "d_model": 16}, seed=2, epochs=2,
                   train_samples=64, eval_samples=8, batch_size=16, progress=False)

@@ -207,7 +207,8 @@ def test_vmapped_ensemble_forward_matches_members():
 @pytest.mark.parametrize("name", ["transformer-rope", "transformer-nope"])
 def test_train_resume_evaluate_beyond_the_trained_length_and_probe(name, tmp_path):
     from achilles.training.evaluation import evaluate
-    from achilles.runs.folder import RunFolder, load_run
+    from achilles.runs.folder import RunFolder
+    from achilles.models.loading import load_run
 
     sizes = {"min_size": 1, "max_size": 3, "test_max_size": 4}
     common = dict(profile="quick", task_config=sizes, model_config={"n_layers": 1, "d_model": 8}, seed=2,

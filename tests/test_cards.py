@@ -13,7 +13,8 @@ from huggingface_hub import ModelCard
 import achilles
 from achilles import hookimpl
 from achilles.zoo.card import render_card, write_card
-from achilles.runs.folder import RunFolder, claim
+from achilles.runs.folder import RunFolder
+from achilles.runs.ownership import claim
 
 import toy_plugin
 

@@ -11,8 +11,10 @@ import achilles
 from achilles.cli.main import cli
 from achilles.training.epoch_loop import members_data, training_data
 from achilles.errors import AchillesError, ConfigError
-from achilles.training.profiles import TrainSettings, recorded_data_seed, settings_for
-from achilles.runs.folder import RunFolder, load_run
+from achilles.training.profiles import TrainSettings, settings_for
+from achilles.runs.folder import recorded_data_seed
+from achilles.runs.folder import RunFolder
+from achilles.models.loading import load_run
 from achilles.sweep import SweepOptions, make_spec, plan_cells, run_sweep, sweep_folder
 from achilles.training.trainer import resume_run, start_run
 

@@ -9,7 +9,8 @@ import torch
 import achilles
 from achilles.training.ensemble import EnsembleTrainer, VmapStepper, clip_grad_norm_per_member_
 from achilles.errors import AchillesError
-from achilles.runs.folder import RunFolder, load_run
+from achilles.runs.folder import RunFolder
+from achilles.models.loading import load_run
 from achilles.training.trainer import resume_run, start_run
 
 import toy_plugin

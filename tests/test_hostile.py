@@ -28,7 +28,8 @@ from click.testing import CliRunner
 
 import achilles
 from achilles import hookimpl
-from achilles.runs.folder import RunFolder, claim
+from achilles.runs.folder import RunFolder
+from achilles.runs.ownership import claim
 
 import huggingface_hub.file_download  # noqa: F401  (the hub fixture quiets its progress bars)
 import toy_plugin
@@ -129,7 +130,7 @@ def edit_state(run: Path, **changes) -> None:
 
 def drop_record_key(run: Path, key: str) -> None:
     """Hand-edit the run record (run.json) as a user might, removing ``key``."""
-    from achilles.runs.folder import RECORD
+    from achilles.runs.layout import RECORD
 
     record = json.loads((run / RECORD).read_text())
     del record[key]
@@ -504,7 +505,7 @@ def test_hostile_md_lists_every_case():
 
 # -- 1. ownership: what --overwrite removes ---------------------------------------------------
 def test_overwrite_removes_only_what_the_run_owns(trained, tmp_path):
-    from achilles.runs.folder import clear_run_folder
+    from achilles.runs.ownership import clear_run_folder
 
     run = tmp_path / "run"
     shutil.copytree(trained, run)
@@ -539,7 +540,7 @@ def test_zoo_add_removes_only_an_orphan_it_wrote(zoo_registry, trained, tmp_path
 def test_owned_folder_refuses_a_link_or_a_file_at_any_depth(tmp_path):
     """The one check of every write site below a folder achilles owns (run, sweep, reproduction, run
     store): each part below the root must be a real folder; missing ones are created."""
-    from achilles.runs.folder import owned_folder
+    from achilles.runs.ownership import owned_folder
 
     root = tmp_path / "run"
     assert owned_folder(root, "evals") == root / "evals" and (root / "evals").is_dir()  # created
@@ -644,7 +645,9 @@ DISK_FULL = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, 
 
 
 def _last_checkpoint_intact(run: Path, epoch: int) -> None:
-    from achilles.runs.folder import CHECKPOINT_DIR, load_tensors, read_checkpoint_state
+    from achilles.runs.layout import CHECKPOINT_DIR
+    from achilles.runs.files import load_tensors
+    from achilles.runs.folder import read_checkpoint_state
 
     state = read_checkpoint_state(run, 10)
     assert state["epoch"] == epoch
@@ -658,7 +661,7 @@ def test_disk_full_while_saving_a_checkpoint_fails_the_run_and_keeps_the_last(tm
     space again) finishes the run."""
     from safetensors import SafetensorError
 
-    import achilles.runs.folder as runs
+    import achilles.runs.files as runs
 
     real = runs.save_file
 
@@ -689,7 +692,7 @@ def test_disk_full_while_saving_a_checkpoint_fails_the_run_and_keeps_the_last(tm
 def test_disk_full_while_saving_the_initial_weights_says_to_train_again(tmp_path, monkeypatch):
     from safetensors import SafetensorError
 
-    import achilles.runs.folder as runs
+    import achilles.runs.files as runs
 
     def full(tensors, path, metadata=None):
         raise SafetensorError(DISK_FULL)
@@ -1049,7 +1052,7 @@ def test_a_corrupted_blob_in_the_hub_cache_is_fetched_again(zoo_entry, tmp_path,
 @pytest.mark.parametrize("code, says", [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "read-only"),
                                         (errno.EACCES, "permission denied")])
 def test_write_failures_are_one_line_naming_the_file(tmp_path, monkeypatch, code, says):
-    import achilles.runs.folder as runs
+    import achilles.runs.files as runs
 
     def fail(path, data):
         raise OSError(code, os.strerror(code), str(path))

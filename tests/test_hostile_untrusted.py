@@ -25,7 +25,8 @@ from safetensors.torch import save_file
 
 import achilles
 from achilles import HookedModel, hookimpl
-from achilles.runs.folder import RunFolder, file_sha256
+from achilles.runs.folder import RunFolder
+from achilles.runs.files import file_sha256
 
 import toy_plugin
 from hub_fixtures import *  # noqa: F401,F403  (fixtures: hub)

@@ -33,7 +33,8 @@ import achilles
 from achilles.cli.main import cli
 from achilles.errors import ConfigError
 from achilles.training.profiles import TrainSettings, settings_for
-from achilles.runs.folder import RunFolder, load_run
+from achilles.runs.folder import RunFolder
+from achilles.models.loading import load_run
 from achilles.training.trainer import resume_run, start_run
 
 import toy_plugin

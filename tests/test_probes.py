@@ -15,7 +15,8 @@ from achilles.plugins.probes._common import pair_sets, run_chunks
 from achilles.plugins.probes.blocking import block_mask, blocked_run, filler_mask
 from achilles.plugins.probes.conv_similarity import tap_cosine
 from achilles.plugins.probes.substitution import substituted_run
-from achilles.runs.folder import INIT_WEIGHTS, RunFolder
+from achilles.runs.layout import INIT_WEIGHTS
+from achilles.runs.folder import RunFolder
 
 import toy_plugin
 

@@ -13,7 +13,9 @@ from click.testing import CliRunner
 
 import achilles
 from achilles.cli.main import cli
-from achilles.runs.folder import RUN_FORMAT, RUN_FORMAT_V1, RunFolder, load_run
+from achilles.runs.layout import RUN_FORMAT, RUN_FORMAT_V1
+from achilles.runs.folder import RunFolder
+from achilles.models.loading import load_run
 from achilles.training.trainer import finalize_run, resume_run, start_run
 from hub_fixtures import make_run, toys  # noqa: F401  (fixture)
 

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import achilles
-from achilles.runs.folder import RunFolder, load_run, save_tensors, load_tensors
+from achilles.runs.folder import RunFolder
+from achilles.models.loading import load_run
+from achilles.runs.files import save_tensors, load_tensors
 
 import toy_plugin
 
@@ -54,7 +56,7 @@ def test_not_a_run_folder(tmp_path):
 def test_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     path = tmp_path / "w.safetensors"
     save_tensors(path, {"a": torch.ones(2)})
-    import achilles.runs.folder as runs
+    import achilles.runs.files as runs
 
     def explode(*a, **k):
         raise OSError("disk full")
@@ -68,7 +70,7 @@ def test_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
 
 def test_run_files_get_ordinary_permissions(tmp_path):
     import os
-    from achilles.runs.folder import atomic_write_text
+    from achilles.runs.files import atomic_write_text
     old = os.umask(0o022)
     try:
         atomic_write_text(tmp_path / "a.json", "{}")

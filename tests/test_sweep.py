@@ -10,7 +10,8 @@ from click.testing import CliRunner
 import achilles
 from achilles.cli.main import cli
 from achilles.errors import AchillesError, ConfigError, UnknownNameError
-from achilles.runs.folder import RunFolder, load_run
+from achilles.runs.folder import RunFolder
+from achilles.models.loading import load_run
 from achilles.sweep import (SweepOptions, SweepSpec, aggregate, make_spec, make_units, parse_grid, parse_range,
                             parse_seeds, plan_cells, run_sweep, sweep_folder)
 from achilles.training.trainer import start_run

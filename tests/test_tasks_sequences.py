@@ -159,7 +159,8 @@ def test_too_few_distinct_problems_to_split_is_reported():
 def test_run_folders_recorded_with_the_old_size_names_still_load(tmp_path):
     """Problem sizes were ``min_len``/``max_len``/``test_max_len`` (``max_len`` now means only the
     model's longest sequence): a run folder written with those names loads and resumes."""
-    from achilles.runs.folder import RunFolder, load_run
+    from achilles.runs.folder import RunFolder
+    from achilles.models.loading import load_run
     from achilles.training.trainer import resume_run, start_run
 
     sizes = {"min_size": 1, "max_size": 3, "test_max_size": 4}

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 import achilles
 from achilles.cli.main import cli
 from achilles.training.profiles import settings_for
-from achilles.runs.folder import RunFolder, load_run
+from achilles.runs.folder import RunFolder
+from achilles.models.loading import load_run
 from achilles.training.trainer import resume_run, start_run
 
 import toy_plugin
@@ -91,7 +92,7 @@ def test_non_finite_evaluation_fails_the_run_and_keeps_the_last_finite_checkpoin
     assert [r["epoch"] for r in run.read_metrics()] == [1]  # the non-finite epoch is not recorded
     state = json.loads((run.path / "checkpoint" / "state.json").read_text())
     assert state["epoch"] == 1
-    from achilles.runs.folder import load_tensors
+    from achilles.runs.files import load_tensors
     kept = load_tensors(run.path / "checkpoint" / state["model"], state["model_sha256"])
     assert all(torch.equal(kept[k], v) for k, v in weights(run.path).items())  # model.safetensors = epoch 1
 
@@ -106,7 +107,7 @@ def test_cli_train_with_a_diverging_lr_ends_failed(tmp_path):
     run = RunFolder(tmp_path / "run")
     config = run.read_config()
     assert config["status"] == "failed" and config["epochs_completed"] == 0
-    from achilles.runs.folder import file_sha256, load_tensors
+    from achilles.runs.files import file_sha256, load_tensors
     assert file_sha256(run.path / "model.safetensors") == config["weights_sha256"]
     initial = load_tensors(run.path / "init.safetensors")  # the last finite checkpoint: epoch 0
     assert all(torch.equal(initial[k], v) for k, v in weights(run.path).items())

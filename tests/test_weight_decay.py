@@ -7,7 +7,8 @@ import torch
 
 from achilles.training.checkpoint import save_checkpoint
 from achilles.training.ensemble import EnsembleTrainer, VmapStepper
-from achilles.runs.folder import RunFolder, load_run
+from achilles.runs.folder import RunFolder
+from achilles.models.loading import load_run
 from achilles.training.trainer import no_weight_decay_names, resume_run, start_run
 
 MODEL = {"n_layers": 2, "d_model": 8, "d_state": 8}

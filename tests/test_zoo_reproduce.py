@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from achilles.recipes import RunGroup
-from achilles.runs.folder import RunFolder, file_sha256
+from achilles.runs.folder import RunFolder
+from achilles.runs.files import file_sha256
 from achilles.training.trainer import finalize_run, start_run
 from achilles.zoo.curation import add_entry
 from hub_fixtures import zoo_registry  # noqa: F401  (fixture: an empty zoo index in tmp_path)

@@ -34,20 +34,11 @@ def _build(kind: str, name: str, factory, config: dict[str, Any]):
     return factory(**config)
 
 
-def create_model(name: str, pretrained: bool = False, **config: Any):
-    """Build architecture ``name`` with ``config`` (e.g. ``n_layers=2, d_model=128``).
-
-    ``name`` may also be a checkpoint, timm-style: ``hf-hub:ORG/NAME[@REV]``, a zoo id (see
-    ``list_pretrained``) or a model folder; ``pretrained=True`` then loads its weights (sha256-checked),
-    else builds its architecture with its settings, freshly initialised. ``config`` overrides settings."""
+def create_architecture(name: str, **config: Any):
+    """Build registered architecture ``name`` with ``config`` (e.g. ``n_layers=2, d_model=128``).
+    ``achilles.create_model`` (``achilles/api.py``) also takes checkpoint names and calls this one."""
     from achilles.contract.checks import check_model
 
-    if pretrained or name.startswith("hf-hub:") or name not in registry("architecture"):
-        from achilles.models.pretrained import create_pretrained
-
-        model = create_pretrained(name, pretrained, **config)
-        if model is not None:
-            return model
     component = registry("architecture").get(name)
     model = _build("architecture", name, component.factory, config)
     check_model(name, model)

@@ -89,11 +89,11 @@ def data_bytes(samples: int, seq_len: int) -> int:
 def parameter_count(arch: str, settings: dict[str, Any]) -> int | None:
     """Parameters of ``arch`` with ``settings``, counted on the meta device (nothing allocated).
     None when the factory cannot build on meta (or refuses the settings: it says so itself later)."""
-    from achilles.contract.lookup import create_model
+    from achilles.contract.lookup import create_architecture
 
     def count(config: dict[str, Any]) -> int:
         with torch.device("meta"):
-            model = create_model(arch, **config)
+            model = create_architecture(arch, **config)
         return sum(p.numel() for p in model.parameters())
 
     try:
@@ -123,11 +123,11 @@ def has_attention(arch: str) -> bool:
 def _built_config(arch: str, settings: dict[str, Any]) -> dict[str, Any]:
     """The full config of ``arch`` with ``settings`` (defaults filled in), built on the meta device
     at one layer (nothing allocated); empty when it cannot be built."""
-    from achilles.contract.lookup import create_model
+    from achilles.contract.lookup import create_architecture
 
     try:
         with torch.device("meta"):
-            return dict(getattr(create_model(arch, **{**settings, "n_layers": 1}), "config", {}) or {})
+            return dict(getattr(create_architecture(arch, **{**settings, "n_layers": 1}), "config", {}) or {})
     except Exception:  # the real build reports the problem in its own words
         return {}
 
@@ -211,11 +211,11 @@ def measure_model(arch: str, settings: dict[str, Any]) -> ModelMeasure | None:
     """``arch`` with ``settings`` measured on the meta device (nothing allocated); models deeper
     than 16 layers are measured at 1 and 2 layers and extrapolated. None when the factory cannot
     build on meta (or refuses the settings)."""
-    from achilles.contract.lookup import create_model
+    from achilles.contract.lookup import create_architecture
 
     def measure(config: dict[str, Any]) -> ModelMeasure:
         with torch.device("meta"):
-            model = create_model(arch, **config)
+            model = create_architecture(arch, **config)
         tensors = list(model.parameters()) + list(model.buffers())
         return ModelMeasure(sum(p.numel() for p in model.parameters()),
                             sum(t.numel() * t.element_size() for t in tensors), len(model.state_dict()))
@@ -235,7 +235,7 @@ def measure_model(arch: str, settings: dict[str, Any]) -> ModelMeasure | None:
 def check_model_config(arch: str, settings: dict[str, Any], *, what: str, device: torch.device | str = "cpu",
                        tensors_in_file: int | None = None) -> ModelMeasure | None:
     """The one check of a checkpoint's model config before anything is built, called by every
-    loader (``achilles.load``, ``eval``, ``probe``, ``from_pretrained``, ``create_model(...,
+    loader (``achilles.load``, ``eval``, ``probe``, ``from_pretrained``, ``create_architecture(...,
     pretrained=True)``): the model is measured on the meta device as ``train`` measures it
     (``parameter_count``); a config whose model needs more memory than ``device`` has, or (with
     ``tensors_in_file``, read from the weights file's header) a deep model holding another number

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from achilles.errors import AchillesError
-from achilles.runs.folder import atomic_write_json, atomic_write_text
+from achilles.runs.files import atomic_write_json, atomic_write_text
 from achilles.recipes.report import REPORT_JSON, REPORT_MD
 from achilles.recipes.spec import Recipe
 

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from achilles.errors import AchillesError, CheckpointError
-from achilles.runs.folder import WEIGHTS, RunFolder, file_sha256
+from achilles.runs.layout import WEIGHTS
+from achilles.runs.folder import RunFolder
+from achilles.runs.files import file_sha256
 
 log = logging.getLogger("achilles.recipes")
 
@@ -154,7 +156,7 @@ def copy_bundle(entry, target: Path) -> Path:
     """Copy the bundled run of ``entry`` into the new run folder ``target`` (a copy, never a link),
     its weights checked against the index before and after; the copy's record says where it came
     from. Written beside ``target`` and renamed: ``target`` is complete or absent."""
-    from achilles.zoo.index import verified_bundle
+    from achilles.zoo.pull import verified_bundle
 
     source = verified_bundle(entry)  # the bundle's weights are the ones the index pins
     if os.path.lexists(target):

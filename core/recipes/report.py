@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from achilles.errors import AchillesError
-from achilles.runs.folder import atomic_write_json, atomic_write_text
+from achilles.runs.files import atomic_write_json, atomic_write_text
 from achilles.recipes.lookup import natural_key
 from achilles.recipes.results import RecipeResults
 from achilles.recipes.spec import Plan, RunGroup

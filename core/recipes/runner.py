@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from achilles.errors import AchillesError
-from achilles.runs.folder import RunFolder, atomic_write_json, claim, owned_folder
+from achilles.runs.folder import RunFolder
+from achilles.runs.files import atomic_write_json
+from achilles.runs.ownership import claim, owned_folder
 from achilles.recipes import sweeps
 from achilles.recipes.results import EVALS_DIR, PROBES_DIR, RecipeResults, RunRecord, read_run
 from achilles.recipes.spec import Plan, Recipe, RunGroup, with_seeds, with_train_overrides
@@ -156,9 +158,9 @@ def run_evaluations(results: RecipeResults, device: str = "auto") -> int:
     """Each group's extra evaluations on its finished runs; reuses results of the same weights."""
     from achilles.contract.lookup import get_task
     from achilles.training.evaluation import evaluate
-    from achilles.training.profiles import recorded_data_seed
+    from achilles.runs.folder import recorded_data_seed
     from achilles.training.trainer import resolve_device
-    from achilles.zoo.index import load
+    from achilles.zoo.pull import load
 
     done = 0
     for group in results.plan.runs:
@@ -194,7 +196,7 @@ def run_probes(results: RecipeResults, device: str = "auto") -> int:
     """The plan's probes on the finished runs they name; reuses results of the same weights."""
     from achilles.contract.lookup import get_probe
     from achilles.training.trainer import resolve_device
-    from achilles.zoo.index import load
+    from achilles.zoo.pull import load
 
     done = 0
     for step in results.plan.probes:

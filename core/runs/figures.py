@@ -10,7 +10,8 @@ matplotlib.use("Agg")  # headless: runs train on servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MultipleLocator  # noqa: E402
 
-from achilles.runs.folder import RunFolder, claim  # noqa: E402
+from achilles.runs.folder import RunFolder
+from achilles.runs.ownership import claim
 
 CURVES_PNG = "training_curves.png"
 

@@ -1,185 +1,25 @@
-"""Run folders and checkpoint I/O: atomic writes, safetensors only, sha256-verified loads.
-
-A run folder holds::
-
-    config.json         the model: ``format``, ``arch`` and the model's settings at the top level
-                        (what huggingface_hub's ModelHubMixin and a reader expect)
-    run.json            the run record: task and its settings, training settings, seed, status,
-                        final metrics, the weights' sha256
-    model.safetensors   final (or latest) weights; sha256 recorded in run.json
-    init.safetensors    the weights at initialisation (for conv-kernel similarity)
-    metrics.jsonl       one JSON record per epoch
-    README.md           the model card
-    checkpoint/         trainer state for resume (tensors in safetensors, rest in JSON)
-    *.png               figures
-
-Nothing is ever unpickled: tensors go through safetensors, everything else is JSON.
-
-Code reads and writes the record through ``RunFolder.read_config()`` / ``update_config()``,
-which present both files as one dict (``arch`` and ``model`` included). Run folders of the
-first format (``achilles-run/1``: everything nested in config.json, no run.json) still read,
-resume and probe; they keep their layout when updated, and are exported in the current layout
-(``RunFolder.export_record()``) when pushed or bundled.
+"""A run folder read and written as one record: ``RunFolder`` (config.json and run.json presented
+as one dict, metrics, weights), the checks a record passes when read back, and the run's default
+name. The files it holds are listed in ``layout.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
-import shutil
-import stat
-import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
+import re
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from achilles.errors import AchillesError, CheckpointError
-
-
-def _file_mode() -> int:
-    """mkstemp creates files 0600; run files should get the permissions any other file would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-RUN_FORMAT = "achilles-run/2"
-RUN_FORMAT_V1 = "achilles-run/1"  # everything nested in config.json
-CONFIG = "config.json"
-RECORD = "run.json"
-WEIGHTS = "model.safetensors"
-INIT_WEIGHTS = "init.safetensors"
-METRICS = "metrics.jsonl"
-CARD = "README.md"
-CHECKPOINT_DIR = "checkpoint"
-CHECKPOINT_STATE = f"{CHECKPOINT_DIR}/state.json"
-PROBES_DIR = "probes"
-
-
-# -- atomic writes ---------------------------------------------------------------------
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` holds either the old or the new content, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8")
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, json_bytes(obj))
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-# -- tensors ----------------------------------------------------------------------------
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
-                 metadata: dict[str, str] | None = None) -> str:
-    """Atomically save ``tensors`` as safetensors; return the file's sha256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, _file_mode())  # safetensors recreates the file, so set the mode after
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except SafetensorError as exc:  # safetensors reports a full disk as its own error: say it as an OSError
-        Path(tmp).unlink(missing_ok=True)
-        raise OSError(_errno_of(str(exc)), f"could not save {path.name} ({exc})", str(path)) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return file_sha256(path)
-
-
-def _errno_of(message: str) -> int:
-    """The errno in a safetensors I/O error (``Os { code: 28, ... }``), else EIO."""
-    import errno
-
-    found = re.search(r"(?:code: |os error )(\d+)", message)
-    return int(found.group(1)) if found else errno.EIO
-
-
-def load_tensors(path: str | Path, expected_sha256: str | None = None,
-                 device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Load a safetensors file, refusing it if it is missing, corrupt or not the recorded one."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"missing weights file {path}")
-    if expected_sha256 is not None:
-        actual = file_sha256(path)
-        if actual != expected_sha256:
-            raise CheckpointError(
-                f"{path} does not match its recorded sha256 (expected {expected_sha256[:12]}…, "
-                f"got {actual[:12]}…): the file is corrupt or was modified; refusing to load it")
-    try:
-        return load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
-
-
-# -- the on-disk layout of the record (format 2: config.json = the model, run.json = the run) --
-#: Keys of config.json that are not model settings.
-MODEL_CONFIG_KEYS = ("format", "arch")
-
-
-def read_json_object(file: Path, missing: str) -> dict[str, Any]:
-    """A JSON object from ``file``; ``missing`` is the message when the file does not exist."""
-    if not file.is_file():
-        if os.path.lexists(file) and not file.is_symlink():  # a folder (or a pipe) where the file should be
-            kind = "a folder" if file.is_dir() else "not a regular file"
-            raise CheckpointError(f"{file} is {kind}, not the file achilles wrote there: the folder is damaged; "
-                                  f"restore {file.name}, or move the folder away")
-        raise CheckpointError(f"{missing} (no {file.name})")
-    try:
-        data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{file} is not valid JSON ({exc})") from None
-    except OSError as exc:  # a file achilles wrote that it cannot read back (permissions, I/O error)
-        raise CheckpointError(f"{file} cannot be read ({exc.strerror or exc}): fix its permissions or restore it, "
-                              "then run the command again") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{file} is not a JSON object")
-    return data
-
-
-def read_json_or_none(file: Path) -> Any:
-    try:
-        return json.loads(file.read_text())
-    except (OSError, ValueError):
-        return None
+from achilles.runs.files import (atomic_write_json, atomic_write_text, json_bytes, load_tensors, read_json_object,
+                                 read_json_or_none, save_tensors)
+from achilles.runs.layout import (_KEPT, CHECKPOINT_DIR, CHECKPOINT_STATE, CONFIG, INIT_WEIGHTS, METRICS,
+                                  MODEL_CONFIG_KEYS, RECORD, RUN_FORMAT, RUN_FORMAT_V1, WEIGHTS)
+from achilles.runs.lock import RunLock
+from achilles.runs.ownership import claim, own_regular_file
 
 
 def check_model_config(model_config: dict[str, Any], file: Path) -> None:
@@ -326,44 +166,6 @@ class RunFolder:
         return load_tensors(self.path / name, expected)
 
 
-@dataclass
-class LoadedRun:
-    model: torch.nn.Module
-    task: Any
-    config: dict[str, Any]
-    path: Path
-
-
-def build_from_config(config: dict[str, Any]):
-    """(model, task) from a run config, weights not loaded."""
-    from achilles.contract.lookup import create_model, rebuild_task
-    from achilles.contract.provenance import require_components
-
-    require_components(config)  # a missing plugin is named with what to install
-    task = rebuild_task(config["task"], config.get("task_config", {}))
-    model = create_model(config["arch"], **config.get("model", {}))
-    return model, task
-
-
-def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """Rebuild model and task of a run folder and load its sha256-verified weights."""
-    from achilles.contract.lookup import rebuild_task
-    from achilles.models.pretrained import build_checked
-    from achilles.contract.provenance import require_components
-
-    run = RunFolder(path)
-    config = run.read_config()
-    require_components(config)  # a missing plugin is named
-    task = rebuild_task(config["task"], config.get("task_config", {}))
-    expected = config.get("weights_sha256")
-    if not expected:
-        raise CheckpointError(f"{run.path} records no sha256 for {WEIGHTS}; refusing to load unverified weights")
-    # config and weights checked (limits, shapes, sha256) before anything is built: an untrusted run is data
-    model = build_checked(config["arch"], config.get("model", {}), run.path / WEIGHTS, expected, what=str(run.path),
-                         device=str(device))
-    return LoadedRun(model, task, config, run.path)
-
-
 # -- the record's shape -----------------------------------------------------------------
 #: key -> (accepted types, what to call them); a key that is present must have one of the types
 _RECORD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
@@ -412,239 +214,6 @@ def read_metrics_file(file: Path) -> list[dict[str, Any]]:
                                   "again with --overwrite)")
         records.append(record)
     return records
-
-
-# -- one writer per run folder ----------------------------------------------------------
-LOCK_FILE = ".achilles.lock"
-LOCK_OWNER = ".achilles.lock.owner"  # who holds the lock: named in the refusal of the next one
-
-
-class RunFolderBusy(AchillesError):
-    """Another achilles process (train, probe, push) is writing or reading the run folder."""
-
-
-class RunLock:
-    """The lock a process holds while it writes (or publishes) a run folder: train, probe and push
-    take it, and another process's is refused at once, naming who holds it (``filelock``; the
-    operating system frees it when its holder dies). Within one process the lock is shared: a
-    library user may hold a Trainer and resume or load the same folder."""
-
-    def __init__(self, path: str | Path, action: str, reading: bool = False):
-        from filelock import FileLock
-
-        self.path, self.action, self.reading = Path(path), action, reading
-        # one FileLock per lock file in this process (a counter of its holders)
-        self._lock = FileLock(os.path.realpath(self.path / LOCK_FILE), timeout=0, is_singleton=True)
-        self._acquired = False
-
-    @property
-    def held(self) -> bool:
-        return self._acquired
-
-    def acquire(self) -> "RunLock":
-        from filelock import Timeout
-
-        if self._acquired:
-            return self
-        try:
-            self._lock.acquire()
-        except Timeout:
-            raise RunFolderBusy(f"run folder {self.path} is in use by {self._holder()}; wait until it "
-                                f"finishes (or stop it), then run the {self.action} again") from None
-        except OSError as exc:
-            if self.reading and not os.access(self.path, os.W_OK):
-                return self  # nobody can write a folder we cannot lock: reading it is safe
-            raise CheckpointError(f"cannot lock run folder {self.path} ({exc.strerror or exc}): "
-                                  "it must be writable") from None
-        self._acquired = True
-        if self._lock.lock_counter == 1:
-            try:
-                atomic_write_json(self.path / LOCK_OWNER, {"pid": os.getpid(), "action": self.action,
-                                                           "since": time.strftime("%Y-%m-%d %H:%M:%S")})
-            except OSError:
-                pass  # the owner note only improves the message of a refused second writer
-        return self
-
-    def release(self) -> None:
-        if not self._acquired:
-            return
-        self._acquired = False
-        if self._lock.lock_counter == 1:
-            (self.path / LOCK_OWNER).unlink(missing_ok=True)
-        self._lock.release()
-
-    def _holder(self) -> str:
-        try:
-            owner = json.loads((self.path / LOCK_OWNER).read_text())
-            return f"`achilles {owner['action']}` (pid {owner['pid']}, since {owner['since']})"
-        except (OSError, ValueError, KeyError, TypeError):
-            return "another achilles process"
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
-
-
-# -- what a run folder owns -------------------------------------------------------------
-#: Files achilles writes at the top of a run folder (run.json: the record of the split layout)
-OWNED_FILES = (CONFIG, "run.json", WEIGHTS, INIT_WEIGHTS, METRICS, CARD)
-#: Folders achilles writes in a run folder
-OWNED_DIRS = (CHECKPOINT_DIR, PROBES_DIR, "tensorboard", "evals")
-#: The run's own list of what it wrote at the top of its folder (JSON list of names), kept in the
-#: folder and written atomically: --overwrite removes these names (and the leftovers of their
-#: interrupted atomic writes), nothing else. A folder from before the list: the fixed names below.
-MANIFEST = ".achilles-files"
-_LEGACY_OWNED = (*OWNED_FILES, *OWNED_DIRS, "training_curves.png")
-_KEPT = (LOCK_FILE, LOCK_OWNER, MANIFEST)
-
-
-def is_owned_name(name: str, owned: set[str] | tuple[str, ...] = _LEGACY_OWNED) -> bool:
-    """Whether ``name`` is one the run wrote (in ``owned``), or the leftover of an interrupted atomic
-    write of one (``.NAME.XXXX.tmp``, ``.NAME.tmp.png``); never decided by a pattern alone."""
-    return name in owned or any(name.startswith(f".{o}.") and name.endswith((".tmp", ".tmp.png")) for o in owned)
-
-
-def read_manifest(path: str | Path) -> set[str] | None:
-    """The names the run in ``path`` recorded as written by it (None: no list, or not readable)."""
-    file = Path(path) / MANIFEST
-    if file.is_symlink() or not file.is_file():
-        return None
-    try:
-        names = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(names, list):
-        return None
-    return {n for n in names if isinstance(n, str) and n not in ("", ".", "..") and Path(n).name == n}
-
-
-def owned_names(path: str | Path) -> set[str]:
-    """What the run in ``path`` wrote at the top of its folder (its manifest, else the fixed names)."""
-    manifest = read_manifest(path)
-    return set(_LEGACY_OWNED) if manifest is None else manifest
-
-
-def claim(path: str | Path, *names: str) -> None:
-    """Record in the run folder's manifest that the run writes ``names`` (top-level files or folders),
-    before writing them. A folder from before the manifest starts it with the fixed names it holds."""
-    path = Path(path)
-    known = read_manifest(path)
-    if known is not None and known.issuperset(names):
-        return
-    if known is None:
-        known = {n for n in _LEGACY_OWNED if os.path.lexists(path / n)}
-    atomic_write_json(path / MANIFEST, sorted(known | set(names)))
-
-
-def owned_folder(root: str | Path, *parts: str, create: bool = True) -> Path:
-    """``root/parts...``, a folder achilles writes into inside ``root``: every part below ``root`` must
-    be a real folder, never a symbolic link (the writes would land wherever it points) nor a file.
-    Missing parts are created (``create``). The one check of every write site below a folder
-    achilles owns (run folders, sweep and reproduction folders, the run store)."""
-    current = Path(root)
-    if create and parts:
-        current.mkdir(parents=True, exist_ok=True)  # the root itself: the folder the user named
-    for part in parts:
-        current = current / part
-        try:
-            mode = current.lstat().st_mode
-        except FileNotFoundError:
-            if create:
-                current.mkdir(exist_ok=True)
-            continue
-        if stat.S_ISLNK(mode):
-            raise CheckpointError(f"{current} is a symbolic link (to {os.readlink(current)}); achilles writes only "
-                                  "inside folders it owns, never through a link: remove the link and run the "
-                                  "command again")
-        if not stat.S_ISDIR(mode):
-            raise CheckpointError(f"{current} should be a folder but is a file; move it away and run the command "
-                                  "again")
-    return current
-
-
-def is_run_folder(path: str | Path) -> bool:
-    """Whether ``path`` is an achilles run folder (a readable run record, not a link)."""
-    file = Path(path) / CONFIG
-    if file.is_symlink() or not file.is_file():
-        return False
-    try:
-        return RunFolder(path).read_config() is not None
-    except CheckpointError:
-        return False
-
-
-def check_run_target(path: str | Path, option: str = "--out") -> None:
-    """Refuse to train into ``path`` unless it is new, empty, or an achilles run folder: a user's
-    folder is never written into (nor, with --overwrite, emptied)."""
-    path = Path(path)
-    if not os.path.lexists(path):
-        return
-    if not path.is_dir():
-        raise AchillesError(f"{option} {path} exists and is not a folder; choose another {option}")
-    entries = sorted(p.name for p in path.iterdir() if p.name not in _KEPT)
-    if not entries or is_run_folder(path):
-        return
-    shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
-    raise AchillesError(f"{option} {path} is not an achilles run folder (it holds {shown}); achilles trains only "
-                        f"into a new or empty folder or one of its own runs: choose another {option}")
-
-
-def clear_run_folder(path: str | Path) -> list[str]:
-    """Remove what the run wrote (the names its manifest lists: record, weights, metrics, card, its
-    figures, checkpoint/, probes/, ...) and nothing else; a link is removed, never followed.
-    Returns the names removed."""
-    path = Path(path)
-    owned = owned_names(path)
-    removed = []
-    for entry in sorted(path.iterdir()):
-        mode = entry.lstat().st_mode
-        # a link where the run writes is removed too (the link only: nothing of the user's is lost)
-        link_in_the_way = stat.S_ISLNK(mode) and entry.name in _LEGACY_OWNED
-        if entry.name in _KEPT or not (is_owned_name(entry.name, owned) or link_in_the_way):
-            continue
-        if stat.S_ISDIR(mode):
-            shutil.rmtree(entry)  # removes links inside, never their targets
-        else:
-            entry.unlink()  # a file, or a link (the link only)
-        removed.append(entry.name)
-    (path / MANIFEST).unlink(missing_ok=True)  # the next run lists what it writes
-    return removed
-
-
-def check_owned_folders(path: str | Path, names: tuple[str, ...] = OWNED_DIRS) -> None:
-    """Refuse to write a run folder in which a folder it writes into is a symbolic link (the writes
-    would land wherever the link points; a linked file is only ever replaced, atomically) or is
-    not a folder at all."""
-    path = Path(path)
-    for name in names:
-        entry = path / name
-        if entry.is_symlink():
-            raise CheckpointError(f"{entry} is a symbolic link (to {os.readlink(entry)}); achilles does not write "
-                                  "through links out of a run folder: remove the link, or start again with --overwrite")
-        if entry.exists() and not entry.is_dir():
-            raise CheckpointError(f"{entry} should be a folder but is a file; move it away, or start again with "
-                                  "--overwrite")
-
-
-def own_regular_file(run_dir: str | Path, name: str) -> bool:
-    """Whether ``run_dir/name`` is a regular file of the run itself: no link anywhere on the way,
-    nothing outside the folder (what may be published)."""
-    run_dir = Path(run_dir)
-    parts = Path(name).parts
-    if not parts or Path(name).is_absolute() or ".." in parts:
-        return False
-    current = run_dir
-    for part in parts:
-        current = current / part
-        try:
-            mode = current.lstat().st_mode
-        except OSError:
-            return False
-        if stat.S_ISLNK(mode):
-            return False
-    return stat.S_ISREG(mode)
 
 
 # -- a file of the run that cannot be saved (disk full, ...) -------------------------------------
@@ -744,3 +313,47 @@ def read_checkpoint_state(run_dir: str | Path, epochs: int) -> dict[str, Any] | 
     if not isinstance(state.get("param_groups"), list) or not all(isinstance(g, dict) for g in state["param_groups"]):
         raise CheckpointError(f"{file}: 'param_groups' is not a list of objects; {fix}")
     return state
+
+
+def default_run_name(arch: str, task: str, model_config: dict, seed: int, profile: str) -> str:
+    """Zoo-style name, e.g. ``mamba2-residual.inverse-l2-g0.5-s0`` (``-quick`` for the quick profile)."""
+    name = f"{arch}.{task}-l{model_config.get('n_layers', '?')}-g{model_config.get('gamma', '?')}-s{seed}"
+    return name if profile == "paper" else f"{name}-{profile}"
+
+
+def recorded_data_seed(config: dict[str, Any]) -> int:
+    """The data seed a run record says its training and evaluation samples were drawn with: the
+    resolved ``training.data_seed`` (runs before per-seed data record 0), the run's seed where a
+    record leaves it unresolved, 0 for a record without training settings (a bare model)."""
+    training = config.get("training") or {}
+    value = training.get("data_seed", 0)
+    if value is None:
+        value = config.get("seed", 0)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """Whether ``path`` is an achilles run folder (a readable run record, not a link)."""
+    file = Path(path) / CONFIG
+    if file.is_symlink() or not file.is_file():
+        return False
+    try:
+        return RunFolder(path).read_config() is not None
+    except CheckpointError:
+        return False
+
+
+def check_run_target(path: str | Path, option: str = "--out") -> None:
+    """Refuse to train into ``path`` unless it is new, empty, or an achilles run folder: a user's
+    folder is never written into (nor, with --overwrite, emptied)."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if not path.is_dir():
+        raise AchillesError(f"{option} {path} exists and is not a folder; choose another {option}")
+    entries = sorted(p.name for p in path.iterdir() if p.name not in _KEPT)
+    if not entries or is_run_folder(path):
+        return
+    shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+    raise AchillesError(f"{option} {path} is not an achilles run folder (it holds {shown}); achilles trains only "
+                        f"into a new or empty folder or one of its own runs: choose another {option}")

@@ -11,10 +11,12 @@ from typing import Any
 
 from achilles.contract.lookup import get_task, registry
 from achilles.errors import AchillesError
-from achilles.training.profiles import recorded_data_seed, settings_for
+from achilles.runs.folder import recorded_data_seed
+from achilles.training.profiles import settings_for
 from achilles.runs.folder import RunFolder, failed_while_saving
 from achilles.contract.settings import factory_settings
-from achilles.training.trainer import CHECKPOINT_STATE, build_task_and_model, default_run_name
+from achilles.training.trainer import CHECKPOINT_STATE, build_task_and_model
+from achilles.runs.folder import default_run_name
 from achilles.sweep.spec import SweepSpec
 
 #: settings that change a model's initialisation but no parameter's shape

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from achilles.contract.lookup import registry
-from achilles.runs.folder import RunFolder, atomic_write_text
+from achilles.runs.folder import RunFolder
+from achilles.runs.files import atomic_write_text
 from achilles.sweep.plan import Cell, plan_cells, read_status
 from achilles.sweep.spec import SweepSpec
 

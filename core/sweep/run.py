@@ -22,7 +22,7 @@ from achilles.sweep.executors import (EXECUTORS, Interrupted, cpu_count, default
 from achilles.sweep.lock import SweepLock
 from achilles.sweep.plan import DEFAULT_MAX_ENSEMBLE, make_units, plan_cells, unit_cost, validate_cells
 from achilles.sweep.results import aggregate
-from achilles.runs.folder import owned_folder
+from achilles.runs.ownership import owned_folder
 from achilles.sweep.spec import SweepSpec, check_sweep_folder, prepare_folder, sweep_folder
 from achilles.sweep.worker import cell_payload, worker_env
 

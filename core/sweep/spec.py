@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from achilles.contract.lookup import registry
 from achilles.errors import AchillesError, ConfigError
-from achilles.runs.folder import atomic_write_json
+from achilles.runs.files import atomic_write_json
 from achilles.training.trainer import default_profile, resolve_device
 from achilles.sweep.grid import parse_grid, parse_seeds, training_settings
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import torch
 
 from achilles.errors import CheckpointError
-from achilles.runs.folder import (CHECKPOINT_DIR, RunFolder, atomic_write_json, claim, load_tensors, read_checkpoint_state,
-                   read_json_or_none, save_tensors, saving_failed)
+from achilles.runs.files import atomic_write_json, load_tensors, read_json_or_none, save_tensors
+from achilles.runs.folder import read_checkpoint_state, RunFolder, saving_failed
+from achilles.runs.layout import CHECKPOINT_DIR, CHECKPOINT_STATE
+from achilles.runs.ownership import claim
 
-CHECKPOINT_STATE = f"{CHECKPOINT_DIR}/state.json"
 
 log = logging.getLogger("achilles.training")
 
@@ -119,7 +120,7 @@ def check_checkpoint_headers(run: RunFolder, model: torch.nn.Module, weights: Pa
     """Before a tensor of an epoch checkpoint is read: its weights must be the model's (names,
     shapes, dtypes; the first mismatch named) and its optimizer file no larger than the model's
     AdamW state can be (no tensor beyond the largest parameter, one RNG state), from the headers."""
-    from achilles.models.pretrained import check_weights_fit, read_weights_header
+    from achilles.models.loading import check_weights_fit, read_weights_header
 
     what = f"the checkpoint {weights.name} of {run.path}"
     check_weights_fit(model, read_weights_header(weights), arch=getattr(model, "arch_name", "?"), what=what)

@@ -114,17 +114,6 @@ class TrainSettings:
         return self.lr_start + 0.5 * (self.lr_peak - self.lr_start) * (1 + math.cos(math.pi * progress))
 
 
-def recorded_data_seed(config: dict[str, Any]) -> int:
-    """The data seed a run record says its training and evaluation samples were drawn with: the
-    resolved ``training.data_seed`` (runs before per-seed data record 0), the run's seed where a
-    record leaves it unresolved, 0 for a record without training settings (a bare model)."""
-    training = config.get("training") or {}
-    value = training.get("data_seed", 0)
-    if value is None:
-        value = config.get("seed", 0)
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def paper_settings(task_defaults: dict[str, Any]) -> TrainSettings:
     """Appendix D: AdamW(0.9, 0.999, eps 1e-8), weight decay 1e-2 on all weights except A_log, D
     and dt_bias, which mamba_ssm marks ``_no_weight_decay`` (any parameter so marked gets 0); lr 1e-5 warmed up to 25x over 10

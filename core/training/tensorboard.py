@@ -34,7 +34,7 @@ class TensorBoardWriter:
 
     def _writer(self, run: Path) -> Any:
         if run not in self._writers:
-            from achilles.runs.folder import claim, owned_folder
+            from achilles.runs.ownership import claim, owned_folder
 
             claim(run, TENSORBOARD_DIR)
             owned_folder(run, TENSORBOARD_DIR)  # never written through a link out of the run

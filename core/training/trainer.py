@@ -16,18 +16,24 @@ from typing import Any
 import torch
 
 from achilles import __version__
-from achilles.contract.lookup import create_model, get_task, rebuild_task, registry
-from achilles.training.checkpoint import CHECKPOINT_STATE, load_checkpoint, save_checkpoint
+from achilles.contract.lookup import create_architecture, get_task, rebuild_task, registry
+from achilles.runs.layout import CHECKPOINT_STATE
+from achilles.training.checkpoint import load_checkpoint, save_checkpoint
 from achilles.training.epoch_loop import LoopStepper, NonFiniteError, RunResult, epoch_order, train_epochs, training_data
 from achilles.errors import AchillesError, CheckpointError, ConfigError
 from achilles.training.evaluation import evaluate
 from achilles.contract.checks import check_architecture_accepts
 from achilles.training.precision import check_precision
 from achilles.training.profiles import TrainSettings, settings_for
-from achilles.runs.folder import (INIT_WEIGHTS, RunFolder, RunLock, check_owned_folders, check_run_target, clear_run_folder,
-                   save_tensors, saving_failed)
+from achilles.runs.layout import INIT_WEIGHTS
+from achilles.runs.folder import RunFolder, saving_failed
+from achilles.runs.lock import RunLock
+from achilles.runs.ownership import check_owned_folders, clear_run_folder
+from achilles.runs.folder import check_run_target
+from achilles.runs.files import save_tensors
 from achilles.contract.settings import factory_settings
 from achilles.contract.task import Batch, Task
+from achilles.runs.folder import default_run_name
 
 __all__ = ["CHECKPOINT_STATE", "NonFiniteError", "RunResult", "Trainer", "build_task_and_model", "default_profile",
            "default_run_name", "epoch_order", "finalize_run", "make_optimizer", "no_weight_decay_names",
@@ -51,12 +57,6 @@ def resolve_device(device: str) -> torch.device:
 
 def default_profile(device: torch.device) -> str:
     return "paper" if device.type == "cuda" else "quick"
-
-
-def default_run_name(arch: str, task: str, model_config: dict, seed: int, profile: str) -> str:
-    """Zoo-style name, e.g. ``mamba2-residual.inverse-l2-g0.5-s0`` (``-quick`` for the quick profile)."""
-    name = f"{arch}.{task}-l{model_config.get('n_layers', '?')}-g{model_config.get('gamma', '?')}-s{seed}"
-    return name if profile == "paper" else f"{name}-{profile}"
 
 
 def build_task_and_model(arch: str, task_name: str, model_config: dict, task_config: dict,
@@ -83,7 +83,7 @@ def build_task_and_model(arch: str, task_name: str, model_config: dict, task_con
 
         check_training_fits(arch, model_settings, task, fits.train_samples, fits.eval_samples, fits.batch_size, device)
     torch.manual_seed(seed)
-    model = create_model(arch, **model_settings)
+    model = create_architecture(arch, **model_settings)
     return task, model, dict(model.config), dict(task.config)
 
 
@@ -289,7 +289,7 @@ def resume_run(path: str | Path, device: str = "auto", progress: bool | None = N
 
         check_training_fits(config["arch"], config.get("model", {}), task, settings.train_samples,
                             settings.eval_samples, settings.batch_size, dev)
-        model = create_model(config["arch"], **config.get("model", {}))
+        model = create_architecture(config["arch"], **config.get("model", {}))
         trainer = Trainer(run, task, model, settings, int(config.get("seed", 0)), dev, progress=progress)
         trainer.lock = lock
         trainer.load_checkpoint()

@@ -42,7 +42,7 @@ class WandbWriter:
 
     def _start(self, event: TrainerEvent, config: dict[str, Any]) -> Any:
         if event.run not in self._runs:
-            from achilles.runs.folder import claim, owned_folder
+            from achilles.runs.ownership import claim, owned_folder
 
             claim(event.run, WANDB_DIR)
             owned_folder(event.run, WANDB_DIR)  # never written through a link out of the run

@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from achilles.errors import CheckpointError
-from achilles.runs.folder import INIT_WEIGHTS, WEIGHTS, RunFolder, file_sha256
-from achilles.zoo.index import (COMMIT, BUNDLE_DIR, MAX_REPO_NAME, ZooEntry, check_zoo_id, first_party_entries, registry_path,
-                  suggest_zoo_id, verified_bundle, write_entry, zoo_index)
+from achilles.runs.layout import INIT_WEIGHTS, WEIGHTS
+from achilles.runs.folder import RunFolder
+from achilles.runs.files import file_sha256
+from achilles.zoo.index import (COMMIT, BUNDLE_DIR, MAX_REPO_NAME, ZooEntry, check_zoo_id, first_party_entries,
+                                registry_path, suggest_zoo_id, write_entry, zoo_index)
+from achilles.zoo.pull import verified_bundle
 
 
 #: In a bundle folder: the files ``zoo add`` wrote there (all an interrupted add may remove later)
@@ -71,7 +74,8 @@ def add_entry(run_dir: str | Path, repo_id: str | None = None, revision: str | N
     already published there; ``revision`` may be a branch or tag and is pinned to its commit,
     and ``verify`` downloads the published weights to check they are the local ones.
     ``sha256``, if given, must equal the weights' hash (a guard against the wrong run)."""
-    from achilles.zoo.hub import HubRef, check_repo_id, download_run, publish_problems, resolve_revision
+    from achilles.models.hub_refs import HubRef, check_repo_id
+    from achilles.zoo.hub import download_run, publish_problems, resolve_revision
 
     if not bundle and not repo_id:
         raise CheckpointError("say where the weights are: --bundle (ship them with achilles) and/or "
@@ -214,7 +218,8 @@ def publish(org: str, *, private: bool = False, token: str | None = None,
 
     The index is rewritten (atomically) after each entry, so a failure half-way leaves every
     entry either published and pinned or untouched; running it again publishes the rest."""
-    from achilles.zoo.hub import check_repo_id, commit_upload, has_token, is_offline, run_upload
+    from achilles.models.hub_refs import check_repo_id, is_offline
+    from achilles.zoo.hub import commit_upload, has_token, run_upload
     from achilles.zoo.card import render_card
 
     path = registry_path()

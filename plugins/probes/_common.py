@@ -18,7 +18,7 @@ import torch
 
 from achilles import AchillesError, ConfigError
 from achilles.runs.figures import plt  # pyplot on the headless backend (probes run on servers)
-from achilles.runs.folder import atomic_write_bytes, atomic_write_json
+from achilles.runs.files import atomic_write_bytes, atomic_write_json
 
 #: forward passes run in chunks of this many sequences (memory stays small at any n)
 CHUNK = 1024

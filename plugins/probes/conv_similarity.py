@@ -25,7 +25,8 @@ import torch
 
 import achilles
 from achilles import AchillesError, CheckpointError, Probe, ProbeContext, ProbeOption
-from achilles.runs.folder import INIT_WEIGHTS, load_tensors
+from achilles.runs.layout import INIT_WEIGHTS
+from achilles.runs.files import load_tensors
 
 from ._common import plt, rounded, save_figure, write_result
 
@@ -78,7 +79,7 @@ class ConvSimilarityProbe(Probe):
         if run_dir is not None and source == str(Path(run_dir) / INIT_WEIGHTS):
             source = INIT_WEIGHTS  # the run's own file: no machine-specific path in a published result
         if not isinstance(init_weights, dict):  # a file from the run folder is data: its header is checked first
-            from achilles.models.pretrained import check_weights_fit, read_weights_header
+            from achilles.models.loading import check_weights_fit, read_weights_header
 
             check_weights_fit(model, read_weights_header(Path(init_weights)), arch=model.arch_name,
                               what=f"{source} (the initial weights)")

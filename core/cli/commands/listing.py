@@ -6,7 +6,7 @@ import json
 
 import click
 
-from achilles.contract.lookup import create_model
+from achilles.contract.lookup import create_architecture
 from achilles.cli.options import json_option, verbosity_option
 from achilles.cli.completion import complete_list_pattern
 from achilles.contract.loader import get_state
@@ -18,7 +18,7 @@ _KIND_ALIASES = {"tasks": "task", "task": "task", "archs": "architecture", "arch
 
 def _param_count(name: str) -> str:
     try:
-        n = create_model(name).num_parameters()
+        n = create_architecture(name).num_parameters()
     except Exception as exc:  # a broken plugin arch must not break the listing
         return f"? ({type(exc).__name__})"
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"

@@ -26,7 +26,7 @@ _FLAG_DEST = "probe_option__"  # prefix of their parameter names, apart from the
 def default_out_dir(run_id: str, run_path: Path, probe: str) -> Path:
     """``RUN/probes/<probe>`` for a local run folder; for a zoo id or a Hub checkpoint (whose
     folder is a download cache) ``./probes/<id>/<probe>`` instead."""
-    from achilles.zoo.index import names_local_folder
+    from achilles.zoo.pull import names_local_folder
 
     if names_local_folder(run_id):  # not a zoo id that a folder of the same name would shadow
         return Path(run_path) / "probes" / probe
@@ -136,7 +136,7 @@ def probe_command(run_id, probe_name, out, settings, device, as_json, **flags):
     from achilles.contract.checks import check_probe_result
     from achilles.contract.probe import ProbeContext
     from achilles.training.trainer import resolve_device
-    from achilles.zoo.index import load
+    from achilles.zoo.pull import load
 
     probe = get_probe(probe_name)  # an unknown name fails here, before any loading
     if out:
@@ -152,7 +152,8 @@ def probe_command(run_id, probe_name, out, settings, device, as_json, **flags):
         model = loaded.model.to(device).eval()
         out_dir = Path(out) if out else default_out_dir(run_id, loaded.path, probe.name)
         if not out and out_dir.parent.parent == Path(loaded.path):  # RUN/probes/NAME: no link on the way
-            from achilles.runs.folder import MANIFEST, claim, owned_folder
+            from achilles.runs.layout import MANIFEST
+            from achilles.runs.ownership import claim, owned_folder
 
             owned_folder(loaded.path, out_dir.parent.name, out_dir.name, create=False)
             if (Path(loaded.path) / MANIFEST).is_file():  # a run that lists what it wrote: probes/ is its own
@@ -191,8 +192,10 @@ def _run_folder_lock(run_id: str):
     """The lock of ``run_id`` when it is a local run folder (a probe writes RUN/probes/), else nothing."""
     from contextlib import nullcontext
 
-    from achilles.runs.folder import RunFolder, check_owned_folders, is_run_folder
-    from achilles.zoo.index import names_local_folder
+    from achilles.runs.folder import RunFolder
+    from achilles.runs.ownership import check_owned_folders
+    from achilles.runs.folder import is_run_folder
+    from achilles.zoo.pull import names_local_folder
 
     if not names_local_folder(run_id) or not is_run_folder(Path(run_id).expanduser()):
         return nullcontext()

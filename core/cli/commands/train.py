@@ -226,7 +226,7 @@ def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_
     from achilles.contract.lookup import get_task
     from achilles.training.evaluation import evaluate
     from achilles.training.trainer import resolve_device
-    from achilles.zoo.index import load
+    from achilles.zoo.pull import load
 
     loaded = load(run_id)
     config = loaded.config
@@ -245,7 +245,7 @@ def eval_command(run_id, task_name, task_set, splits, samples, seed, device, as_
 
         check_samples_fit(samples, task.seq_len, "--eval-samples")
     model = loaded.model.to(resolve_device(device))
-    from achilles.training.profiles import recorded_data_seed
+    from achilles.runs.folder import recorded_data_seed
 
     training = config.get("training") or {}
     recorded_samples = training.get("eval_samples") if isinstance(training.get("eval_samples"), int) else None

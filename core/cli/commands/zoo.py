@@ -60,7 +60,7 @@ def pull_command(source: str, revision: str | None, cache_dir: str | None) -> No
 
     Prints the local run folder, then a one-line summary. A run folder is only verified; a zoo
     entry that is not published (or with the Hub out of reach) gives its bundled copy."""
-    from achilles.zoo.index import pull
+    from achilles.zoo.pull import pull
 
     pulled = pull(source, revision=revision, cache_dir=cache_dir)
     click.echo(str(pulled.path))
@@ -106,7 +106,7 @@ def zoo_list(pattern: str, as_json: bool = False) -> None:
 @verbosity_option
 def zoo_show(zoo_id: str, as_json: bool = False) -> None:
     """Everything the index records about ID, and how to load it."""
-    from achilles.zoo.hub import endpoint
+    from achilles.models.hub_refs import endpoint
     from achilles.zoo.index import get_entry
 
     entry = get_entry(zoo_id)
