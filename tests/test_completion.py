@@ -73,7 +73,8 @@ def test_the_first_party_names_completion_knows_are_the_registries():
     """completion.FIRST_PARTY_NAMES answers a TAB without loading torch: a first-party component
     added to the registries must be added there too."""
     from achilles.cli.completion import FIRST_PARTY_NAMES
-    from achilles.contract.loader import FIRST_PARTY, get_state
+    from achilles.contract.entry_points import FIRST_PARTY
+    from achilles.contract.loader import get_state
 
     state = get_state()
     for kind, names in FIRST_PARTY_NAMES.items():

@@ -493,7 +493,7 @@ def test_plugin_code_tells_a_plugins_interrupt_from_a_real_ctrl_c():
     """The guard itself (plugin_manager._plugin_code), in this process: a KeyboardInterrupt raised by
     plugin code is the plugin's; a real SIGINT is delivered even when the plugin swallows it, also
     through nested guards; someone else's SIGINT handler still gets it."""
-    from achilles.contract.loader import _plugin_code, _UserInterrupt
+    from achilles.contract.isolation import _plugin_code, _UserInterrupt
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:

@@ -50,7 +50,7 @@ def _plugin_key(state: Any) -> list:
     """What the cached names depend on: each third-party plugin's distribution, version and module
     file (its modification time: an editable install's edits count)."""
     from achilles import __version__
-    from achilles.contract.loader import FIRST_PARTY
+    from achilles.contract.entry_points import FIRST_PARTY
 
     key: list = [__version__, os.environ.get("ACHILLES_PLUGINS")]
     for name, info in sorted(state.plugins.items()):
@@ -71,7 +71,8 @@ def third_party_names() -> dict[str, list[str]]:
     registration hooks run once, with a ``register`` that records names only (a plugin's hook may
     import torch: the first TAB after installing or changing a plugin pays for it), and the result
     is kept in :func:`cache_file` until the set of plugins changes."""
-    from achilles.contract.loader import FIRST_PARTY, get_state
+    from achilles.contract.entry_points import FIRST_PARTY
+    from achilles.contract.loader import get_state
 
     state = get_state(components=False)  # imports the plugin modules, runs no registration hook
     key = _plugin_key(state)
@@ -84,20 +85,17 @@ def third_party_names() -> dict[str, list[str]]:
             return {k: list(v) for k, v in cached["names"].items()}
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         pass
+    from achilles.contract.isolation import HookCall, hook_call
+
+    third_parties = {name for name, info in state.plugins.items() if info.distribution != FIRST_PARTY}
     names: dict[str, set[str]] = {}
     for hook_name, kind in {**HOOKS, "register_zoo_entries": "zoo"}.items():
-        for impl in getattr(state.pm.hook, hook_name).get_hookimpls():
-            info = state.plugins.get(impl.plugin_name)
-            if info is None or info.distribution == FIRST_PARTY:
-                continue
-            found: list[Any] = []
-            record = ((lambda entry: found.append(entry.get("id") if isinstance(entry, dict) else None))
-                      if kind == "zoo" else (lambda name, *args, **kwargs: found.append(name)))
-            try:
-                impl.function(register=record)
-            except BaseException:  # noqa: B036: a broken plugin must not break a TAB
-                continue
-            names.setdefault(kind, set()).update(n for n in found if isinstance(n, str))
+        found: list[Any] = []
+        record = ((lambda entry: found.append(entry.get("id") if isinstance(entry, dict) else None))
+                  if kind == "zoo" else (lambda name, *args, **kwargs: found.append(name)))
+        with hook_call(HookCall(only=third_parties)):  # a broken plugin must not break a TAB: its failure is kept
+            getattr(state.pm.hook, hook_name)(register=record)
+        names.setdefault(kind, set()).update(n for n in found if isinstance(n, str))
     out = {k: sorted(v) for k, v in names.items()}
     try:  # best effort: a read-only home only makes the next TAB as slow as this one
         file.parent.mkdir(parents=True, exist_ok=True)

@@ -134,7 +134,7 @@ def get_cli() -> click.Group:
     """The ``achilles`` command with the plugin commands attached: what a plugin's tests invoke
     under ``click.testing.CliRunner``. ``main`` attaches them only when a command it does not know
     or the list of commands is asked for, so ``--version`` and built-in commands start faster."""
-    from achilles.contract.loader import attach_plugin_commands
+    from achilles.cli.plugin_commands import attach_plugin_commands
 
     attach_plugin_commands(cli, BUILTIN_COMMANDS)
     return cli

@@ -99,17 +99,12 @@ class EventEmitter:
         self._disabled: set[str] = set()
 
     def emit(self, event: TrainerEvent) -> None:
-        from achilles.contract.loader import _plugin_code, _UserInterrupt
+        from achilles.contract.isolation import HookCall, hook_call
 
-        for impl in get_state().pm.hook.on_trainer_event.get_hookimpls():
-            if impl.plugin_name in self._disabled:
-                continue
-            try:
-                with _plugin_code():
-                    impl.function(event=event)
-            except _UserInterrupt:
-                raise  # a real Ctrl-C: training is interrupted
-            except BaseException as exc:  # noqa: B036: a listener must never stop training
-                self._disabled.add(impl.plugin_name)
-                log.warning(f"plugin {impl.plugin_name!r} failed on a trainer event ({event.kind}: "
-                            f"{type(exc).__name__}: {exc}); it gets no more events in this run, training goes on")
+        call = HookCall(skip=set(self._disabled))
+        with hook_call(call):  # pluggy calls the listeners: their tryfirst, trylast and wrappers work
+            get_state().pm.hook.on_trainer_event(event=event)
+        for plugin, exc in call.failures:
+            self._disabled.add(plugin)
+            log.warning(f"plugin {plugin!r} failed on a trainer event ({event.kind}: "
+                        f"{type(exc).__name__}: {exc}); it gets no more events in this run, training goes on")
