@@ -15,7 +15,7 @@ One layer, for the residual stream h (N, S, d_model), with D_in = expand * d_mod
     h          <- h + out                                                           -> resid.{i}
 
 ``layers.{i}.ssm.matrix``: S6 is D_in independent single-channel SSMs sharing B and C, so its
-token-to-token matrix is one (S, S) matrix per channel, exactly::
+token-to-token matrix is one (S, S) matrix per channel, exactly (``ssd.s6_matrix``)::
 
     S[n, d, t, s] = sum_k C[t, k] B[s, k] exp(A[d, k] (cum_t - cum_s)),  cum = cumsum(dt[:, d]), s <= t
     y[:, d]       = S[:, d] @ (dt[:, d] * x[:, d]) + D[d] x[:, d]
@@ -71,6 +71,7 @@ from achilles import ConfigError, HookPoint, ModelConfig, check_int, init_gamma_
 from . import fused
 from .common import TokenModel, check_choice, presets, require, BACKENDS
 from .ops import RMSNorm, at_least_fp32, causal_conv, full_precision, functorch_active
+from .ssd import apply_s6_matrix, s6_matrix
 
 __all__ = ["ARCHITECTURES", "Mamba1Config", "Mamba1Layer", "Mamba1Model", "build_mamba1", "s6_matrix",
            "selective_scan", "selective_scan_reference"]
@@ -168,25 +169,6 @@ def selective_scan(x, dt, A, B, C, D):
     if functorch_active():
         return selective_scan_reference(x, dt, A, B, C, D)
     return _SelectiveScan.apply(x, dt, A, B, C, D)
-
-
-def s6_matrix(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-    """The per-channel token-mixing matrix (N, D_in, S, S) of the module docstring (lower-triangular)."""
-    length = dt.shape[1]
-    cum = torch.cumsum(dt, dim=1).transpose(1, 2)                # (N, D_in, S)
-    diff = cum.unsqueeze(-1) - cum.unsqueeze(-2)                 # (N, D_in, S, S): cum_t - cum_s
-    causal = torch.ones(length, length, dtype=torch.bool, device=dt.device).tril_()
-    S = None
-    for k in range(A.shape[1]):
-        decay = torch.exp((diff * A[:, k, None, None]).masked_fill(~causal, float("-inf")))
-        term = decay * (C[:, :, k, None] * B[:, None, :, k]).unsqueeze(1)
-        S = term if S is None else S + term
-    return S
-
-
-def apply_s6_matrix(S: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
-    """``y[:, d] = S[:, d] @ (dt[:, d] * x[:, d]) + D[d] x[:, d]`` -> (N, S, D_in)."""
-    return torch.matmul(S, (dt * x).transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2) + x * D
 
 
 # -- the fused kernel (CUDA only) -------------------------------------------------------------

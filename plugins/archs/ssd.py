@@ -23,6 +23,11 @@ The recurrence ``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t``, ``y_t = C_t h_t + D
 
 Both return ``y`` of shape (N, S, H, P) and agree to float rounding (tested).
 
+Mamba1's S6 has the same kind of matrix with A per channel and state instead of per head:
+``s6_matrix`` materialises it, one (S, S) matrix per channel (``mamba1.py`` uses it for its
+``ssm.matrix`` site), and ``apply_s6_matrix`` applies it with the same convention (dt and D
+outside).
+
 Speed notes (these are what make the torch path fast on CPU). The decay mask is built from one
 cumulative sum as ``exp(cum_i - cum_j)`` on the (S, S) grid rather than a masked (S, S) cumsum; the
 step size and the D skip are folded into the small (N, H, S, S) mixing matrix
@@ -35,7 +40,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["decay_mask", "ssd_matrix", "mixing_matrix", "ssd_apply_matrix", "ssd_quadratic", "ssd_chunked"]
+__all__ = ["decay_mask", "ssd_matrix", "mixing_matrix", "ssd_apply_matrix", "ssd_quadratic", "ssd_chunked",
+           "s6_matrix", "apply_s6_matrix"]
 
 
 def decay_mask(log_a: torch.Tensor) -> torch.Tensor:
@@ -132,3 +138,27 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
 
     y = (y_diag + y_off).permute(0, 2, 3, 1, 4).reshape(n, c * q, heads, p)[:, :length]
     return y + x[:, :length] * D.view(1, 1, heads, 1)
+
+
+# -- Mamba1 (S6): one matrix per channel -----------------------------------------------------
+def s6_matrix(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """Mamba1's per-channel token-mixing matrix (N, D_in, S, S), lower-triangular, for dt (N, S, D_in)
+    after softplus, A (D_in, Nst), B and C (N, S, Nst) (see mamba1.py's docstring)::
+
+        S[n, d, t, s] = sum_k C[t, k] B[s, k] exp(A[d, k] (cum_t - cum_s)),  cum = cumsum(dt[:, d]), s <= t
+    """
+    length = dt.shape[1]
+    cum = torch.cumsum(dt, dim=1).transpose(1, 2)                # (N, D_in, S)
+    diff = cum.unsqueeze(-1) - cum.unsqueeze(-2)                 # (N, D_in, S, S): cum_t - cum_s
+    causal = torch.ones(length, length, dtype=torch.bool, device=dt.device).tril_()
+    S = None
+    for k in range(A.shape[1]):
+        decay = torch.exp((diff * A[:, k, None, None]).masked_fill(~causal, float("-inf")))
+        term = decay * (C[:, :, k, None] * B[:, None, :, k]).unsqueeze(1)
+        S = term if S is None else S + term
+    return S
+
+
+def apply_s6_matrix(S: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """``y[:, d] = S[:, d] @ (dt[:, d] * x[:, d]) + D[d] x[:, d]`` -> (N, S, D_in)."""
+    return torch.matmul(S, (dt * x).transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2) + x * D
