@@ -297,3 +297,61 @@ def test_each_layer_says_which_path_it_took_and_why():
     glob = tiny("mamba2-global")
     glob(torch.randint(0, 37, (2, 7)))
     assert glob.layers[0].path == "modular" and "global" in glob.layers[0].path_reason
+
+
+def test_the_switch_runs_the_path_it_names(monkeypatch):
+    """``choose_path`` is the one switch: ``forward`` runs the path it names, in its order of rules
+    (a hook point or ``force_path`` -> modular; the kernels when allowed -> fused; else fast on CPU)."""
+    from achilles.plugins.archs import fused
+    from achilles.plugins.archs.mamba2 import Mamba2Layer
+
+    ran = []
+
+    def recording(path, function):
+        def run(layer, h):
+            ran.append(path)
+            return function(layer, h)
+        return run
+
+    modular = Mamba2Layer.forward_modular
+    monkeypatch.setattr(Mamba2Layer, "forward_modular", recording("modular", modular))
+    monkeypatch.setattr(mamba2_fast, "mamba2_layer_forward", recording("fast", mamba2_fast.mamba2_layer_forward))
+    # the kernels stood in on CPU by the block itself: only which path runs is tested here
+    monkeypatch.setattr(fused, "mamba2_layer_forward", recording("fused", modular))
+    tokens = torch.randint(0, 37, (2, 7))
+
+    def paths(model, **hooks):
+        ran.clear()
+        with model.hooks(**hooks):
+            model(tokens)
+        taken = [layer.path for layer in model.layers]
+        assert ran == taken, (ran, taken)  # each layer ran the path it reports, once
+        return taken
+
+    for backend in ("auto", "torch"):
+        model = tiny("mamba2", backend=backend)
+        assert paths(model) == ["fast", "fast"]
+        assert backend in model.layers[0].path_reason
+        assert paths(model, read=["layers.1.ssm.y"]) == ["fast", "modular"]
+        model.layers[0].force_path = "modular"
+        assert paths(model) == ["modular", "fast"] and model.layers[0].path_reason == "forced (layer.force_path)"
+    assert paths(tiny("mamba2-global")) == ["modular", "modular"]
+
+    monkeypatch.setattr(fused, "kernels_allowed", lambda backend, x: (True, "stand-in kernels"))
+    model = tiny("mamba2")
+    assert paths(model) == ["fused", "fused"] and model.layers[0].path_reason == "stand-in kernels"
+    assert paths(model, read=["layers.1.ssm.matrix"]) == ["fused", "modular"]
+    model.layers[0].force_path = "modular"
+    assert paths(model) == ["modular", "fused"]
+    assert paths(tiny("mamba2-global")) == ["fused", "fused"]  # the kernels cover the global selection
+
+
+def test_the_layer_is_built_from_its_typed_config():
+    from achilles.plugins.archs.mamba2 import Mamba2Config, Mamba2Layer
+
+    model = tiny("mamba2-global", n_heads=2)
+    torch.manual_seed(0)
+    layer = Mamba2Layer(Mamba2Config(**model.config), 0)
+    expect = {k: v.shape for k, v in model.layers[0].state_dict().items()}
+    assert {k: v.shape for k, v in layer.state_dict().items()} == expect
+    assert (layer.ssm_input, layer.dt_source, layer.dims.n_heads) == ("conv", "global", 2)
