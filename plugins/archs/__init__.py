@@ -13,10 +13,9 @@ settings too (only ``transformer-rope`` has ``rope_base``). Every module of this
 defines ``ARCHITECTURES`` is registered.
 """
 
-import importlib
-import pkgutil
-
 from achilles import hookimpl
+
+from ..discovery import declarations
 
 
 def factories() -> dict[str, tuple[object, str, tuple[str, ...]]]:
@@ -24,11 +23,9 @@ def factories() -> dict[str, tuple[object, str, tuple[str, ...]]]:
     ``ARCHITECTURES`` of each module of this package (a new module registers itself; no list to
     keep), tagged with the module's ``FAMILY_TAGS`` (its tags on model cards and the Hub)."""
     out = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
+    for module, declared in declarations(__name__, "ARCHITECTURES"):
         tags = tuple(getattr(module, "FAMILY_TAGS", ()))
-        out.update({name: (factory, description, tags)
-                    for name, (factory, description) in getattr(module, "ARCHITECTURES", {}).items()})
+        out.update({name: (factory, description, tags) for name, (factory, description) in declared.items()})
     return out
 
 
