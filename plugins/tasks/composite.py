@@ -222,3 +222,12 @@ class CompositeSymmetricTask(_AnchorPairTask):
 
     def _held_out_truths(self) -> dict[str, int]:
         return {"symmetric": self.pair_shift[(3, 4)], "set2": self._set2[4] + self._set2[3]}
+
+
+#: the tasks this module registers (every module of this package that defines ``TASKS`` is registered)
+TASKS = {
+    "composite": (CompositeTask,
+                  "composite function task: key + anchor pair; 43 held out (Achilles' Heel §3.3)"),
+    "composite-symmetric": (CompositeSymmetricTask,
+                            "composite function task under full symmetry, anchors 0-4 (Achilles' Heel C.1)"),
+}

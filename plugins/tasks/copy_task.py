@@ -82,3 +82,7 @@ class CopyTask(SizedSequenceTask):
             return ("_", "|")[token]
         symbol = token - N_SPECIAL
         return string.ascii_lowercase[symbol] if self.config["alphabet_size"] <= 26 else f"s{symbol}"
+
+
+#: the tasks this module registers (every module of this package that defines ``TASKS`` is registered)
+TASKS = {"copy": (CopyTask, "copy a random string after a separator (COPY and CoT)")}

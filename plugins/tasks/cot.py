@@ -210,3 +210,10 @@ class EditDistanceTask(_ChainOfThoughtTask):
             letter = token - self.N_SPECIAL
             return string.ascii_lowercase[letter] if letter < 26 else f"s{letter}"
         return str(token - self.number_base)
+
+
+#: the tasks this module registers (every module of this package that defines ``TASKS`` is registered)
+TASKS = {
+    "cot-lis": (LISTask, "longest increasing subsequence with a chain of thought (COPY and CoT)"),
+    "cot-ed": (EditDistanceTask, "edit distance with a row-by-row chain of thought (COPY and CoT)"),
+}

@@ -162,3 +162,8 @@ class InverseTask(Task):
         forward = int(batch.meta["forward_index"][i])
         note = f"; query read forwards is key {forward}" if forward >= 0 else ""
         return f"keys: {keys}  | filler: {pad} | query: ({query}) -> {int(batch.targets[i, -1])}   [answer key {answer}{note}]"
+
+
+#: the tasks this module registers (every module of this package that defines ``TASKS`` is registered)
+TASKS = {"inverse": (InverseTask,
+                     "inverse sequence matching: find the key whose reverse is the query (Achilles' Heel §3.4)")}

@@ -270,3 +270,7 @@ class MQARTask(Task):
                    f"K{int(batch.meta['key_len'][i])}V{int(batch.meta['value_len'][i])}")
         return (f"[{variant}]\n      context: {' '.join(shown[:half])}\n"
                 f"      queries: {' '.join(shown[half:])}")
+
+
+#: the tasks this module registers (every module of this package that defines ``TASKS`` is registered)
+TASKS = {"mqar": (MQARTask, "multi-query associative recall with placement, n-gram and noise variants")}
