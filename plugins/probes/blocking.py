@@ -171,3 +171,7 @@ class BlockingProbe(Probe):
             baseline_label=f"output unchanged: {len(sources)} random filler columns cut (control)")
         result["figures"] = [Path(figure).name]
         return write_result(context.out_dir, self.name, result)
+
+
+#: the probes this module registers (every module of this package that defines ``PROBES`` is registered)
+PROBES = {"blocking": (BlockingProbe, "zero S from key/anchors to later tokens: output unchanged? (fig. 6a)")}

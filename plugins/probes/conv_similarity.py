@@ -160,3 +160,7 @@ class ConvSimilarityProbe(Probe):
         fig.colorbar(image, ax=[ax for row in axes for ax in row], shrink=0.8, label="cosine similarity")
         fig.suptitle(f"Convolution-kernel taps: cosine similarity ({result['arch']}, {result['task']})", fontsize=9)
         return save_figure(fig, out_dir / f"{self.name}.png")
+
+
+#: the probes this module registers (every module of this package that defines ``PROBES`` is registered)
+PROBES = {"conv-similarity": (ConvSimilarityProbe, "cosine similarity of conv-kernel taps, init vs trained (fig. 12)")}

@@ -216,3 +216,8 @@ class InformationFlowProbe(Probe):
                      "line width ∝ |entry| (per layer)\nboxes: logit-lens argmax of the layer's residual stream"
                      + ("; green: key, orange: anchors" if "key_pos" in samples[0] else ""), fontsize=8)
         return save_figure(fig, out_dir / f"{self.name}.png", dpi=90)
+
+
+#: the probes this module registers (every module of this package that defines ``PROBES`` is registered)
+PROBES = {"information-flow": (InformationFlowProbe,
+                               "per-layer token flow (SSM matrix or attention) + logit lens (fig. 5)")}

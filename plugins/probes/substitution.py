@@ -145,3 +145,7 @@ class SubstitutionProbe(Probe):
             baseline_label=f"output = {twin_pair} twin's without substitution")
         result["figures"] = [Path(figure).name]
         return write_result(context.out_dir, self.name, result)
+
+
+#: the probes this module registers (every module of this package that defines ``PROBES`` is registered)
+PROBES = {"substitution": (SubstitutionProbe, "downstream post-conv states of a 43 twin: output -> 43's? (fig. 6b)")}
