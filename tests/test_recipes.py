@@ -15,8 +15,8 @@ import achilles
 from achilles.cli.main import cli
 from achilles.recipes import (Claim, Figure, Plan, Precondition, Recipe, RunGroup, Source, at_least, at_most,
                               get_recipe, list_recipes, minus, rate)
-from achilles.recipes.measure import (HELD, INCONCLUSIVE, NOT_HELD, Measurement, difference, evaluate_claims,
-                                      rate_measurement, wilson)
+from achilles.recipes.statistics import HELD, INCONCLUSIVE, NOT_HELD, Measurement, difference, rate_measurement, wilson
+from achilles.recipes.measure import evaluate_claims
 from achilles.recipes.results import RecipeResults, RunRecord
 from achilles.contract.task import Paper
 

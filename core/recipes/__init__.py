@@ -6,8 +6,9 @@ runs one (see ``achilles.recipes.runner``). Declaring a recipe needs only this m
     from achilles.recipes import Claim, Paper, Plan, Recipe, RunGroup, Source, at_most, rate
 """
 
-from achilles.recipes.measure import (HELD, INCONCLUSIVE, NOT_HELD, Measurement, Rule, at_least, at_most, mean_of, minus,
-                      near_chance, per_run, probe_value, rate, share_of_cells, within)
+from achilles.recipes.statistics import (HELD, INCONCLUSIVE, NOT_HELD, Measurement, Rule, at_least, at_most,
+                                         near_chance, within)
+from achilles.recipes.measure import mean_of, minus, per_run, probe_value, rate, share_of_cells
 from achilles.recipes.lookup import get_recipe, list_recipes
 from achilles.recipes.results import RecipeResults, RunRecord, Selector
 from achilles.contract.task import Paper

@@ -168,7 +168,7 @@ class RecipeResults:
         """Per-run observations (run, seed, value, distinct samples ``n``, pairing keys) of the final
         ``split.metric`` (or of evaluation ``eval``); ``share``: the fraction of the split's samples
         the metric counts. Also the missing runs."""
-        from achilles.recipes.measure import observation
+        from achilles.recipes.statistics import observation
 
         obs, missing = [], []
         runs, missing, _ = self.selected(group, where, only)
@@ -190,7 +190,7 @@ class RecipeResults:
                            where: Mapping[str, Any] | None = None, only: Selector | None = None
                            ) -> tuple[list[dict[str, Any]], list[str]]:
         """Like ``observations`` for ``key`` (dotted) of probe ``probe``'s result."""
-        from achilles.recipes.measure import observation
+        from achilles.recipes.statistics import observation
 
         obs = []
         runs, missing, _ = self.selected(group, where, only)

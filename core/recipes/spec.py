@@ -27,7 +27,7 @@ from achilles.errors import ConfigError
 from achilles.contract.task import Paper
 
 if TYPE_CHECKING:  # pragma: no cover
-    from achilles.recipes.measure import Measurement, Rule
+    from achilles.recipes.statistics import Measurement, Rule
     from achilles.recipes.results import RecipeResults
 
 PROFILES = ("quick", "paper")
