@@ -95,3 +95,30 @@ def test_a_model_folder_is_not_a_run(toys, tmp_path):
     (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "mamba2", "hidden_size": 8}))
     with pytest.raises(achilles.CheckpointError, match="transformers config .model_type 'mamba2'"):
         load_run(tmp_path / "hf")
+
+
+def test_the_layout_names_are_defined_once():
+    """A run folder's file and folder names (``PROBES_DIR``, ``WEIGHTS``, ...) are defined in
+    ``achilles.runs.layout`` alone: core and the plugins import them, none defines its own copy."""
+    import ast
+
+    import achilles.runs.layout as layout
+
+    names = {name for name in vars(layout) if name.isupper()}
+    root = Path(__file__).resolve().parent.parent
+    copies = []
+    for folder in ("core", "plugins", "cards"):
+        for source in sorted((root / folder).rglob("*.py")):
+            if source == Path(layout.__file__).resolve():
+                continue
+            for node in ast.parse(source.read_text()).body:
+                targets = node.targets if isinstance(node, ast.Assign) else \
+                    [node.target] if isinstance(node, ast.AnnAssign) else []
+                copies += [f"{source.relative_to(root)}: {t.id}" for t in targets
+                           if isinstance(t, ast.Name) and t.id in names]
+    assert not copies
+    from achilles.recipes.results import PROBES_DIR as recipes_probes
+    from achilles.zoo.card import PROBES_DIR as card_probes
+    from achilles.zoo.hub import PROBES_DIR as hub_probes
+
+    assert recipes_probes is card_probes is hub_probes is layout.PROBES_DIR

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from achilles.runs.folder import RunFolder
+from achilles.runs.layout import PROBES_DIR
 from achilles.recipes.spec import Plan, Recipe
 
 EVALS_DIR = "evals"
-PROBES_DIR = "probes"
 
 
 @dataclass(frozen=True)

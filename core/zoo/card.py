@@ -16,12 +16,11 @@ from achilles.cards import CardData, Paper, render
 
 from achilles.contract.declarations import arch_tags, task_papers, task_variant
 from achilles.runs.folder import recorded_data_seed
-from achilles.runs.layout import CARD, CONFIG, INIT_WEIGHTS, MANIFEST, METRICS, RECORD, RUN_FORMAT_V1, WEIGHTS
+from achilles.runs.layout import (CARD, CONFIG, INIT_WEIGHTS, MANIFEST, METRICS, PROBES_DIR, RECORD, RUN_FORMAT_V1,
+                                  WEIGHTS)
 from achilles.runs.folder import RunFolder
 from achilles.runs.files import atomic_write_text
 from achilles.runs.ownership import claim, owned_names
-
-PROBES_DIR = "probes"
 
 
 def count_parameters(weights: Path) -> int | None:

@@ -15,10 +15,9 @@ from achilles.errors import CheckpointError
 from achilles.models.hub_refs import check_repo_id, hub_errors, HubRef
 from achilles.runs.files import file_sha256
 from achilles.runs.folder import RunFolder
-from achilles.runs.layout import CARD, CONFIG, INIT_WEIGHTS, METRICS, RECORD, WEIGHTS
+from achilles.runs.layout import CARD, CONFIG, INIT_WEIGHTS, METRICS, PROBES_DIR, RECORD, WEIGHTS
 from achilles.runs.ownership import own_regular_file, owned_folder, owned_names
 
-PROBES_DIR = "probes"
 #: What a published run holds; trainer state (checkpoint/) stays local.
 RUN_FILES = (CONFIG, RECORD, WEIGHTS, INIT_WEIGHTS, METRICS, CARD, "*.png", f"{PROBES_DIR}/*/*")
 

@@ -17,6 +17,7 @@ from achilles.cli.options import deprecated_alias, info, takes_alias, verbosity_
 from achilles.errors import AchillesError, ConfigError
 from achilles.cli.table import format_table
 from achilles.cli.commands.train import parse_settings
+from achilles.runs.layout import PROBES_DIR
 
 _FLAGS = "achilles.probe_flags"  # ctx.meta key: the chosen probe's options as click options
 _PROBE = "achilles.probe_name"  # ctx.meta key: the probe named by --probe
@@ -29,7 +30,7 @@ def default_out_dir(run_id: str, run_path: Path, probe: str) -> Path:
     from achilles.zoo.pull import names_local_folder
 
     if names_local_folder(run_id):  # not a zoo id that a folder of the same name would shadow
-        return Path(run_path) / "probes" / probe
+        return Path(run_path) / PROBES_DIR / probe
     return Path("probes") / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_") / probe
 
 
