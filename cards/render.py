@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, Protocol
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -34,35 +34,39 @@ TRAIN_SPLIT = "train"
 METRIC_DECIMALS = 4
 
 
-@dataclass
-class Paper:
-    """A paper a task comes from; ``arxiv`` is an id such as ``2509.17514``."""
+class CitedPaper(Protocol):
+    """What a card reads of a paper: the fields of ``achilles.Paper`` (the one paper record; this
+    package imports nothing of achilles, so it names the fields rather than the class). An empty
+    field is one the task did not declare."""
 
-    title: str | None = None
-    arxiv: str | None = None
-    section: str | None = None  # where the paper defines the task, e.g. "§3.3"
-    bibtex: str | None = None  # the paper's BibTeX entry (None: a minimal @misc from title and arXiv id)
+    title: str
+    arxiv: str  # an id such as ``2509.17514``
+    section: str  # where the paper defines the task, e.g. "§3.3"
+    bibtex: str  # the paper's BibTeX entry (empty: a minimal @misc from title and arXiv id)
 
     @property
-    def url(self) -> str | None:
-        return f"https://arxiv.org/abs/{self.arxiv}" if self.arxiv else None
+    def url(self) -> str: ...  # the arXiv abstract page (empty without an arXiv id)
 
-    def markdown(self) -> str:
-        link = f"[arXiv:{self.arxiv}]({self.url})" if self.arxiv else ""
-        where = f", {self.section}" if self.section else ""
-        if self.title:
-            return f"*{self.title}*" + (f" ({link}{where})" if link or where else "")
-        return (link + where) or "an unnamed paper"
 
-    def citation(self) -> str:
-        """The BibTeX entry: the declared one, else an ``@misc`` from the title and the arXiv id."""
-        if self.bibtex:
-            return self.bibtex.strip()
-        fields = [("title", f"{{{self.title}}}" if self.title else None),
-                  ("eprint", f"{{{self.arxiv}}}" if self.arxiv else None),
-                  ("archivePrefix", "{arXiv}" if self.arxiv else None), ("url", f"{{{self.url}}}" if self.url else None)]
-        key = f"arxiv{self.arxiv}".replace(".", "_") if self.arxiv else "paper"
-        return "@misc{" + key + ",\n" + ",\n".join(f"  {k} = {v}" for k, v in fields if v) + "\n}"
+def paper_markdown(paper: CitedPaper) -> str:
+    """The paper in a sentence: its title in italics, then its arXiv link and section."""
+    link = f"[arXiv:{paper.arxiv}]({paper.url})" if paper.arxiv else ""
+    where = f", {paper.section}" if paper.section else ""
+    if paper.title:
+        return f"*{paper.title}*" + (f" ({link}{where})" if link or where else "")
+    return (link + where) or "an unnamed paper"
+
+
+def paper_citation(paper: CitedPaper) -> str:
+    """The BibTeX entry: the declared one, else an ``@misc`` from the title and the arXiv id."""
+    if paper.bibtex:
+        return paper.bibtex.strip()
+    url = paper.url
+    fields = [("title", f"{{{paper.title}}}" if paper.title else None),
+              ("eprint", f"{{{paper.arxiv}}}" if paper.arxiv else None),
+              ("archivePrefix", "{arXiv}" if paper.arxiv else None), ("url", f"{{{url}}}" if url else None)]
+    key = f"arxiv{paper.arxiv}".replace(".", "_") if paper.arxiv else "paper"
+    return "@misc{" + key + ",\n" + ",\n".join(f"  {k} = {v}" for k, v in fields if v) + "\n}"
 
 
 @dataclass
@@ -83,7 +87,7 @@ class CardData:
     final_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     headline: dict[str, Any] | None = None
     arch_tags: list[str] = field(default_factory=list)
-    papers: list[Paper] = field(default_factory=list)
+    papers: list[CitedPaper] = field(default_factory=list)  # achilles.Paper, the task's declared papers
     parameters: int | None = None
     weights_sha256: str | None = None
     files: list[tuple[str, str]] = field(default_factory=list)  # (file name, what it holds)
@@ -432,7 +436,7 @@ def _results_text(card: CardData) -> str:
 def _paper_text(card: CardData) -> str:
     if not card.papers:
         return "The task does not declare a paper."
-    cited = "; ".join(p.markdown() for p in card.papers)
+    cited = "; ".join(paper_markdown(p) for p in card.papers)
     if card.is_paper_profile:
         return f"The task and the training settings (`paper` profile) follow {cited}."
     return (f"The task comes from {cited}. This checkpoint was trained with the `{card.profile or 'unknown'}` "
@@ -443,7 +447,7 @@ def _citation_text(card: CardData) -> str:
     text = _paper_text(card)
     if not card.papers:
         return text
-    blocks = "\n\n".join(f"```bibtex\n{p.citation()}\n```" for p in card.papers)
+    blocks = "\n\n".join(f"```bibtex\n{paper_citation(p)}\n```" for p in card.papers)
     return f"{text} If you use this checkpoint, cite the paper{'s' if len(card.papers) > 1 else ''}:\n\n{blocks}"
 
 

@@ -231,3 +231,17 @@ def test_a_paper_without_bibtex_is_cited_from_its_arxiv_id(tmp_path):
     block = text.split("```bibtex\n", 1)[1].split("```", 1)[0]
     assert "@misc{arxiv2401_00001," in block and "eprint = {2401.00001}" in block
     assert "archivePrefix = {arXiv}" in block and "title = {A Paper About Counting}" in block
+
+
+def test_one_paper_record(tmp_path):
+    """``achilles.Paper`` is the one paper class: the card gathers a task's declared papers (a dict
+    here, with no section) into it, and no other module of achilles defines a ``Paper``."""
+    from achilles.zoo.card import card_data
+
+    papers = card_data(make_run(tmp_path / "run", task="counting")).papers
+    assert papers == [achilles.Paper("A Paper About Counting", "2401.00001")]
+    root = Path(__file__).resolve().parent.parent
+    defined = [source.relative_to(root).as_posix() for folder in ("core", "plugins", "cards")
+               for source in sorted((root / folder).rglob("*.py"))
+               if any(isinstance(node, ast.ClassDef) and node.name == "Paper" for node in ast.walk(ast.parse(source.read_text())))]
+    assert defined == ["core/contract/task.py"]

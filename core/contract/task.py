@@ -11,7 +11,11 @@ import torch
 
 @dataclass(frozen=True)
 class Paper:
-    """The paper a task comes from: model cards cite it, ``docs/tasks.md`` points into it."""
+    """The paper a task comes from: model cards cite it, ``docs/tasks.md`` points into it.
+
+    The one paper record of achilles: a task may also declare its paper as a dict or a bare arXiv
+    id (``achilles.contract.declarations.task_papers`` reads those), and the model card gathers
+    them into this class, with the fields a declaration left out empty."""
 
     title: str
     #: arXiv identifier without prefix or version, e.g. ``"2509.17514"``
@@ -26,7 +30,8 @@ class Paper:
 
     @property
     def url(self) -> str:
-        return f"https://arxiv.org/abs/{self.arxiv}"
+        """The arXiv abstract page (empty when no arXiv id is known)."""
+        return f"https://arxiv.org/abs/{self.arxiv}" if self.arxiv else ""
 
     @property
     def label(self) -> str:

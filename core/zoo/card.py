@@ -12,9 +12,10 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from achilles.cards import CardData, Paper, render
+from achilles.cards import CardData, render
 
 from achilles.contract.declarations import arch_tags, task_papers, task_variant
+from achilles.contract.task import Paper
 from achilles.runs.folder import recorded_data_seed
 from achilles.runs.layout import (CARD, CONFIG, INIT_WEIGHTS, MANIFEST, METRICS, PROBES_DIR, RECORD, RUN_FORMAT_V1,
                                   WEIGHTS)
@@ -122,7 +123,7 @@ def card_data(run_dir: str | Path, repo_id: str | None = None, zoo_id: str | Non
         epochs_completed=config.get("epochs_completed"), model_settings=dict(config.get("model") or {}),
         task_settings=dict(config.get("task_config") or {}), training=dict(config.get("training") or {}),
         final_metrics=dict(config.get("final_metrics") or {}), headline=config.get("headline"),
-        arch_tags=arch_tags(arch), papers=[Paper(**p) for p in task_papers(task)],
+        arch_tags=arch_tags(arch), papers=[Paper(**{k: v or "" for k, v in p.items()}) for p in task_papers(task)],
         parameters=count_parameters(run.path / WEIGHTS), weights_sha256=config.get("weights_sha256"),
         files=_files(run, config),
         figures=sorted(p.name for p in run.path.glob("*.png") if p.name in owned_names(run.path)),
