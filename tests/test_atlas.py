@@ -51,7 +51,8 @@ def test_a_subject_that_cannot_serve_the_task_is_refused_before_training(tmp_pat
 
     import toy_plugin
     from achilles.errors import ConfigError
-    from achilles.recipes.runner import ReproduceOptions, train_together
+    from achilles.recipes.runner import plan_reproduction, train_together
+    from achilles.sweep import SweepOptions
 
     class TinyVocab(toy_plugin.TwoLayerToy):  # an architecture that serves at most 3 tokens
         def __init__(self, vocab_size=3, n_layers=2, d_model=8, gamma=0.5, max_len=16, backend="torch"):
@@ -73,7 +74,7 @@ def test_a_subject_that_cannot_serve_the_task_is_refused_before_training(tmp_pat
 
     swapped = with_subject(replace(recipe, subject="toy-mixer"), "tiny-vocab")
     with pytest.raises(achilles.AchillesError, match="cannot serve recipe 'toy-serve'.*at most 3 tokens"):
-        train_together([(swapped, ReproduceOptions(out=tmp_path / "out", workers=0))])
+        train_together([plan_reproduction(swapped, out=tmp_path / "out", training=SweepOptions(workers=0))])
     assert not (tmp_path / "out").exists()
 
 

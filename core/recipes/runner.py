@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,6 +32,7 @@ from achilles.errors import AchillesError
 from achilles.runs.folder import RunFolder
 from achilles.runs.files import atomic_write_json
 from achilles.runs.ownership import claim, owned_folder
+from achilles import sweep
 from achilles.recipes import sweeps
 from achilles.recipes.results import EVALS_DIR, PROBES_DIR, RecipeResults, RunRecord, read_run
 from achilles.recipes.spec import Plan, Recipe, RunGroup, with_seeds, with_train_overrides
@@ -54,32 +55,60 @@ def default_runs(out: Path | None) -> Path:
     return Path("reproductions") / RUNS_DIR if out is None else Path(out) / RUNS_DIR
 
 
-@dataclass
-class ReproduceOptions:
-    """How to run a recipe (what to run is the recipe's plan)."""
+@dataclass(frozen=True)
+class GroupRuns:
+    """A run group of the plan, its sweep (settings checked) and that sweep's folder in the run store."""
 
-    profile: str = "quick"
-    out: Path | None = None
-    runs: Path | None = None                        # the run store (default: see default_runs)
-    seeds: int | None = None                        # --seeds N: every group on seeds 0..N-1
-    train_overrides: Mapping[str, Any] = field(default_factory=dict)   # --set epochs=2
-    executor: str = "local"
-    workers: int | None = None
-    threads: int | None = None                      # torch threads per worker (default: see SweepOptions)
-    device: str = "auto"
-    progress: bool | None = None
+    group: RunGroup
+    spec: sweep.SweepSpec
+    folder: Path
 
 
-def resolve_plan(recipe: Recipe, options: ReproduceOptions) -> Plan:
-    plan = recipe.plan(options.profile)
-    if options.seeds is not None:
-        plan = with_seeds(plan, options.seeds)
-    return with_train_overrides(plan, options.train_overrides)
+@dataclass(frozen=True)
+class Reproduction:
+    """One recipe's reproduction, resolved once by ``plan_reproduction``: what runs, where, how.
+
+    ``achilles reproduce NAME --seeds 5`` reaches the run folders this way: ``plan`` has every group
+    on seeds 0..4; ``groups`` holds one sweep per group (its cells: grid values x seeds) and its
+    folder ``runs/<arch>.<task>-<hash>/``; each cell is a run folder there."""
+
+    recipe: Recipe
+    profile: str
+    plan: Plan                    # the recipe's plan at this profile, --seeds and --train-set applied
+    out: Path                     # recipe.json, report.md, report.json, figures/
+    runs: Path                    # the run store: one sweep folder per run group, shared by recipes
+    training: sweep.SweepOptions  # how the runs train: executor, workers, threads, device, progress
+    groups: tuple[GroupRuns, ...]
+
+    @property
+    def device(self) -> str:
+        return self.training.device
 
 
-def group_folder(runs: Path, spec) -> Path:
-    """The sweep folder of a run group in the run store (named by its settings, so shared)."""
-    return sweeps.folder_for(spec, runs)
+def plan_reproduction(recipe: Recipe, *, profile: str = "quick", seeds: int | None = None,
+                      train_overrides: Mapping[str, Any] | None = None, out: Path | str | None = None,
+                      runs: Path | str | None = None, training: sweep.SweepOptions | None = None) -> Reproduction:
+    """Resolve a reproduction once: the plan (``--seeds`` puts every group on seeds 0..N-1,
+    ``--train-set`` overrides training settings), the output folder (default
+    ``reproductions/NAME-PROFILE``), the run store (default ``OUT/runs`` with ``--out``, else
+    ``reproductions/runs``) and each group's sweep. A bad setting fails here, before any folder."""
+    plan = recipe.plan(profile)
+    if seeds is not None:
+        plan = with_seeds(plan, seeds)
+    plan = with_train_overrides(plan, train_overrides or {})
+    training = training or sweep.SweepOptions()
+    store = Path(runs) if runs else default_runs(Path(out) if out else None)
+    return Reproduction(recipe, profile, plan, Path(out) if out else default_out(recipe.name, profile, recipe.tested_subject),
+                        store, training, group_runs(plan, store, training.device))
+
+
+def group_runs(plan: Plan, store: Path, device: str) -> tuple[GroupRuns, ...]:
+    """Each run group of ``plan`` with its sweep and sweep folder in ``store``."""
+    out = []
+    for group in plan.runs:
+        spec = sweeps.spec_for(group, plan, device)
+        out.append(GroupRuns(group, spec, sweep.sweep_folder(spec, None, store)))
+    return tuple(out)
 
 
 def check_out_folder(out: Path, recipe: Recipe, profile: str) -> None:
@@ -143,15 +172,13 @@ def plan_record(recipe: Recipe, profile: str, plan: Plan) -> dict[str, Any]:
 
 
 # -- the stages ------------------------------------------------------------------------------------
-def collect(recipe: Recipe, profile: str, plan: Plan, out: Path, runs_dir: Path,
-            device: str = "auto") -> RecipeResults:
-    """Read every run of ``plan`` in the run store (finished or not) with its evals and probes."""
+def collect(rep: Reproduction) -> RecipeResults:
+    """Read every run of the reproduction in the run store (finished or not) with its evals and probes."""
     runs: list[RunRecord] = []
-    for group in plan.runs:
-        spec = sweeps.spec_for(group, plan, device)
-        for cell in sweeps.cells(spec, group_folder(runs_dir, spec)):
-            runs.append(read_run(group.name, cell.values, cell.seed, cell.path, cell.status))
-    return RecipeResults(recipe, profile, plan, out, runs)
+    for g in rep.groups:
+        for cell in sweeps.cells(g.spec, g.folder, rep.device):
+            runs.append(read_run(g.group.name, cell.values, cell.seed, cell.path, cell.status))
+    return RecipeResults(rep.recipe, rep.profile, rep.plan, rep.out, runs)
 
 
 def run_evaluations(results: RecipeResults, device: str = "auto") -> int:
@@ -276,29 +303,31 @@ class ReproduceResult:
     seconds: float
 
 
-def training_jobs(recipe: Recipe, options: ReproduceOptions) -> list[tuple[Any, Path]]:
-    """(sweep spec, sweep folder) of every run group of ``recipe`` (settings checked here)."""
-    plan = resolve_plan(recipe, options)
-    runs_dir = Path(options.runs) if options.runs else default_runs(options.out)
-    return [(spec, group_folder(runs_dir, spec)) for spec in
-            (sweeps.spec_for(group, plan, options.device) for group in plan.runs)]
+def _jobs(rep: Reproduction) -> list[tuple[sweep.SweepSpec, Path]]:
+    return [(g.spec, g.folder) for g in rep.groups]
 
 
-def train_together(jobs: list[tuple[Recipe, ReproduceOptions]]) -> None:
-    """Train the runs of several recipes in one pool (``reproduce --all``): a recipe's last runs
-    do not leave workers idle while the next recipe waits. Raises SweepInterrupted on Ctrl-C."""
+def check_reproduction(rep: Reproduction) -> None:
+    """Refuse, before any folder is made, an output folder of another reproduction, a subject that
+    cannot serve the recipe and a run store holding anything but run groups."""
+    check_out_folder(rep.out, rep.recipe, rep.profile)
+    check_subject_serves(rep.recipe, rep.groups)
+    check_run_store(rep.runs)
+
+
+def train_together(reps: list[Reproduction]) -> None:
+    """Train the runs of several reproductions in one pool (``reproduce --all``, the atlas): a
+    recipe's last runs do not leave workers idle while the next recipe waits. Raises
+    SweepInterrupted on Ctrl-C."""
     pairs: list[tuple[Any, Path]] = []
-    for recipe, options in jobs:
-        out = Path(options.out) if options.out else default_out(recipe.name, options.profile, recipe.tested_subject)
-        check_out_folder(out, recipe, options.profile)
-        check_subject_serves(recipe, options.profile, options.device)
-        check_run_store(Path(options.runs) if options.runs else default_runs(options.out))
-        pairs += [p for p in training_jobs(recipe, options) if p not in pairs]
-    if jobs:
-        sweeps.train(pairs, jobs[0][1])
+    for rep in reps:
+        check_reproduction(rep)
+        pairs += [p for p in _jobs(rep) if p not in pairs]
+    if reps:
+        sweeps.train(pairs, reps[0].training)
 
 
-def reproduce(recipe: Recipe, options: ReproduceOptions) -> ReproduceResult:
+def reproduce(rep: Reproduction) -> ReproduceResult:
     """Train what is missing, evaluate, probe, judge the claims and write the report.
 
     Raises ``achilles.sweep.SweepInterrupted`` (a KeyboardInterrupt) on Ctrl-C after the
@@ -307,43 +336,37 @@ def reproduce(recipe: Recipe, options: ReproduceOptions) -> ReproduceResult:
     from achilles.recipes.report import write_report
 
     started = time.perf_counter()
-    plan = resolve_plan(recipe, options)
-    out = Path(options.out) if options.out else default_out(recipe.name, options.profile, recipe.tested_subject)
-    runs_dir = Path(options.runs) if options.runs else default_runs(options.out)
-    check_out_folder(out, recipe, options.profile)
-    check_subject_serves(recipe, options.profile, options.device)
-    check_run_store(runs_dir)
-    specs = [(group, sweeps.spec_for(group, plan, options.device)) for group in plan.runs]  # bad settings fail here
-    out.mkdir(parents=True, exist_ok=True)
-    previous = out / RECIPE_JSON
+    check_reproduction(rep)
+    rep.out.mkdir(parents=True, exist_ok=True)
+    previous = rep.out / RECIPE_JSON
     created = (json.loads(previous.read_text()).get("created") if previous.is_file() else None) or _now()
-    atomic_write_json(previous, {**plan_record(recipe, options.profile, plan), "created": created,
+    atomic_write_json(previous, {**plan_record(rep.recipe, rep.profile, rep.plan), "created": created,
                                  "updated": _now()})
-    sweeps.train([(spec, group_folder(runs_dir, spec)) for _, spec in specs], options)
-    plan = extend_until_met(plan, runs_dir, options)
-    results = collect(recipe, options.profile, plan, out, runs_dir, options.device)
-    run_evaluations(results, options.device)
-    run_probes(results, options.device)
-    claims = evaluate_claims(recipe.claims, results)
-    figures = draw_figures(results, out)
-    report = write_report(results, claims, figures, out, seconds=time.perf_counter() - started)
+    sweeps.train(_jobs(rep), rep.training)
+    rep = extend_until_met(rep)
+    results = collect(rep)
+    run_evaluations(results, rep.device)
+    run_probes(results, rep.device)
+    claims = evaluate_claims(rep.recipe.claims, results)
+    figures = draw_figures(results, rep.out)
+    report = write_report(results, claims, figures, rep.out, seconds=time.perf_counter() - started)
     link_report(results, report)
-    return ReproduceResult(out, results, claims, report, time.perf_counter() - started)
+    return ReproduceResult(rep.out, results, claims, report, time.perf_counter() - started)
 
 
-def extend_until_met(plan: Plan, runs_dir: Path, options: ReproduceOptions) -> Plan:
+def extend_until_met(rep: Reproduction) -> Reproduction:
     """Groups with an ``until`` premise get more seeds, a few at a time, until enough of their
-    finished runs meet it or the cap is reached; returns the plan with the seeds actually trained."""
+    finished runs meet it or the cap is reached; returns the reproduction with the seeds actually trained."""
     from dataclasses import replace
 
     while True:
         grown = []
-        for group in plan.runs:
+        for g in rep.groups:
+            group = g.group
             if group.until is None or group.seeds >= group.until.cap:
                 continue
-            spec = sweeps.spec_for(group, plan, options.device)
             records = [read_run(group.name, c.values, c.seed, c.path, c.status)
-                       for c in sweeps.cells(spec, group_folder(runs_dir, spec))]
+                       for c in sweeps.cells(g.spec, g.folder, rep.device)]
             if any(not r.finished for r in records):
                 continue  # failed or interrupted runs: more seeds would not help; the report says which
             met = sum(1 for r in records if group.until.test(r))
@@ -354,11 +377,11 @@ def extend_until_met(plan: Plan, runs_dir: Path, options: ReproduceOptions) -> P
                      f"{seeds} seeds (cap {group.until.cap})")
             grown.append(replace(group, seeds=seeds))
         if not grown:
-            return plan
+            return rep
         names = {g.name: g for g in grown}
-        plan = replace(plan, runs=tuple(names.get(g.name, g) for g in plan.runs))
-        specs = [sweeps.spec_for(g, plan, options.device) for g in grown]
-        sweeps.train([(spec, group_folder(runs_dir, spec)) for spec in specs], options)
+        plan = replace(rep.plan, runs=tuple(names.get(g.name, g) for g in rep.plan.runs))
+        rep = replace(rep, plan=plan, groups=group_runs(plan, rep.runs, rep.device))
+        sweeps.train([(g.spec, g.folder) for g in rep.groups if g.group.name in names], rep.training)
 
 
 def _now() -> str:

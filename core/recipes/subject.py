@@ -63,20 +63,19 @@ def _swap(group: RunGroup, arch: str) -> tuple[RunGroup, set[str]]:
     return replace(group, arch=arch, model=model, grid=grid), lost
 
 
-def check_subject_serves(recipe: Recipe, profile: str, device: str = "cpu") -> None:
+def check_subject_serves(recipe: Recipe, groups) -> None:
     """Build each subject group's model once for its task (seed 0, nothing trained), so that a
     subject whose vocabulary, length or settings cannot serve the task is refused before any
-    folder or training: the model's own one-line error names the limit."""
+    folder or training: the model's own one-line error names the limit. ``groups``: the
+    reproduction's ``GroupRuns`` (a group with its checked sweep)."""
     if not recipe.tested_subject:
         return
     from achilles.training.trainer import build_task_and_model
-    from achilles.recipes import sweeps
 
-    plan = recipe.plan(profile)
-    for group in plan.runs:
+    for g in groups:
+        group, spec = g.group, g.spec
         if group.arch != recipe.tested_subject:
             continue
-        spec = sweeps.spec_for(group, plan, device)
         cell: dict[str, Any] = {k: v[0] for k, v in group.grid.items() if "." not in k}
         try:
             build_task_and_model(group.arch, group.task, {**spec.model_config, **cell}, spec.task_config, 0)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from achilles import sweep
 from achilles.recipes.spec import Plan, RunGroup
-
-if TYPE_CHECKING:  # pragma: no cover
-    from achilles.recipes.runner import ReproduceOptions
 
 
 def spec_for(group: RunGroup, plan: Plan, device: str = "auto") -> "sweep.SweepSpec":
@@ -24,10 +21,6 @@ def spec_for(group: RunGroup, plan: Plan, device: str = "auto") -> "sweep.SweepS
                            dict(group.model), dict(group.task_settings), **dict(group.train))
 
 
-def folder_for(spec: "sweep.SweepSpec", runs: Path) -> Path:
-    return sweep.sweep_folder(spec, None, runs)
-
-
 def cells(spec: "sweep.SweepSpec", folder: Path, device: str = "auto") -> list:
     """The cells of a run group; a pending cell that a bundled zoo entry is exactly shows as done,
     read from its bundle (``train`` copies it into the run store before anything trains)."""
@@ -37,19 +30,17 @@ def cells(spec: "sweep.SweepSpec", folder: Path, device: str = "auto") -> list:
     return as_done(planned, zoo_cells(spec, planned, device))
 
 
-def train(jobs: list[tuple["sweep.SweepSpec", Path]], options: "ReproduceOptions") -> list:
+def train(jobs: list[tuple["sweep.SweepSpec", Path]], training: "sweep.SweepOptions") -> list:
     """Train the cells not yet done of every (spec, sweep folder) in one pool of workers; a cell
     that is a bundled zoo entry is copied from the zoo first (``from_zoo``), not trained."""
     from achilles.recipes.from_zoo import adopt
 
-    adopt(jobs, options.device)
+    adopt(jobs, training.device)
     todo = [(spec, folder) for spec, folder in jobs
             if not (folder / sweep.SWEEP_JSON).is_file() or any(not c.done for c in sweep.plan_cells(spec, folder))]
     if not todo:
         return []
-    return sweep.run_sweeps(todo, sweep.SweepOptions(executor=options.executor, workers=options.workers,
-                                                     threads=options.threads, device=options.device,
-                                                     progress=options.progress))
+    return sweep.run_sweeps(todo, training)
 
 
 def call_probe(probe, model, task, out_dir: Path, run_dir: Path, config: dict, options: dict[str, Any]) -> dict[str, Any]:

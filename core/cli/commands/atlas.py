@@ -56,32 +56,32 @@ def atlas_command(recipes, subjects, profile, seeds, overrides, out, executor, w
     from achilles.recipes import get_recipe
     from achilles.recipes.atlas import DEFAULT_RECIPES, DEFAULT_SUBJECTS, cell_folder, write_atlas
     from achilles.recipes.cost import estimate_plan
-    from achilles.recipes.runner import ReproduceOptions, reproduce, resolve_plan, train_together
+    from achilles.recipes.runner import plan_reproduction, reproduce, train_together
     from achilles.recipes.subject import with_subject
-    from achilles.recipes import runner, sweeps
+    from achilles.recipes import sweeps
+    from achilles.sweep import SweepOptions
     from achilles.sweep import SweepInterrupted
 
     recipe_list = [get_recipe(n) for n in _names(recipes, DEFAULT_RECIPES)]  # unknown: close matches
     subject_list = _names(subjects, DEFAULT_SUBJECTS)
     train_overrides = parse_settings(overrides, "--train-set")
+    training = SweepOptions(executor=executor, workers=workers, threads=threads, device=device,
+                            progress=False if is_quiet() and progress is None else progress)
     jobs = []
     for subject in subject_list:
         for recipe in recipe_list:
             swapped = with_subject(recipe, subject)  # a fixed subject or an unknown name: one line, nothing made
-            options = ReproduceOptions(profile=profile, out=cell_folder(Path(out), subject, recipe.name),
-                                       runs=Path(out) / "runs", seeds=seeds, train_overrides=train_overrides,
-                                       executor=executor, workers=workers, threads=threads, device=device,
-                                       progress=False if is_quiet() and progress is None else progress)
-            jobs.append((swapped, options))
+            jobs.append(plan_reproduction(swapped, profile=profile, seeds=seeds, train_overrides=train_overrides,
+                                          out=cell_folder(Path(out), subject, recipe.name), runs=Path(out) / "runs",
+                                          training=training))
     if dry_run:
         rows, pending_total = [], {}
-        for recipe, options in jobs:
-            plan = resolve_plan(recipe, options)
+        for rep in jobs:
+            recipe, plan = rep.recipe, rep.plan
             todo = {}
-            for group in plan.runs:
-                spec = sweeps.spec_for(group, plan, device)
-                key = str(runner.group_folder(Path(options.runs), spec))
-                done = sum(c.done for c in sweeps.cells(spec, Path(key)))
+            for g in rep.groups:
+                group, key = g.group, str(g.folder)
+                done = sum(c.done for c in sweeps.cells(g.spec, g.folder, device))
                 todo[group.name] = group.runs - done
                 pending_total[key] = (group, plan, group.runs - done)  # a shared control counts once
             rows.append([recipe.tested_subject or recipe.subject, recipe.name, sum(todo.values()),
@@ -93,7 +93,7 @@ def atlas_command(recipes, subjects, profile, seeds, overrides, out, executor, w
 
         left = {key: (g, p, n) for key, (g, p, n) in pending_total.items() if n}
         shared = Plan(runs=tuple(replace(g, name=key) for key, (g, _, _) in left.items()),
-                      training_profile=jobs[0][0].plan(profile).training_profile)
+                      training_profile=jobs[0].plan.training_profile)
         pending = {key: n for key, (_, _, n) in left.items()}
         total = estimate_plan(shared, "cpu", workers=workers or sweeps_cores(), pending_only=pending)
         click.echo(f"{len(jobs)} cell(s) ({len(subject_list)} subject(s) x {len(recipe_list)} recipe(s)) into {out}; "
@@ -103,9 +103,9 @@ def atlas_command(recipes, subjects, profile, seeds, overrides, out, executor, w
     try:
         click.echo(f"Training the runs of {len(jobs)} atlas cell(s) together (profile {profile})")
         train_together(jobs)
-        for recipe, options in jobs:
-            click.echo(f"== {recipe.tested_subject or recipe.subject} x {recipe.name}")
-            reproduce(recipe, options)
+        for rep in jobs:
+            click.echo(f"== {rep.recipe.tested_subject or rep.recipe.subject} x {rep.recipe.name}")
+            reproduce(rep)
     except SweepInterrupted:
         click.echo("Interrupted: finished runs are kept. Run the same command again to resume.", err=True)
         raise SystemExit(130)

@@ -55,28 +55,25 @@ def _list(echo, as_json: bool = False) -> None:
          f"shape by layers x width² x length.\n  {how_estimated('cpu')}\n  {how_estimated('cuda')}")
 
 
-def _dry_run(recipe, options, echo) -> None:
-    from achilles.recipes import runner
+def _dry_run(rep, echo) -> None:
+    from achilles.recipes import runner, sweeps
     from achilles.recipes.cost import estimate_plan
     from achilles.recipes.report import group_budget
-    from achilles.recipes import sweeps
 
-    plan = runner.resolve_plan(recipe, options)
-    out = Path(options.out) if options.out else runner.default_out(recipe.name, options.profile, recipe.tested_subject)
-    runner.check_out_folder(out, recipe, options.profile)
+    recipe, plan = rep.recipe, rep.plan
+    runner.check_out_folder(rep.out, recipe, rep.profile)
     rows, pending = [], {}
-    runs_dir = Path(options.runs) if options.runs else runner.default_runs(options.out)
-    for group in plan.runs:
-        spec = sweeps.spec_for(group, plan, options.device)
-        cells = sweeps.cells(spec, runner.group_folder(runs_dir, spec))
+    for g in rep.groups:
+        group = g.group
+        cells = sweeps.cells(g.spec, g.folder, rep.device)
         todo = sum(not c.done for c in cells)
         pending[group.name] = todo
         b = group_budget(group, plan)
         rows.append([group.name, group.arch, group.task, b["grid"] or "-", group.seeds, len(cells), todo,
                      f"{b['train_samples']} x {b['epochs']}"])
-    kind = "cuda" if options.device != "cpu" and _default_profile(options.device) == "paper" else "cpu"
-    workers = 1 if kind == "cuda" else (options.workers or _cores())
-    echo(f"Recipe {recipe.name} ({recipe.paper.label} {recipe.source}), profile {options.profile}, into {out}")
+    kind = "cuda" if rep.device != "cpu" and _default_profile(rep.device) == "paper" else "cpu"
+    workers = 1 if kind == "cuda" else (rep.training.workers or _cores())
+    echo(f"Recipe {recipe.name} ({recipe.paper.label} {recipe.source}), profile {rep.profile}, into {rep.out}")
     if recipe.subject_note:
         echo(recipe.subject_note)
     echo(format_table(rows, ["group", "arch", "task", "grid", "seeds", "runs", "to train", "samples x epochs"],
@@ -140,7 +137,8 @@ def reproduce_command(names, profile, seeds, overrides, data_seed, precision, su
     """
     from achilles.recipes import get_recipe, list_recipes
     from achilles.recipes.report import write_summary
-    from achilles.recipes.runner import ReproduceOptions, reproduce, train_together
+    from achilles.recipes.runner import default_runs, plan_reproduction, reproduce, train_together
+    from achilles.sweep import SweepOptions
     from achilles.sweep import SweepInterrupted
 
     if list_:
@@ -170,26 +168,26 @@ def reproduce_command(names, profile, seeds, overrides, data_seed, precision, su
         from achilles.training.trainer import resolve_device
 
         check_precision(train_overrides["precision"], resolve_device(device))  # one line, before any folder
-    jobs = []
-    for recipe in recipes:
-        folder = (Path(out) / recipe.name if out else None) if several else (Path(out) if out else None)
-        store = Path(runs_dir) if runs_dir else (Path(out) / "runs" if out else None)
-        jobs.append((recipe, ReproduceOptions(profile=profile, out=folder, runs=store, seeds=seeds,
-                                              train_overrides=train_overrides, executor=executor, workers=workers,
-                                              threads=threads, device=device,
-                                              progress=False if is_quiet() and progress is None else progress)))
+    training = SweepOptions(executor=executor, workers=workers, threads=threads, device=device,
+                            progress=False if is_quiet() and progress is None else progress)
+    reps = []
+    for recipe in recipes:  # several recipes: OUT/NAME each, one run store OUT/runs
+        folder = (Path(out) / recipe.name if out else None) if several else out
+        store = runs_dir or (default_runs(Path(out)) if out else None)
+        reps.append(plan_reproduction(recipe, profile=profile, seeds=seeds, train_overrides=train_overrides,
+                                      out=folder, runs=store, training=training))
     if dry_run:
-        for recipe, options in jobs:
-            _dry_run(recipe, options, click.echo)
+        for rep in reps:
+            _dry_run(rep, click.echo)
         return
     none_finished = []
     try:
         if several:
-            click.echo(f"Training the runs of {len(jobs)} recipes together (profile {profile})")
-            train_together(jobs)
-        for recipe, options in jobs:
-            click.echo(f"== {recipe.name}: {recipe.title} (profile {profile})")
-            result = reproduce(recipe, options)
+            click.echo(f"Training the runs of {len(reps)} recipes together (profile {profile})")
+            train_together(reps)
+        for rep in reps:
+            click.echo(f"== {rep.recipe.name}: {rep.recipe.title} (profile {profile})")
+            result = reproduce(rep)
             _show(result)
             if result.results.runs and not any(r.finished for r in result.results.runs):
                 none_finished.append(result)
