@@ -120,6 +120,25 @@ def test_wrong_logits_score_zero(name):
     assert scores[task.headline_metric] == 0.0
 
 
+@pytest.mark.parametrize("name", TASKS)
+def test_declared_phase_metrics_are_measured(name):
+    """A sweep draws one heatmap per phase metric (``achilles.sweep.results.phase_metrics``: the
+    task's declared ``phase_metrics``, else its headline metric) from the results.csv columns that
+    ``collect_results`` writes, ``SPLIT.METRIC`` for each metric the task's ``metrics()`` (and the
+    evaluation's loss) gives on the headline split and on test: a declared metric outside those
+    columns draws an empty heatmap."""
+    from achilles.sweep.results import phase_metrics
+    from achilles.sweep.spec import SweepSpec
+
+    task = achilles.get_task(name, **LIGHT.get(name, {}))
+    columns = set()
+    for split in {task.headline_split, "test"} & set(task.splits):
+        batch = task.generate(split, 60, seed=3)
+        columns |= {f"{split}.{metric}" for metric in [*task.metrics(one_hot(batch, task.vocab_size), batch), "loss"]}
+    declared = phase_metrics(SweepSpec("transformer", name, "quick", {}, [0]))
+    assert declared and set(declared) <= columns, f"declared {declared}; measured {sorted(columns)}"
+
+
 def test_unknown_split_and_bad_n_are_config_errors():
     task = achilles.get_task("composite")
     with pytest.raises(achilles.ConfigError, match="split"):

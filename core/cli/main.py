@@ -14,7 +14,7 @@ import click
 from achilles import __version__
 from achilles.training.threads import choose_wait_policy
 from achilles.errors import AchillesError
-from achilles.cli.log_output import install_cli_handler
+from achilles.logs import install_cli_handler
 
 
 #: errno -> what the user can do about it (a state of their machine, not a bug of achilles)

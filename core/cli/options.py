@@ -20,8 +20,8 @@ from typing import Callable, TypeVar
 import click
 
 from achilles.errors import AchillesError
-from achilles.cli.log_output import ROOT as LOGGER
-from achilles.cli.log_output import install_cli_handler
+from achilles.logs import ROOT as LOGGER
+from achilles.logs import install_cli_handler
 
 _QUIET, _VERBOSE = "achilles.quiet", "achilles.verbose"
 

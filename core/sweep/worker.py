@@ -13,7 +13,7 @@ from pathlib import Path
 
 from achilles.training.threads import WAIT_POLICY_VARS, apply_threads
 from achilles.training.ensemble import EnsembleTrainer
-from achilles.cli.log_output import captured_logs
+from achilles.logs import captured_logs
 from achilles.contract.loader import IN_PROCESS, get_state, register_plugin
 from achilles.training.trainer import CHECKPOINT_STATE, finalize_run, resume_run, start_run
 from achilles.sweep.plan import Cell
