@@ -43,15 +43,3 @@ def _fresh_plugin_state():
     achilles.reload_plugins()
     yield
     achilles.reload_plugins()
-
-
-@pytest.fixture(autouse=True)
-def _threads_not_adaptive_across_tests():
-    """An in-process CLI call (CliRunner) turns on the load-following thread governor for the rest
-    of the process; a later Python-API run would then change its thread count with the machine's load
-    and stop resuming bit-exactly. Each test starts with the governor off, as a fresh process does."""
-    from achilles.training import threads as cpu_threads
-
-    cpu_threads._adaptive = False
-    yield
-    cpu_threads._adaptive = False

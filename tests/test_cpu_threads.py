@@ -127,3 +127,20 @@ def test_sweep_workers_inherit_the_wait_policy(monkeypatch):
 
     monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
     assert worker_env(1, "cpu", "auto")["env"]["GOMP_SPINCOUNT"] == "1000"
+
+
+def test_the_cli_default_stops_adapting_when_the_command_ends(tmp_path, monkeypatch):
+    """`achilles train` without --threads follows the machine's load while it runs; once the command
+    returns (an in-process call: a notebook, a test), later Python-API runs keep a fixed count."""
+    import achilles.training.trainer as trainer
+
+    seen = []
+
+    def record(*args, **kwargs):
+        seen.append(cpu_threads._adaptive)
+        raise SystemExit(0)  # stop before training: the flag is what is checked
+
+    monkeypatch.setattr(trainer, "start_run", record)
+    result = CliRunner().invoke(cli, ["train", "--arch", "mamba2", "--task", "inverse", "--out", str(tmp_path / "r")])
+    assert seen == [True], result.output  # adaptive while the command ran
+    assert cpu_threads._adaptive is False and ThreadGovernor.for_training("cpu") is None

@@ -124,6 +124,13 @@ def apply_threads(threads: int | None = None) -> int:
 _adaptive = False  # set by apply_threads(None): the CLI's default when no count was given
 
 
+def stop_adapting() -> None:
+    """End the load-following thread count of a CLI command (``apply_threads(None)``), so that a
+    later Python-API run in the same process keeps its fixed threads and resumes bit-exactly."""
+    global _adaptive
+    _adaptive = False
+
+
 def _busy_seconds(cpus: set[int]) -> float | None:
     """CPU seconds spent busy (not idle or waiting for I/O) on ``cpus`` since boot (/proc/stat)."""
     try:

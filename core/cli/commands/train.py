@@ -10,7 +10,7 @@ import click
 
 from achilles.cli.completion import complete_arch, complete_model, complete_task
 from achilles.cli.options import deprecated_alias, info, is_quiet, takes_alias, threads_option, verbosity_option
-from achilles.training.threads import apply_threads
+from achilles.training.threads import apply_threads, stop_adapting
 from achilles.errors import AchillesError, ConfigError, TrainingFailed
 from achilles.cli.table import format_table
 
@@ -94,6 +94,7 @@ def train_command(arch, task_name, profile, n_layers, d_model, gamma, seed, data
     from achilles.training.trainer import finalize_run, resume_run, start_run
 
     apply_threads(threads)
+    click.get_current_context().call_on_close(stop_adapting)  # the adaptive default ends with this command
     if "tensorboard" in loggers:
         from achilles.contract.loader import register_plugin
         from achilles.training.tensorboard import TensorBoardWriter
