@@ -186,7 +186,14 @@ class Recipe:
         return self.plans[profile]
 
     def check(self) -> "Recipe":
-        """Refuse a malformed recipe when it is registered, not when it runs."""
+        """The recipe itself if its structure holds together, else a ``ValueError`` naming what is
+        wrong: it declares at least one plan; within each plan no two run groups share a name and
+        every probe step runs on one of that plan's groups; no two claims share an id.
+
+        ``get_recipe`` calls it each time a recipe is looked up (registering one checks nothing), so
+        a malformed recipe fails before anything trains. It checks these names only: whether the
+        groups' architectures, tasks and probes are registered, and whether the claims and figures
+        can measure what they name, are left to planning, running and judging the recipe."""
         if not self.plans:
             raise ValueError(f"recipe {self.name!r} declares no plan")
         for profile, plan in self.plans.items():
