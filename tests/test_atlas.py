@@ -51,7 +51,7 @@ def test_a_subject_that_cannot_serve_the_task_is_refused_before_training(tmp_pat
 
     import toy_plugin
     from achilles.errors import ConfigError
-    from achilles.recipes.runner import plan_reproduction, train_together
+    from achilles.recipes.reproduction import plan_reproduction, train_together
     from achilles.sweep import SweepOptions
 
     class TinyVocab(toy_plugin.TwoLayerToy):  # an architecture that serves at most 3 tokens

@@ -14,7 +14,7 @@ from achilles.recipes import (Claim, RunGroup, Selector, Source, Until, at_least
                               share_of_cells, within)
 from achilles.recipes.statistics import HELD, INCONCLUSIVE, NOT_HELD, Measurement, difference, rate_measurement
 from achilles.recipes.measure import evaluate_claims
-from achilles.recipes.results import RecipeResults, RunRecord
+from achilles.recipes.recipe_results import RecipeResults, RunRecord
 
 from test_recipes import PAPER, TOY_TRAIN, invoke, register_toy, toy_recipe
 

@@ -126,8 +126,22 @@ def test_every_core_folder_says_what_it_owns_and_may_import():
     for folder in sorted(p for p in CORE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()):
         doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
         assert doc, f"core/{folder.name}/__init__.py has no docstring"
+        assert "import" in doc, f"core/{folder.name}/__init__.py does not say what the folder may import"
+        unnamed = [m.name for m in folder.glob("*.py") if m.name != "__init__.py" and f"``{m.name}``" not in doc]
+        assert not unnamed, f"core/{folder.name}/__init__.py does not say what these modules own: {unnamed}"
     layered = {p.name for p in CORE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
     assert layered <= set(LAYERS)
+
+
+def test_no_two_core_modules_share_a_name():
+    """A newcomer never meets two ``results.py``: module names are unique across core/, except the
+    command modules of cli/commands/, each named after the command it implements."""
+    seen: dict[str, list[str]] = {}
+    for p in CORE.rglob("*.py"):
+        if p.name != "__init__.py" and p.parent.name != "commands":
+            seen.setdefault(p.name, []).append(str(p.relative_to(CORE)))
+    twins = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not twins, f"modules with the same name in core/: {twins}"
 
 
 def test_no_module_above_400_lines():

@@ -17,7 +17,7 @@ from achilles.recipes import (Claim, Figure, Plan, Precondition, Recipe, RunGrou
                               get_recipe, list_recipes, minus, rate)
 from achilles.recipes.statistics import HELD, INCONCLUSIVE, NOT_HELD, Measurement, difference, rate_measurement, wilson
 from achilles.recipes.measure import evaluate_claims
-from achilles.recipes.results import RecipeResults, RunRecord
+from achilles.recipes.recipe_results import RecipeResults, RunRecord
 from achilles.contract.task import Paper
 
 sys.path.insert(0, str(Path(__file__).parent))

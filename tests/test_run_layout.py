@@ -117,7 +117,7 @@ def test_the_layout_names_are_defined_once():
                 copies += [f"{source.relative_to(root)}: {t.id}" for t in targets
                            if isinstance(t, ast.Name) and t.id in names]
     assert not copies
-    from achilles.recipes.results import PROBES_DIR as recipes_probes
+    from achilles.recipes.recipe_results import PROBES_DIR as recipes_probes
     from achilles.zoo.card import PROBES_DIR as card_probes
     from achilles.zoo.hub import PROBES_DIR as hub_probes
 

@@ -122,13 +122,13 @@ def test_wrong_logits_score_zero(name):
 
 @pytest.mark.parametrize("name", TASKS)
 def test_declared_phase_metrics_are_measured(name):
-    """A sweep draws one heatmap per phase metric (``achilles.sweep.results.phase_metrics``: the
+    """A sweep draws one heatmap per phase metric (``achilles.sweep.results_table.phase_metrics``: the
     task's declared ``phase_metrics``, else its headline metric) from the results.csv columns that
     ``collect_results`` writes, ``SPLIT.METRIC`` for each metric the task's ``metrics()`` (and the
     evaluation's loss) gives on the headline split and on test: a declared metric outside those
     columns draws an empty heatmap."""
-    from achilles.sweep.results import phase_metrics
-    from achilles.sweep.spec import SweepSpec
+    from achilles.sweep.results_table import phase_metrics
+    from achilles.sweep.sweep_spec import SweepSpec
 
     task = achilles.get_task(name, **LIGHT.get(name, {}))
     columns = set()

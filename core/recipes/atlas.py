@@ -22,7 +22,7 @@ from typing import Any, Sequence
 from achilles.errors import AchillesError
 from achilles.runs.files import atomic_write_json, atomic_write_text
 from achilles.recipes.report import REPORT_JSON, REPORT_MD
-from achilles.recipes.spec import Recipe
+from achilles.recipes.recipe import Recipe
 
 ATLAS_TITLE = "# The Achilles atlas"
 #: the recipes whose findings the atlas asks of every architecture, and the architectures it asks

@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from achilles.recipes.spec import Plan, RunGroup
+from achilles.recipes.recipe import Plan, RunGroup
 
 THROUGHPUT_FILE = Path(__file__).with_name("throughput.json")
 DEVICE_KINDS = ("cpu", "cuda")

@@ -183,7 +183,7 @@ def adopt(jobs: list[tuple[Any, Path]], device: str = "auto") -> list[str]:
     """Copy every bundled zoo entry that is a pending cell of ``jobs`` ((sweep spec, sweep folder)
     pairs) into its cell folder; returns the zoo ids copied."""
     from achilles import sweep
-    from achilles.sweep.spec import check_sweep_folder
+    from achilles.sweep.sweep_spec import check_sweep_folder
 
     adopted = []
     for spec, folder in jobs:

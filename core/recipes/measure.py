@@ -12,7 +12,7 @@ from achilles.recipes.statistics import (HELD, INCONCLUSIVE, Measurement, differ
                                          rate_measurement, runs_to_decide, value_measurement, wilson)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from achilles.recipes.results import RecipeResults, RunRecord
+    from achilles.recipes.recipe_results import RecipeResults, RunRecord
 
 # -- measures a claim declares ------------------------------------------------------------------------
 Measure = Callable[["RecipeResults"], Measurement]

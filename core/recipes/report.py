@@ -11,9 +11,9 @@ from typing import Any
 
 from achilles.errors import AchillesError
 from achilles.runs.files import atomic_write_json, atomic_write_text
-from achilles.recipes.lookup import natural_key
-from achilles.recipes.results import RecipeResults
-from achilles.recipes.spec import Plan, RunGroup
+from achilles.recipes.registered import natural_key
+from achilles.recipes.recipe_results import RecipeResults
+from achilles.recipes.recipe import Plan, RunGroup
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
-    from achilles.recipes.results import RunRecord
+    from achilles.recipes.recipe_results import RunRecord
 
 HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
 VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE)

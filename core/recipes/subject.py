@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from achilles.errors import AchillesError, ConfigError
-from achilles.recipes.spec import Recipe, RunGroup
+from achilles.recipes.recipe import Recipe, RunGroup
 
 
 def subject_groups(recipe: Recipe, profile: str) -> list[str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from achilles import sweep
-from achilles.recipes.spec import Plan, RunGroup
+from achilles.recipes.recipe import Plan, RunGroup
 
 
 def spec_for(group: RunGroup, plan: Plan, device: str = "auto") -> "sweep.SweepSpec":

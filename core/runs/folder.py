@@ -18,7 +18,7 @@ from achilles.runs.files import (atomic_write_json, atomic_write_text, json_byte
                                  read_json_or_none, save_tensors)
 from achilles.runs.layout import (_KEPT, CHECKPOINT_DIR, CHECKPOINT_STATE, CONFIG, INIT_WEIGHTS, METRICS,
                                   MODEL_CONFIG_KEYS, RECORD, RUN_FORMAT, RUN_FORMAT_V1, WEIGHTS)
-from achilles.runs.lock import RunLock
+from achilles.runs.run_lock import RunLock
 from achilles.runs.ownership import claim, own_regular_file
 
 

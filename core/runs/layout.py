@@ -11,6 +11,7 @@ A run folder holds::
     metrics.jsonl       one JSON record per epoch
     README.md           the model card
     checkpoint/         trainer state for resume (tensors in safetensors, rest in JSON)
+    probes/, evals/     probe outputs and a recipe's extra evaluations
     *.png               figures
 
 Nothing is ever unpickled: tensors go through safetensors, everything else is JSON.
@@ -35,6 +36,8 @@ CARD = "README.md"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE = f"{CHECKPOINT_DIR}/state.json"
 PROBES_DIR = "probes"
+EVALS_DIR = "evals"  # a recipe's extra evaluations of the run, one JSON per evaluation
+TENSORBOARD_DIR = "tensorboard"
 # -- the on-disk layout of the record (format 2: config.json = the model, run.json = the run) --
 #: Keys of config.json that are not model settings.
 MODEL_CONFIG_KEYS = ("format", "arch")
@@ -43,9 +46,9 @@ LOCK_FILE = ".achilles.lock"
 LOCK_OWNER = ".achilles.lock.owner"  # who holds the lock: named in the refusal of the next one
 # -- what a run folder owns -------------------------------------------------------------
 #: Files achilles writes at the top of a run folder (run.json: the record of the split layout)
-OWNED_FILES = (CONFIG, "run.json", WEIGHTS, INIT_WEIGHTS, METRICS, CARD)
+OWNED_FILES = (CONFIG, RECORD, WEIGHTS, INIT_WEIGHTS, METRICS, CARD)
 #: Folders achilles writes in a run folder
-OWNED_DIRS = (CHECKPOINT_DIR, PROBES_DIR, "tensorboard", "evals")
+OWNED_DIRS = (CHECKPOINT_DIR, PROBES_DIR, TENSORBOARD_DIR, EVALS_DIR)
 #: The run's own list of what it wrote at the top of its folder (JSON list of names), kept in the
 #: folder and written atomically: --overwrite removes these names (and the leftovers of their
 #: interrupted atomic writes), nothing else. A folder from before the list: the fixed names below.

@@ -29,18 +29,22 @@ Cells that differ only in seed and gamma share every shape and can train as one 
 faster there (benchmarks/RESULTS-sweep.md). Executors: ``local`` (a process pool; spawned
 workers register the parent's in-process plugins again) and ``ray``.
 
-The parts: ``grid`` (syntax), ``spec`` (SweepSpec, sweep.json), ``plan`` (cells, units),
-``worker`` and ``executors`` (where units train), ``results`` (results.csv, mean table),
-``lock`` (one driver per folder), ``phase`` (the heatmaps), ``run`` (run_sweep).
+The parts: ``grid.py`` (syntax), ``sweep_spec.py`` (``SweepSpec``, sweep.json), ``plan.py`` (cells,
+units), ``worker.py`` and ``executors.py`` (where units train), ``results_table.py`` (results.csv,
+mean table), ``driver_lock.py`` (one driver per folder), ``phase.py`` (the heatmaps) and
+``driver.py`` (``run_sweep``, which drives the rest).
+
+May import: ``achilles.errors``, ``achilles.logs``, ``achilles.contract``, ``achilles.runs``,
+``achilles.models``, ``achilles.zoo`` and ``achilles.training``.
 """
 
 from achilles.sweep.executors import EXECUTORS, cpu_count, default_ensemble, default_workers, require_ray
 from achilles.sweep.grid import MAX_GRID_VALUES, known_settings, parse_grid, parse_range, parse_seeds
-from achilles.sweep.lock import LOCK, SweepBusyError, SweepLock
+from achilles.sweep.driver_lock import LOCK, SweepBusyError, SweepLock
 from achilles.sweep.plan import DEFAULT_MAX_ENSEMBLE, SHAPE_FREE, Cell, Unit, cell_run_name, make_units, plan_cells, validate_cells
-from achilles.sweep.results import RESULTS_CSV, aggregate, collect_results, mean_table, phase_metrics, read_csv, write_csv
-from achilles.sweep.run import SweepInterrupted, SweepOptions, SweepResult, run_sweep, run_sweeps
-from achilles.sweep.spec import SWEEP_FORMAT, SWEEP_JSON, SweepSpec, make_spec, prepare_folder, sweep_folder
+from achilles.sweep.results_table import RESULTS_CSV, aggregate, collect_results, mean_table, phase_metrics, read_csv, write_csv
+from achilles.sweep.driver import SweepInterrupted, SweepOptions, SweepResult, run_sweep, run_sweeps
+from achilles.sweep.sweep_spec import SWEEP_FORMAT, SWEEP_JSON, SweepSpec, make_spec, prepare_folder, sweep_folder
 from achilles.sweep.worker import train_unit, worker_env
 
 __all__ = [

@@ -21,7 +21,7 @@ matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from achilles.sweep.spec import SweepSpec  # noqa: E402
+from achilles.sweep.sweep_spec import SweepSpec  # noqa: E402
 
 _LABELS = {"gamma": "initialization rate γ", "n_layers": "depth (layers)", "d_model": "d_model"}
 

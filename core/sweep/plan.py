@@ -17,7 +17,7 @@ from achilles.runs.folder import RunFolder, failed_while_saving
 from achilles.contract.settings import factory_settings
 from achilles.training.trainer import CHECKPOINT_STATE, build_task_and_model
 from achilles.runs.folder import default_run_name
-from achilles.sweep.spec import SweepSpec
+from achilles.sweep.sweep_spec import SweepSpec
 
 #: settings that change a model's initialisation but no parameter's shape
 SHAPE_FREE = ("gamma",)

@@ -17,7 +17,7 @@ from achilles.logs import captured_logs
 from achilles.contract.loader import IN_PROCESS, get_state, register_plugin
 from achilles.training.trainer import CHECKPOINT_STATE, finalize_run, resume_run, start_run
 from achilles.sweep.plan import Cell
-from achilles.sweep.spec import SweepSpec
+from achilles.sweep.sweep_spec import SweepSpec
 
 
 def forwardable_plugins() -> list[tuple[str, str, str | None]]:

@@ -93,7 +93,7 @@ class EventEmitter:
     """Sends events to every plugin implementing ``on_trainer_event``. A listener that raises
     anything (``SystemExit`` and ``KeyboardInterrupt`` included: plugin code can neither stop the
     program nor fake its success) is disabled for the rest of the run, with one warning; a real
-    Ctrl-C pressed while a listener runs still interrupts training (``plugin_manager._plugin_code``)."""
+    Ctrl-C pressed while a listener runs still interrupts training (``achilles.contract.isolation``)."""
 
     def __init__(self) -> None:
         self._disabled: set[str] = set()

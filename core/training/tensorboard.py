@@ -11,8 +11,8 @@ from typing import Any
 from achilles.errors import AchillesError
 from achilles.training.events import EpochEnded, RunEnded, RunFailed, TrainerEvent, epoch_scalars
 from achilles.contract.hookspecs import hookimpl
+from achilles.runs.layout import TENSORBOARD_DIR
 
-TENSORBOARD_DIR = "tensorboard"
 
 
 def summary_writer_class() -> Any:

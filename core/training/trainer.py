@@ -27,7 +27,7 @@ from achilles.training.precision import check_precision
 from achilles.training.profiles import TrainSettings, settings_for
 from achilles.runs.layout import INIT_WEIGHTS
 from achilles.runs.folder import RunFolder, saving_failed
-from achilles.runs.lock import RunLock
+from achilles.runs.run_lock import RunLock
 from achilles.runs.ownership import check_owned_folders, clear_run_folder
 from achilles.runs.folder import check_run_target
 from achilles.runs.files import save_tensors

@@ -56,7 +56,7 @@ def atlas_command(recipes, subjects, profile, seeds, overrides, out, executor, w
     from achilles.recipes import get_recipe
     from achilles.recipes.atlas import DEFAULT_RECIPES, DEFAULT_SUBJECTS, cell_folder, write_atlas
     from achilles.recipes.cost import estimate_plan
-    from achilles.recipes.runner import plan_reproduction, reproduce, train_together
+    from achilles.recipes.reproduction import plan_reproduction, reproduce, train_together
     from achilles.recipes.subject import with_subject
     from achilles.recipes import sweeps
     from achilles.sweep import SweepOptions
@@ -89,7 +89,7 @@ def atlas_command(recipes, subjects, profile, seeds, overrides, out, executor, w
         click.echo(format_table(rows, ["subject", "recipe", "runs to train", "estimate alone"], max_width=40))
         from dataclasses import replace
 
-        from achilles.recipes.spec import Plan
+        from achilles.recipes.recipe import Plan
 
         left = {key: (g, p, n) for key, (g, p, n) in pending_total.items() if n}
         shared = Plan(runs=tuple(replace(g, name=key) for key, (g, _, _) in left.items()),

@@ -56,12 +56,12 @@ def _list(echo, as_json: bool = False) -> None:
 
 
 def _dry_run(rep, echo) -> None:
-    from achilles.recipes import runner, sweeps
+    from achilles.recipes import reproduction, sweeps
     from achilles.recipes.cost import estimate_plan
     from achilles.recipes.report import group_budget
 
     recipe, plan = rep.recipe, rep.plan
-    runner.check_out_folder(rep.out, recipe, rep.profile)
+    reproduction.check_out_folder(rep.out, recipe, rep.profile)
     rows, pending = [], {}
     for g in rep.groups:
         group = g.group
@@ -137,7 +137,7 @@ def reproduce_command(names, profile, seeds, overrides, data_seed, precision, su
     """
     from achilles.recipes import get_recipe, list_recipes
     from achilles.recipes.report import write_summary
-    from achilles.recipes.runner import default_runs, plan_reproduction, reproduce, train_together
+    from achilles.recipes.reproduction import default_runs, plan_reproduction, reproduce, train_together
     from achilles.sweep import SweepOptions
     from achilles.sweep import SweepInterrupted
 

@@ -28,7 +28,7 @@ from achilles.contract.task import Paper
 
 if TYPE_CHECKING:  # pragma: no cover
     from achilles.recipes.statistics import Measurement, Rule
-    from achilles.recipes.results import RecipeResults
+    from achilles.recipes.recipe_results import RecipeResults
 
 PROFILES = ("quick", "paper")
 

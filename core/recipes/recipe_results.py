@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from achilles.runs.folder import RunFolder
-from achilles.runs.layout import PROBES_DIR
-from achilles.recipes.spec import Plan, Recipe
-
-EVALS_DIR = "evals"
+from achilles.runs.layout import EVALS_DIR, PROBES_DIR
+from achilles.recipes.recipe import Plan, Recipe
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from achilles.contract.lookup import registry
 from achilles.runs.folder import RunFolder
 from achilles.runs.files import atomic_write_text
 from achilles.sweep.plan import Cell, plan_cells, read_status
-from achilles.sweep.spec import SweepSpec
+from achilles.sweep.sweep_spec import SweepSpec
 
 RESULTS_CSV = "results.csv"
 

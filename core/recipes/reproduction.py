@@ -34,8 +34,9 @@ from achilles.runs.files import atomic_write_json
 from achilles.runs.ownership import claim, owned_folder
 from achilles import sweep
 from achilles.recipes import sweeps
-from achilles.recipes.results import EVALS_DIR, PROBES_DIR, RecipeResults, RunRecord, read_run
-from achilles.recipes.spec import Plan, Recipe, RunGroup, with_seeds, with_train_overrides
+from achilles.recipes.recipe_results import RecipeResults, RunRecord, read_run
+from achilles.runs.layout import EVALS_DIR, PROBES_DIR
+from achilles.recipes.recipe import Plan, Recipe, RunGroup, with_seeds, with_train_overrides
 from achilles.recipes.subject import check_subject_serves
 
 log = logging.getLogger("achilles.reproduce")

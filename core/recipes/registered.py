@@ -6,7 +6,7 @@ import re
 
 from achilles.errors import AchillesError
 from achilles.contract.loader import get_state
-from achilles.recipes.spec import Recipe
+from achilles.recipes.recipe import Recipe
 
 
 def list_recipes(filter: str | list[str] = "", exclude: str | list[str] = "") -> list[str]:

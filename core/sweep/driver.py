@@ -19,11 +19,11 @@ from achilles.training.ensemble import METHODS
 from achilles.errors import ConfigError
 from achilles.sweep.executors import (EXECUTORS, Interrupted, cpu_count, default_ensemble, default_workers, execute_local,
                         execute_ray, execute_serial, require_ray, sigterm_as_interrupt)
-from achilles.sweep.lock import SweepLock
+from achilles.sweep.driver_lock import SweepLock
 from achilles.sweep.plan import DEFAULT_MAX_ENSEMBLE, make_units, plan_cells, unit_cost, validate_cells
-from achilles.sweep.results import aggregate
+from achilles.sweep.results_table import aggregate
 from achilles.runs.ownership import owned_folder
-from achilles.sweep.spec import SweepSpec, check_sweep_folder, prepare_folder, sweep_folder
+from achilles.sweep.sweep_spec import SweepSpec, check_sweep_folder, prepare_folder, sweep_folder
 from achilles.sweep.worker import cell_payload, worker_env
 
 log = logging.getLogger("achilles.sweep")

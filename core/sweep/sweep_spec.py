@@ -100,7 +100,7 @@ def check_sweep_folder(folder: Path, option: str = "--out") -> None:
     anything is created or written."""
     import os
 
-    from achilles.sweep.lock import LOCK
+    from achilles.sweep.driver_lock import LOCK
 
     folder = Path(folder)
     if not os.path.lexists(folder):
