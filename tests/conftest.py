@@ -1,12 +1,17 @@
 """Test-suite setup: only first-party plugins load, figures render headless, no network."""
 
 import os
+import signal
 
 # Set before achilles loads anything: stray plugins installed on this machine stay out.
 os.environ["ACHILLES_PLUGINS"] = "achilles"
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ["HF_HUB_OFFLINE"] = os.environ.get("HF_HUB_OFFLINE", "1")
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# A shell that starts the suite in the background (`cmd &`, no job control) makes every child ignore
+# SIGINT; the Ctrl-C tests send one to achilles subprocesses, which must see it as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
