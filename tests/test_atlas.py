@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import achilles
 from achilles.cli.main import cli
 from achilles.recipes import RunGroup, get_recipe
-from achilles.recipes.atlas import table, write_atlas
+from achilles.recipes.atlas import table, with_earlier, write_atlas
 from achilles.recipes.subject import with_subject
 
 from test_recipes import TOY_TRAIN, register_toy, toy_recipe
@@ -114,3 +114,23 @@ def test_a_corrupt_cell_report_is_one_line_naming_it_and_nothing_is_overwritten(
     with pytest.raises(achilles.AchillesError, match="toy-corrupt/report.json is not a readable report"):
         write_atlas(tmp_path, [recipe], ["toy-mixer"], "quick")
     assert (cell / "report.json").read_text() == "{not json" and not (tmp_path / "README.md").exists()
+
+
+def test_an_atlas_run_a_few_cells_at_a_time_keeps_the_earlier_columns_and_rows(tmp_path):
+    """An atlas too long for one sitting: a second ``atlas`` into the same OUT adds its cells to the
+    page instead of dropping the first one's; a recipe no longer registered is left off."""
+    from dataclasses import replace
+
+    first = replace(toy_recipe("toy-first"), subject="toy-mixer")
+    write_atlas(tmp_path, [first], ["toy-mixer", "other"], "quick")
+    page = json.loads((tmp_path / "atlas.json").read_text())
+    page["recipes"].insert(0, "no-such-recipe")
+    (tmp_path / "atlas.json").write_text(json.dumps(page))
+    second = replace(toy_recipe("toy-second"), subject="toy-mixer")
+    register_toy([first])
+    recipes, subjects = with_earlier(tmp_path, [second], ["third", "toy-mixer"])
+    assert [r.name for r in recipes] == ["toy-first", "toy-second"]
+    assert subjects == ["toy-mixer", "other", "third"]
+    (tmp_path / "atlas.json").write_text("{not json")  # unreadable: only the new cells
+    recipes, subjects = with_earlier(tmp_path, [second], ["third"])
+    assert [r.name for r in recipes] == ["toy-second"] and subjects == ["third"]

@@ -9,11 +9,15 @@ workers, one run store, finished runs reused, resumable) and writes::
     OUT/atlas.json           the same, for machines
     OUT/<subject>/<recipe>/  each cell's ordinary reproduction (report.md, report.json, figures/)
     OUT/runs/                the run store shared by every cell (controls train once)
+
+The page keeps the columns and rows an earlier ``atlas`` wrote into the same OUT (``with_earlier``),
+so an atlas too long for one sitting is run a few cells at a time into one page.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -23,6 +27,9 @@ from achilles.errors import AchillesError
 from achilles.runs.files import atomic_write_json, atomic_write_text
 from achilles.recipes.report import REPORT_JSON, REPORT_MD
 from achilles.recipes.recipe import Recipe
+from achilles.recipes.registered import get_recipe
+
+log = logging.getLogger("achilles.recipes")
 
 ATLAS_TITLE = "# The Achilles atlas"
 #: the recipes whose findings the atlas asks of every architecture, and the architectures it asks
@@ -72,6 +79,31 @@ def table(out: Path, recipes: Sequence[Recipe], subjects: Sequence[str]) -> list
                             "link": os.path.relpath(cell_folder(out, s, recipe.name) / REPORT_MD, out)}
             rows.append({"recipe": recipe.name, "claim": claim.id, "statement": claim.statement, "cells": cells})
     return rows
+
+
+def with_earlier(out: Path, recipes: Sequence[Recipe], subjects: Sequence[str]) -> tuple[list[Recipe], list[str]]:
+    """The recipes and subjects of the page at ``out``: those an earlier atlas wrote there (its
+    atlas.json), in their order, then the new ones. An earlier recipe no longer registered is left
+    off, said."""
+    file = Path(out) / "atlas.json"
+    try:
+        earlier = json.loads(file.read_text()) if file.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        earlier = {}
+    if not isinstance(earlier, dict) or earlier.get("format") != "achilles-atlas/1":
+        return list(recipes), list(subjects)
+    given = {r.name: r for r in recipes}
+    earlier_names = [n for n in earlier.get("recipes") or [] if isinstance(n, str)]
+    merged_recipes = []
+    for name in earlier_names:
+        try:
+            merged_recipes.append(given[name] if name in given else get_recipe(name))
+        except AchillesError:
+            log.warning("The atlas page's earlier recipe %r is not registered now; its rows are left off", name)
+    merged_recipes += [r for r in recipes if r.name not in earlier_names]
+    earlier_subjects = [s for s in earlier.get("subjects") or [] if isinstance(s, str)]
+    merged_subjects = earlier_subjects + [s for s in subjects if s not in earlier_subjects]
+    return merged_recipes, merged_subjects
 
 
 def write_atlas(out: Path, recipes: Sequence[Recipe], subjects: Sequence[str], profile: str) -> Path:

@@ -47,14 +47,15 @@ def atlas_command(recipes, subjects, profile, seeds, overrides, out, executor, w
     """Ask which sequence mixers share Mamba's Achilles' heel: run every claim of RECIPES on every
     architecture in SUBJECTS (each in the place of the paper's Mamba2, controls unchanged) and
     write OUT/README.md, one row per claim and one column per architecture, with a heatmap.
-    Resumable: finished runs are reused, Ctrl-C stops cleanly.
+    Resumable: finished runs are reused, Ctrl-C stops cleanly; an atlas into the same OUT adds
+    its cells to the page, keeping the earlier ones (a long atlas runs a few cells at a time).
 
     \b
     Example:  achilles atlas --dry-run
               achilles atlas --subjects mamba2,deltanet,lstm --recipes achilles-fig9
     """
     from achilles.recipes import get_recipe
-    from achilles.recipes.atlas import DEFAULT_RECIPES, DEFAULT_SUBJECTS, cell_folder, write_atlas
+    from achilles.recipes.atlas import DEFAULT_RECIPES, DEFAULT_SUBJECTS, cell_folder, with_earlier, write_atlas
     from achilles.recipes.cost import estimate_plan
     from achilles.recipes.reproduction import plan_reproduction, reproduce, train_together
     from achilles.recipes.subject import with_subject
@@ -109,7 +110,8 @@ def atlas_command(recipes, subjects, profile, seeds, overrides, out, executor, w
     except SweepInterrupted:
         click.echo("Interrupted: finished runs are kept. Run the same command again to resume.", err=True)
         raise SystemExit(130)
-    click.echo(f"Atlas: {write_atlas(Path(out), recipe_list, subject_list, profile)}")
+    page_recipes, page_subjects = with_earlier(Path(out), recipe_list, subject_list)  # a few cells at a time
+    click.echo(f"Atlas: {write_atlas(Path(out), page_recipes, page_subjects, profile)}")
 
 
 def sweeps_cores() -> int:
