@@ -85,6 +85,7 @@ def test_a_share_of_too_few_cells_says_it_cannot_be_decided():
                   share_of_cells("mixer", "acc", lambda v: v < 0.3, "< 0.3", threshold=0.75), at_least(0.75), "share")
     (row,) = evaluate_claims([claim], results)
     assert row["verdict"] == INCONCLUSIVE and "at least 12 cells are needed" in row["why"]
+    assert "about 12 cells (now 6) would decide it" in row["why"]  # Wilson at 6 of 6, not 1/√n
 
 
 def test_a_premise_met_by_too_few_runs_is_inconclusive_with_the_count():

@@ -323,9 +323,18 @@ def near_chance(chance: float, band: float, why: str) -> Rule:
 
 
 
+def _decides(rule: Rule, lo: float, hi: float) -> bool:
+    """Whether an interval [lo, hi] gives ``rule`` a verdict (held or not held)."""
+    if rule.op == "within":
+        return (rule.threshold <= lo and hi <= rule.upper) or hi < rule.threshold or lo > rule.upper
+    ok = (lambda x: x >= rule.threshold) if rule.op == ">=" else (lambda x: x <= rule.threshold)
+    return ok(lo) == ok(hi)
+
+
 def runs_to_decide(m: Measurement, rule: Rule) -> str:
     """How many runs (or samples, or cells) would narrow ``m``'s interval enough to clear the rule's
-    nearest edge if its mean held: the half-width shrinks as 1/√n."""
+    nearest edge if its mean held: a t interval's half-width shrinks as 1/√n; a Wilson interval,
+    lopsided near 0 and 1, is recomputed at each larger n (4 of 4 cells needs 12, not 4)."""
     if m.value is None or m.lo is None or m.hi is None:
         return ""
     edges = [rule.threshold] + ([rule.upper] if rule.op == "within" and rule.upper is not None else [])
@@ -342,7 +351,11 @@ def runs_to_decide(m: Measurement, rule: Rule) -> str:
         unit, n = "runs", max(1, len(m.per_run))
     if gap < 1e-9 * max(1.0, abs(m.value)) or half <= 0:
         return "the mean sits on the threshold: more runs alone would not decide it"
-    need = math.ceil(n * (half / gap) ** 2)
+    if m.interval in ("wilson", "wilson-cells"):
+        rate = min(1.0, max(0.0, m.value))
+        need = next((k for k in range(n + 1, 20 * n + 1) if _decides(rule, *wilson(rate * k, k))), 20 * n + 1)
+    else:
+        need = math.ceil(n * (half / gap) ** 2)
     if need > 20 * n:
         return (f"the mean is {gap:.3f} from the threshold: about {need} {unit} (now {n}) would be needed, "
                 "more than this profile can spend")
