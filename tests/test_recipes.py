@@ -284,6 +284,10 @@ def test_summary_page_has_one_row_per_claim(tmp_path):
     (tmp_path / "NOTES.md").write_text("# reading the numbers")
     assert "(NOTES.md)" in write_summary(tmp_path).read_text()  # hand-written notes are linked, not overwritten
     assert (tmp_path / "NOTES.md").read_text() == "# reading the numbers"
+    (tmp_path / "atlas").mkdir()
+    (tmp_path / "atlas" / "atlas.json").write_text("{}")  # an atlas beside the reports is linked, not a recipe row
+    page = write_summary(tmp_path).read_text()
+    assert "(atlas/README.md)" in page and "2 claim(s)" in page
 
 
 @pytest.mark.parametrize("content", ["{broken", '{"recipe": "x", "profile": "quick", "claims": [{"a": 1}]}'])

@@ -308,5 +308,8 @@ def write_summary(folder: Path, out: Path | None = None) -> Path:
     notes = folder / NOTES_MD
     if notes.is_file():  # hand-written reading of the numbers, kept beside the generated page
         lines[-1:-1] = ["", f"How to read these numbers, and what the probes add: [{NOTES_MD}]({os.path.relpath(notes, out.parent)})."]
+    for atlas in sorted(p.parent for p in folder.glob("*/atlas.json")):  # an `achilles atlas` page beside the reports
+        lines[-1:-1] = ["", "Which other sequence mixers share these findings: the atlas, "
+                        f"[{atlas.name}/README.md]({os.path.relpath(atlas / 'README.md', out.parent)})."]
     atomic_write_text(out, "\n".join(lines))
     return out
