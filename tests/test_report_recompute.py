@@ -19,7 +19,7 @@ REPORTS = Path(__file__).resolve().parents[1] / "examples" / "reports"
 
 
 def committed_reports() -> list[Path]:
-    return sorted(REPORTS.glob("*/report.json"))
+    return sorted(REPORTS.glob("*/report.json")) + sorted(REPORTS.glob("atlas/*/*/report.json"))  # the atlas's cells too
 
 
 def test_the_independent_t_quantiles_are_right():
@@ -28,7 +28,7 @@ def test_the_independent_t_quantiles_are_right():
         assert t_quantile_975(dof) == pytest.approx(q, abs=1e-3)
 
 
-@pytest.mark.parametrize("report", committed_reports(), ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("report", committed_reports(), ids=lambda p: str(p.parent.relative_to(REPORTS)))
 def test_every_committed_claim_recomputes_from_its_report(report):
     from achilles.recipes.report import recomputable
 
