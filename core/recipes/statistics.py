@@ -277,6 +277,10 @@ class Rule:
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.op, "threshold": self.threshold, "upper": self.upper, "basis": self.basis}
 
+    def decided_by(self, lo: float, hi: float) -> bool:
+        """Whether an interval [lo, hi] gives this rule a verdict (held or not held), as ``verdict`` judges."""
+        return self.verdict(Measurement(value=lo, lo=lo, hi=hi, method=""))[0] != INCONCLUSIVE
+
     def verdict(self, m: Measurement) -> tuple[str, str]:
         """(verdict, why)."""
         if m.value is None:
@@ -323,14 +327,6 @@ def near_chance(chance: float, band: float, why: str) -> Rule:
 
 
 
-def _decides(rule: Rule, lo: float, hi: float) -> bool:
-    """Whether an interval [lo, hi] gives ``rule`` a verdict (held or not held)."""
-    if rule.op == "within":
-        return (rule.threshold <= lo and hi <= rule.upper) or hi < rule.threshold or lo > rule.upper
-    ok = (lambda x: x >= rule.threshold) if rule.op == ">=" else (lambda x: x <= rule.threshold)
-    return ok(lo) == ok(hi)
-
-
 def runs_to_decide(m: Measurement, rule: Rule) -> str:
     """How many runs (or samples, or cells) would narrow ``m``'s interval enough to clear the rule's
     nearest edge if its mean held: a t interval's half-width shrinks as 1/√n; a Wilson interval,
@@ -353,7 +349,7 @@ def runs_to_decide(m: Measurement, rule: Rule) -> str:
         return "the mean sits on the threshold: more runs alone would not decide it"
     if m.interval in ("wilson", "wilson-cells"):
         rate = min(1.0, max(0.0, m.value))
-        need = next((k for k in range(n + 1, 20 * n + 1) if _decides(rule, *wilson(rate * k, k))), 20 * n + 1)
+        need = next((k for k in range(n + 1, 20 * n + 1) if rule.decided_by(*wilson(rate * k, k))), 20 * n + 1)
     else:
         need = math.ceil(n * (half / gap) ** 2)
     if need > 20 * n:
