@@ -19,6 +19,8 @@ matrix (the LSTM's mixing is nonlinear), so the probes that need ``ssm.matrix``/
 one line that they do not apply to 'lstm'. ``backend`` is accepted for the common settings and has
 no effect: ``nn.LSTM`` runs cuDNN by itself on a CUDA input. Under ``torch.func.vmap`` (a vmapped
 ensemble) ``nn.LSTM`` has no batching rule; the ensemble trainer then trains member by member.
+Under bf16 autocast on a CPU the LSTM itself runs in fp32 (the norms and unembedding follow
+autocast): oneDNN in torch 2.4 cannot build a bf16 LSTM on a CPU without bf16 units.
 """
 
 from __future__ import annotations
@@ -48,7 +50,13 @@ class LSTMLayer(nn.Module):
         self.hook_resid = HookPoint(f"resid.{index}", absolute=True)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(self.norm(h))
+        x = self.norm(h)
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # torch 2.4's oneDNN has no bf16 LSTM on a CPU without bf16 units: the recurrence runs in fp32.
+            with torch.autocast("cpu", enabled=False):
+                out, _ = self.lstm(x.float())
+        else:
+            out, _ = self.lstm(x)
         return self.hook_resid(h + self.hook_out(out))
 
 
