@@ -111,6 +111,7 @@ class CardData:
     vocab_size: int | None = None
     precision: str | None = None  # the training precision, where the run records one
     device: str | None = None
+    environment: dict[str, Any] = field(default_factory=dict)  # run.json's machine and software, where recorded
 
     @property
     def dataset(self) -> str:
@@ -362,6 +363,15 @@ def _training_data(card: CardData) -> str:
     return "\n".join(lines) + "\n\n" + settings + "\n\n" + rebuild
 
 
+def environment_text(environment: dict[str, Any]) -> str:
+    """run.json's ``environment`` in one line: GPU, CPU model, torch threads, torch and Python versions."""
+    parts = [environment.get("gpu"), environment.get("cpu"),
+             f"{environment['torch_threads']} torch thread(s)" if environment.get("torch_threads") else None,
+             f"torch {environment['torch']}" if environment.get("torch") else None,
+             f"Python {environment['python']}" if environment.get("python") else None]
+    return ", ".join(str(p) for p in parts if p)
+
+
 def _training_text(card: CardData) -> str:
     precision = f", {card.precision} precision" if card.precision else ""
     device = f" on `{card.device}`" if card.device else ""
@@ -369,6 +379,9 @@ def _training_text(card: CardData) -> str:
              f"({budget_text(card)}{precision})"
              + (f", from {card.created}" if card.created else "")
              + (f" to {card.finished}" if card.finished else "") + "."]
+    if card.environment:
+        lines.append(f"Machine and software: {environment_text(card.environment)} (runs repeat exactly on one "
+                     "machine; another CPU, torch version or thread count can change the numbers slightly).")
     if card.epoch_records:
         last = {k: v for k, v in card.last_epoch.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         lines.append(f"`metrics.jsonl` holds {card.epoch_records} epoch record(s); the last one: "

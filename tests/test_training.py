@@ -131,6 +131,22 @@ def test_run_folder_holds_config_weights_metrics_and_card(tmp_path):
     assert rebuilt.model.config == config["model"] and rebuilt.task.config == config["task_config"]
 
 
+def test_run_json_records_the_machine_and_software_and_the_card_says_them(tmp_path):
+    """Retrains repeat exactly on one machine only: run.json names what a second machine must match."""
+    import json
+    import platform
+    from achilles.training.precision import cpu_description
+    from achilles.zoo.card import render_card
+
+    trainer = start_run("toy-mixer", "toy-count", out=tmp_path / "run", **TINY)
+    environment = json.loads((tmp_path / "run" / "run.json").read_text())["environment"]
+    assert environment == {"python": platform.python_version(), "torch": torch.__version__,
+                           "cpu": cpu_description()["model"], "torch_threads": torch.get_num_threads()}
+    trainer.fit()
+    card = render_card(tmp_path / "run")
+    assert f"{torch.get_num_threads()} torch thread(s), torch {torch.__version__}" in card
+
+
 def test_existing_run_is_not_overwritten(tmp_path):
     start_run("toy-mixer", "toy-count", out=tmp_path / "run", **TINY).fit()
     with pytest.raises(achilles.AchillesError, match="already exists.*--overwrite"):

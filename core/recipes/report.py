@@ -35,6 +35,9 @@ def machine() -> str:
     try:
         import torch
 
+        from achilles.training.precision import cpu_description
+
+        text = f"{cpu_description()['model']} ({text}), torch {torch.__version__}"
         if torch.cuda.is_available():
             text += f", {torch.cuda.get_device_name(0)}"
     except Exception:  # pragma: no cover

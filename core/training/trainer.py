@@ -23,6 +23,7 @@ from achilles.training.epoch_loop import LoopStepper, NonFiniteError, RunResult,
 from achilles.errors import AchillesError, CheckpointError, ConfigError
 from achilles.training.evaluation import evaluate
 from achilles.contract.checks import check_architecture_accepts
+from achilles.training.environment import training_environment
 from achilles.training.precision import check_precision
 from achilles.training.profiles import TrainSettings, settings_for
 from achilles.runs.layout import INIT_WEIGHTS
@@ -253,7 +254,8 @@ def start_run(arch: str, task: str, *, profile: str | None = None, seed: int = 0
             "achilles_version": __version__, "arch": arch, "model": model_cfg, "task": task, "task_config": task_cfg,
             "training": train_settings.to_dict(), "seed": seed, "device": str(dev), "status": "created",
             "epochs_completed": 0, "weights_sha256": None, "final_metrics": {}, "headline": None,
-            "created": _now(), "finished": None, "provided_by": run_provenance(arch, task)})
+            "created": _now(), "finished": None, "provided_by": run_provenance(arch, task),
+            "environment": training_environment(dev)})
         try:
             run.update_config(init_sha256=save_tensors(path / INIT_WEIGHTS, model.state_dict()))
         except OSError as exc:  # a full disk: the run says so (failed, with the file) in one line

@@ -135,7 +135,8 @@ def card_data(run_dir: str | Path, repo_id: str | None = None, zoo_id: str | Non
         metric_history=[r.get("metrics") or {} for r in records if isinstance(r, dict)],
         eval_samples=evaluation_sizes(config, built), data_seed=data_seed,
         vocab_size=(config.get("model") or {}).get("vocab_size") or _vocab_size(built),
-        precision=training.get("precision") or config.get("precision"), device=config.get("device"))
+        precision=training.get("precision") or config.get("precision"), device=config.get("device"),
+        environment=dict(config.get("environment") or {}))
 
 
 def render_card(run_dir: str | Path, repo_id: str | None = None, zoo_id: str | None = None,
