@@ -8,9 +8,9 @@ from achilles.recipes import (Claim, Figure, Plan, ProbeStep, Recipe, RunGroup, 
                               per_run)
 
 from . import figures
-from .achilles_common import (BIG_EFFECT, COMPOSITE_BUDGET_TEXT, COMPOSITE_QUICK, LEARNED_RULE, NOT_LEARNED_RULE, PAPER,
-                              TRAINING, cells, composite_minus_symmetric, composite_paper, composite_phase_diagram,
-                              neither_solution, pair43)
+from .achilles_common import (BIG_EFFECT, COMPOSITE_BUDGET_TEXT, COMPOSITE_QUICK, FIG4_SEEDS, LEARNED_RULE,
+                              NOT_LEARNED_RULE, PAPER, TRAINING, cells, composite_minus_symmetric, composite_paper,
+                              composite_phase_diagram, neither_solution, pair43)
 
 # -- figure 8: conv-Transformer phase diagram --------------------------------------------------------
 fig8 = Recipe(
@@ -88,11 +88,11 @@ conv_similarity = Recipe(
              "training, so a sequence and its reverse are fused differently. The initial taps are each run's "
              "own control for the trained ones."),
     plans={
-        "quick": Plan(runs=(RunGroup("mamba2", "mamba2", "composite", grid=TWO_LAYER_G1, seeds=3,
+        "quick": Plan(runs=(RunGroup("mamba2", "mamba2", "composite", grid=TWO_LAYER_G1, seeds=FIG4_SEEDS,
                                      train=COMPOSITE_QUICK),),
                       probes=(ProbeStep("conv-similarity", "mamba2"),),
-                      departures=COMPOSITE_BUDGET_TEXT + "; the figure shows epoch 209. Shares its 3 runs with "
-                                 "achilles-fig4."),
+                      departures=COMPOSITE_BUDGET_TEXT + f"; the figure shows epoch 209. Shares its {FIG4_SEEDS} "
+                                 "runs with achilles-fig4 (its γ = 1, 2-layer cell)."),
         "paper": Plan(runs=(composite_paper("mamba2", "mamba2", TWO_LAYER_G1),),
                       probes=(ProbeStep("conv-similarity", "mamba2"),), training_profile="paper",
                       departures="200 epochs (the figure shows epoch 209)."),
