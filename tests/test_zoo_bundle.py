@@ -341,3 +341,16 @@ def test_an_installed_wheel_ships_the_reports_zoo_show_points_to(tmp_path):
         line = next(line for line in text.splitlines() if line.startswith("report at"))
         path = Path(line.split(None, 2)[2])
         assert path.is_file() and str(path).startswith(str(target / "achilles" / "reports")), (zoo_id, line)
+
+
+def test_every_shipped_checkpoint_is_one_of_the_runs_its_report_rests_on():
+    """A zoo entry's card links a report; the entry's weights must be one of that report's runs
+    (same sha256 in its report.json), so a reader who loads the checkpoint gets the model behind
+    the numbers, not a retrain (retraining repeats exactly only on the same machine)."""
+    from achilles.registry import REGISTRY_FILE
+    from achilles.zoo.index import first_party_entries
+
+    for entry in first_party_entries(REGISTRY_FILE).values():
+        report = json.loads(Path(entry.report_location()).with_name("report.json").read_text())
+        shas = {run.get("weights_sha256") for run in report["runs"]}
+        assert entry.sha256 in shas, f"{entry.id}: not among the runs of {entry.report}"
