@@ -25,8 +25,9 @@ def _entry_points() -> list[md.EntryPoint]:
     seen, out = set(), []
     for dist in md.distributions():
         try:
-            name = canonical_name(dist.metadata["Name"] or "?")
             eps = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+            # the name only where needed: parsing METADATA of every installed package is most of a TAB's time
+            name = canonical_name(dist.metadata["Name"] or "?") if eps else ""
         except Exception:  # a broken metadata folder must not take the tool down
             continue
         for ep in eps:
@@ -64,6 +65,15 @@ def _describe_dist(ep: md.EntryPoint) -> str:
     return f"distribution {_dist_name(ep)!r} {version} ({_dist_path(ep.dist)})"
 
 
+def _may_be_named(dist: Any, name: str) -> bool:
+    """False only when the metadata folder's own name rules ``name`` out (``foo-1.0.dist-info``),
+    which spares parsing METADATA for every installed package; True when the folder is unknown."""
+    path = getattr(dist, "_path", None)
+    if path is None:
+        return True
+    return canonical_name(Path(str(path)).name).startswith(name)
+
+
 def _own_distribution() -> Any:
     """The achilles distribution this package was installed by: a ``achilles`` dist-info in the
     folder that holds the imported package, or whose editable-install finder maps to it. None when
@@ -71,6 +81,8 @@ def _own_distribution() -> Any:
     package = Path(__file__).resolve().parent.parent  # achilles' package folder (this file is in contract/)
     for dist in md.distributions():
         try:
+            if not _may_be_named(dist, FIRST_PARTY):
+                continue
             if canonical_name(dist.metadata["Name"] or "?") != FIRST_PARTY:
                 continue
             folder = Path(str(dist.locate_file(""))).resolve()
