@@ -68,6 +68,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds over all rows")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be 1 or more (got {args.rounds})")
     script = achilles_script()
     with tempfile.TemporaryDirectory() as tmp:
         site, cache = Path(tmp) / "site", Path(tmp) / "cache"
