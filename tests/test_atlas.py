@@ -134,3 +134,21 @@ def test_an_atlas_run_a_few_cells_at_a_time_keeps_the_earlier_columns_and_rows(t
     (tmp_path / "atlas.json").write_text("{not json")  # unreadable: only the new cells
     recipes, subjects = with_earlier(tmp_path, [second], ["third"])
     assert [r.name for r in recipes] == ["toy-second"] and subjects == ["third"]
+
+
+def test_the_atlas_page_says_how_many_seeds_each_recipe_ran(tmp_path):
+    """Rows may be run at different ``--seeds``: the page says so per recipe, read from the cells."""
+    from dataclasses import replace
+
+    from achilles.recipes.report import REPORT_JSON
+
+    recipes = [replace(toy_recipe(name), subject="toy-mixer") for name in ("toy-five", "toy-three")]
+    for recipe, seeds in zip(recipes, (5, 3)):
+        folder = tmp_path / "toy-mixer" / recipe.name
+        folder.mkdir(parents=True)
+        (folder / REPORT_JSON).write_text(json.dumps({
+            "claims": [], "subject": {"arch": "toy-mixer", "groups": ["mixer"]},
+            "budget": [{"group": "mixer", "seeds": seeds}, {"group": "control", "seeds": seeds}],
+            "runs": [{"group": "mixer", "status": "finished"}]}))
+    page = write_atlas(tmp_path, recipes, ["toy-mixer", "other"], "quick").read_text()
+    assert "Seeds per run group: toy-five 5; toy-three 3." in page

@@ -106,6 +106,18 @@ def with_earlier(out: Path, recipes: Sequence[Recipe], subjects: Sequence[str]) 
     return merged_recipes, merged_subjects
 
 
+def seeds_line(out: Path, recipes: Sequence[Recipe], subjects: Sequence[str]) -> list[str]:
+    """"Seeds per run group: ..." read from the cells' budgets, since rows may be run at different
+    ``--seeds`` and a cell's interval width depends on it (empty before any cell exists)."""
+    parts = []
+    for recipe in recipes:
+        budgets = [b for s in subjects for b in (read_cell(out, s, recipe.name) or {}).get("budget", [])]
+        counts = sorted({b["seeds"] for b in budgets if isinstance(b, dict) and isinstance(b.get("seeds"), int)})
+        if counts:
+            parts.append(f"{recipe.name} {' or '.join(map(str, counts))}")
+    return [f"Seeds per run group: {'; '.join(parts)}.", ""] if parts else []
+
+
 def write_atlas(out: Path, recipes: Sequence[Recipe], subjects: Sequence[str], profile: str) -> Path:
     """README.md, atlas.json and atlas.png of the cells under ``out``; returns README.md's path."""
     out = Path(out)
@@ -125,6 +137,7 @@ def write_atlas(out: Path, recipes: Sequence[Recipe], subjects: Sequence[str], p
              "verdict computed by the claim's rule and the measured value, linked to its report: "
              "✅ held, ❌ not held, ⚠️ inconclusive, 💥 a run of the subject failed, · not run yet.", "",
              f"Profile **{profile}**. Recipes: {', '.join(r.name for r in recipes)}.", "",
+             *seeds_line(out, recipes, subjects),
              "| recipe | claim | " + " | ".join(subjects) + " |",
              "|---|---|" + "---|" * len(subjects)]
     for row in rows:
