@@ -152,3 +152,14 @@ def test_the_atlas_page_says_how_many_seeds_each_recipe_ran(tmp_path):
             "runs": [{"group": "mixer", "status": "finished"}]}))
     page = write_atlas(tmp_path, recipes, ["toy-mixer", "other"], "quick").read_text()
     assert "Seeds per run group: toy-five 5; toy-three 3." in page
+
+
+def test_a_cell_report_with_a_malformed_budget_leaves_the_seeds_line_out(tmp_path):
+    from dataclasses import replace
+
+    recipe = replace(toy_recipe("toy-odd-budget"), subject="toy-mixer")
+    folder = tmp_path / "toy-mixer" / recipe.name
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps({"claims": [], "budget": 5, "runs": []}))
+    page = write_atlas(tmp_path, [recipe], ["toy-mixer"], "quick").read_text()
+    assert "Seeds per run group" not in page and "| toy-odd-budget |" in page

@@ -106,12 +106,18 @@ def with_earlier(out: Path, recipes: Sequence[Recipe], subjects: Sequence[str]) 
     return merged_recipes, merged_subjects
 
 
+def _budget(report: dict[str, Any] | None) -> list:
+    """A cell report's budget rows ([] where absent or not a list: a hand-edited report must not stop the page)."""
+    budget = report.get("budget") if isinstance(report, dict) else None
+    return budget if isinstance(budget, list) else []
+
+
 def seeds_line(out: Path, recipes: Sequence[Recipe], subjects: Sequence[str]) -> list[str]:
     """"Seeds per run group: ..." read from the cells' budgets, since rows may be run at different
     ``--seeds`` and a cell's interval width depends on it (empty before any cell exists)."""
     parts = []
     for recipe in recipes:
-        budgets = [b for s in subjects for b in (read_cell(out, s, recipe.name) or {}).get("budget", [])]
+        budgets = [b for s in subjects for b in _budget(read_cell(out, s, recipe.name))]
         counts = sorted({b["seeds"] for b in budgets if isinstance(b, dict) and isinstance(b.get("seeds"), int)})
         if counts:
             parts.append(f"{recipe.name} {' or '.join(map(str, counts))}")
