@@ -32,7 +32,10 @@ of other load slow whichever model happens to be running; the fastest step is th
 disturbed estimate and is taken under the same conditions for every row, so the "best" ratios
 are the ones to compare. The package itself never imports transformers. "all" (the default) is
 every registered architecture, the positional variants ``transformer-rope`` and
-``transformer-nope`` included; the last column compares each to ``transformer``.
+``transformer-nope`` included; the last column compares each to ``transformer`` and to ``mamba2``
+(issue 20 asks every new architecture for at least 0.5x of mamba2's steps/s on a CPU). ``mamba1``
+is timed twice on a CPU: backend ``torch`` (its compiled scan, the default for work this size)
+and ``torch-eager`` (the same weights on its eager scan, ``force_path = "scan"``).
 
 ``--precision fp32,bf16`` times every model in both precisions in the same interleaved rounds
 (fp32 and bf16 rows side by side; bf16 rows add their ratio to the same model in fp32). bf16 is
@@ -208,6 +211,15 @@ def main(argv=None) -> int:
                         break
                     runners.append(Runner(arch, backend, model, shape, args.device, precision=precision,
                                           last_only=not args.full_logits and accepts_logits_mask(model)))
+                    if arch == "mamba1" and backend == "torch":  # its eager scan beside the compiled one
+                        torch.manual_seed(0)
+                        eager = achilles.create_model(arch, vocab_size=VOCAB, d_model=shape["d_model"],
+                                                      n_layers=shape["n_layers"], max_len=shape["seq_len"],
+                                                      backend=backend)
+                        for layer in eager.layers:
+                            layer.force_path = "scan"
+                        runners.append(Runner(arch, "torch-eager", eager, shape, args.device, precision=precision,
+                                              last_only=not args.full_logits and accepts_logits_mask(eager)))
         for runner in list(runners):  # a model that cannot train here is reported, not fatal
             try:
                 runner.step()
@@ -230,6 +242,9 @@ def main(argv=None) -> int:
             else:
                 vs_anchor = anchor_note
             vs_tf = f"{r.best() / tf.best():.2f} / {r.median() / tf.median():.2f}" if tf is not None else ""
+            m2 = torch_path.get("mamba2")
+            if m2 is not None and r is not m2 and r.backend != "transformers":  # issue 20: within 2x of mamba2
+                vs_tf += f"  (vs mamba2 {r.best() / m2.best():.2f}x / {r.median() / m2.median():.2f}x)"
             if r.backend == "fused" and r.label in torch_path:
                 vs_tf += f"  (fused/torch {r.best() / torch_path[r.label].best():.2f}x)"
             base = fp32_rows.get((r.label, r.backend))

@@ -123,6 +123,71 @@ def test_scan_backward_passes_gradcheck_and_matches_the_recurrence(tile, monkeyp
     torch.testing.assert_close(mamba1.apply_s6_matrix(S, x, dt, D), expect, rtol=1e-10, atol=1e-12)
 
 
+def _float32_scan_inputs(n, length, d, k):
+    return [a.float().requires_grad_() for a in _scan_inputs(n, length, d, k)]
+
+
+def test_compiled_scan_matches_the_recurrence_in_values_and_gradients(monkeypatch):
+    """The compiled chunked scan (the CPU default for large inputs) against the plain recurrence:
+    a length that is not a whole number of chunks (padded), several batch tiles and a short last
+    one, in float32 as it runs in training."""
+    from achilles.plugins.archs import s6_compiled
+
+    if s6_compiled.compiled_chunks() is None:
+        pytest.fail(f"torch.compile should work on the CI machines: {s6_compiled.unavailable_reason()}")
+    monkeypatch.setattr(s6_compiled, "TILE_STATES", 2 * s6_compiled.CHUNK * 5 * 4)  # tiles of 2 samples
+    args = _float32_scan_inputs(n=5, length=2 * s6_compiled.CHUNK + 3, d=5, k=4)
+    ref = [a.detach().clone().requires_grad_() for a in args]
+    gy = torch.randn(args[0].shape, generator=torch.Generator().manual_seed(1))
+    got = s6_compiled.ChunkedScan.apply(*args)
+    expect = mamba1.selective_scan_reference(*ref)
+    torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-5)
+    got.backward(gy)
+    expect.backward(gy)
+    for name, a, b in zip("x dt A B C D".split(), args, ref):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_large_float32_inputs_take_the_compiled_scan_small_ones_the_eager_one(monkeypatch):
+    model = tiny().float()
+    tokens = torch.randint(0, 37, (4, 11))
+    eager = model(tokens)
+    assert [layer.path for layer in model.layers] == ["scan", "scan"]  # tiny: compiling would not pay
+    monkeypatch.setattr(mamba1, "COMPILE_MIN_STATES", 1)
+    compiled = model(tokens)
+    assert [layer.path for layer in model.layers] == ["compiled", "compiled"]
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    assert model.double()(tokens.clone()).dtype == torch.float64  # float64 keeps the eager scan
+    assert [layer.path for layer in model.layers] == ["scan", "scan"]
+    monkeypatch.setenv("ACHILLES_COMPILE_SCAN", "0")  # the switch for a user who wants the eager scan
+    model.float()(tokens)
+    assert [layer.path for layer in model.layers] == ["scan", "scan"]
+
+
+def test_a_machine_where_compiling_fails_gets_the_eager_scan_and_one_warning(monkeypatch, caplog):
+    from achilles.plugins.archs import s6_compiled
+
+    def broken_compile(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no C++ compiler found")
+        return call
+
+    monkeypatch.setattr(s6_compiled, "_cache", {})  # as in a fresh process
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(mamba1, "COMPILE_MIN_STATES", 1)
+    model = tiny().float()
+    tokens = torch.randint(0, 37, (4, 11))
+    with caplog.at_level("WARNING", logger="achilles"):
+        got = model(tokens)
+        model(tokens)
+    assert [layer.path for layer in model.layers] == ["scan", "scan"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "no C++ compiler found" in warnings[0], warnings
+    for layer in model.layers:
+        layer.force_path = "scan"
+    torch.testing.assert_close(got, model(tokens), rtol=0, atol=0)
+
+
 def test_paths_agree_values_and_gradients():
     model = tiny()
     tokens = torch.randint(0, 37, (4, 11))

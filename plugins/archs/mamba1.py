@@ -51,6 +51,12 @@ Compute paths of a layer (same weights, same function; tests compare them):
   N x S x D_in x d_state (0.5 GB per such tensor at batch 1024, S 29, D_in 256, d_state 16) and
   the tiles' temporaries stay in cache (plain autograd over the loop, the modular path, keeps
   every step's state);
+* compiled (the default on a CPU for float32 work of at least ``COMPILE_MIN_STATES`` state
+  entries, N x S x D_in x d_state): the same scan compiled by ``torch.compile`` in chunks of 8
+  tokens (``s6_compiled``), about 2-4x faster than the eager scan below; compiled once per machine
+  (about a minute, then cached), off with ``ACHILLES_COMPILE_SCAN=0``, and replaced by the eager
+  scan, with one warning, where compiling fails (no C++ compiler). Small work (the tests' tiny
+  models) skips it: compiling would cost more than it saves;
 * modular: the same equations in plain autograd ops through every hook point; runs whenever a
   hook point of the layer is active (the materialised S when ``ssm.matrix`` is) and under
   ``torch.func`` transforms (a vmapped ensemble).
@@ -68,7 +74,7 @@ from torch import nn
 
 from achilles import ConfigError, HookPoint, ModelConfig, check_int, init_gamma_, model_factory
 
-from . import fused
+from . import fused, s6_compiled
 from .common import TokenModel, check_choice, presets, require, BACKENDS
 from .ops import RMSNorm, at_least_fp32, causal_conv, full_precision, functorch_active
 from .ssd import apply_s6_matrix, s6_matrix
@@ -99,6 +105,11 @@ def selective_scan_reference(x, dt, A, B, C, D):
 #: the scan Function works on batch tiles of about this many state entries (N x S x D_in x d_state),
 #: so that its (S, D_in, d_state) temporaries stay in cache and are not page-faulted in afresh
 TILE_STATES = 1 << 21
+
+
+#: the compiled scan serves calls of at least this many state entries (N x S x D_in x d_state);
+#: smaller ones (tests, single sequences) run the eager scan, whose cost is below the compile's
+COMPILE_MIN_STATES = 1 << 22
 
 
 def _tiles(n: int, per_sample: int) -> list[slice]:
@@ -218,13 +229,26 @@ def kernels_allowed(backend: str, x: torch.Tensor) -> tuple[bool, str]:
     return True, "backend='auto' with a CUDA input and mamba_ssm's selective scan installed"
 
 
+def compiled_path(h: torch.Tensor, states_per_token: int) -> tuple[str, str] | None:
+    """("compiled", why) when the compiled CPU scan serves this input, else None."""
+    n, length = h.shape[:2]
+    if h.device.type != "cpu" or h.dtype != torch.float32:
+        return None
+    if n * length * states_per_token < COMPILE_MIN_STATES:
+        return None
+    if s6_compiled.compiled_chunks() is None:
+        return None
+    return "compiled", "a float32 CPU input large enough for the compiled scan"
+
+
 # -- the layer ---------------------------------------------------------------------------------
 class Mamba1Layer(nn.Module):
     """One Mamba1 block with its pre-norm and residual add. Sites (relative to ``layers.{i}``):
     conv.out, ssm.x, ssm.B, ssm.C, ssm.dt, ssm.matrix, ssm.y, out; and ``resid.{i}``.
 
     ``path`` and ``path_reason`` say which compute path the last call took and why;
-    ``force_path = "modular"`` pins the plain-autograd path (tests compare the paths)."""
+    ``force_path = "modular"`` pins the plain-autograd path, ``"scan"`` the eager scan (tests and
+    benchmarks compare the paths)."""
 
     def __init__(self, config: dict, index: int):
         super().__init__()
@@ -278,24 +302,25 @@ class Mamba1Layer(nn.Module):
             self.path, self.path_reason = path, reason
         if path == "fused":
             return fused_layer_forward(self, h)
-        return self.forward_modular(h, scan=path == "scan")
+        return self.forward_modular(h, scan=path in ("scan", "compiled"), compiled=path == "compiled")
 
     def choose_path(self, h: torch.Tensor) -> tuple[str, str]:
-        """(path, why): "fused", "scan" or "modular" (see the module docstring)."""
+        """(path, why): "fused", "compiled", "scan" or "modular" (see the module docstring)."""
         if any(hp.active for hp in self._hook_list):
             return "modular", "a hook point of this layer is active"
         if functorch_active():
             return "modular", "inside a torch.func transform"
-        if self.force_path == "modular":
-            return "modular", "forced (layer.force_path)"
+        if self.force_path in ("modular", "scan"):
+            return self.force_path, "forced (layer.force_path)"
         kernels, why = kernels_allowed(self.backend, h)
         if kernels:
             return "fused", why
-        return "scan", why
+        return compiled_path(h, self.d_inner * self.d_state) or ("scan", why)
 
-    def forward_modular(self, h: torch.Tensor, scan: bool = False) -> torch.Tensor:
+    def forward_modular(self, h: torch.Tensor, scan: bool = False, compiled: bool = False) -> torch.Tensor:
         """The block, equation by equation, through every hook point (``scan``: the scan's
-        autograd Function for the recurrence, used when no hook point is active)."""
+        autograd Function for the recurrence, used when no hook point is active; ``compiled``:
+        its compiled version, the eager one if compiling fails)."""
         d_inner, nst = self.d_inner, self.d_state
         x, z = self.in_proj(self.norm(h)).split([d_inner, d_inner], dim=-1)
         conv = self.hook_conv(causal_conv(x, self.conv_weight, self.conv_bias, silu=True))
@@ -311,7 +336,10 @@ class Mamba1Layer(nn.Module):
                 S = self.hook_matrix(s6_matrix(dt, A, B, C))
                 y = apply_s6_matrix(S, x, dt, self.D)
             elif scan:
-                y = _SelectiveScan.apply(x, dt, A, B.contiguous(), C.contiguous(), self.D)
+                B, C = B.contiguous(), C.contiguous()
+                y = s6_compiled.try_compiled_scan(x, dt, A, B, C, self.D) if compiled else None
+                if y is None:
+                    y = _SelectiveScan.apply(x, dt, A, B, C, self.D)
             else:
                 y = selective_scan_reference(x, dt, A, B, C, self.D)
         y = self.hook_y(y)
