@@ -321,6 +321,21 @@ def test_cost_estimate_from_a_throughput_table(tmp_path, monkeypatch):
     assert cost.estimate_plan(plan, "cuda").text() == "not measured"
 
 
+def test_an_unmeasured_shape_is_scaled_from_its_own_architecture_before_another_one(monkeypatch):
+    """A slow mixer measured on one task is not estimated from a fast one measured on the task asked
+    for (the atlas's mamba1 columns were estimated 7x too short that way)."""
+    from achilles.recipes import cost
+
+    entry = dict(n_layers=2, d_model=32, seq_len=8)
+    table = {"cpu": {"machine": "test", "how": "test", "entries": [
+        {"arch": "fast", "task": "inverse", **entry, "samples_per_s": 1000.0},
+        {"arch": "slow", "task": "mqar", **entry, "samples_per_s": 100.0}]}}
+    monkeypatch.setattr(cost, "throughput_table", lambda path=None: table)
+    assert cost.samples_per_second(cost.Shape("slow", "inverse", 2, 32, 16), "cpu") == (50.0, True)
+    assert cost.samples_per_second(cost.Shape("new", "inverse", 2, 32, 8), "cpu") == (1000.0, True)
+    assert cost.samples_per_second(cost.Shape("new", "copy", 2, 32, 8), "cpu") == (None, False)
+
+
 # -- figures a reader trusts --------------------------------------------------------------------------------
 def test_training_curves_of_a_one_epoch_run_show_every_series(tmp_path):
     from achilles.runs.figures import plt, training_curves_figure

@@ -16,9 +16,10 @@ else the fp32 ones, and says so.
 
 A run's time is ``train_samples x epochs / samples_per_s`` plus its per-epoch evaluation
 (forward passes only, counted at a third of a training step per sample). A shape that was not
-measured is scaled from the nearest measured shape of the same architecture and task by
-layers x width² x length, and marked as scaled; with no measurement of the task at all the
-estimate is "not measured".
+measured is scaled by layers x width² x length from the nearest measured shape of the same
+architecture and task, else of the same architecture on another task, else of another
+architecture on the same task, and marked as scaled; with no measurement of either the
+architecture or the task the estimate is "not measured".
 """
 
 from __future__ import annotations
@@ -121,7 +122,11 @@ def samples_per_second(shape: Shape, kind: str, precision: str | None = None) ->
     for e in same:
         if (e["n_layers"], e["d_model"], e["seq_len"]) == (shape.n_layers, shape.d_model, shape.seq_len):
             return float(e["samples_per_s"]), False
-    pool = same or [e for e in entries if e["task"] == shape.task]
+    # nearest: the same architecture on another shape of the task, else on another task (its cost per
+    # unit of work is its own: mamba1's per-channel scan runs 2-4x slower than mamba2's SSD), else
+    # another architecture on the task
+    pool = (same or [e for e in entries if e["arch"] == shape.arch]
+            or [e for e in entries if e["task"] == shape.task])
     if not pool:
         return None, False
 
