@@ -25,6 +25,32 @@ def test_swapping_the_subject_keeps_the_controls():
     assert [c.statement for c in recipe.claims] == [c.statement for c in get_recipe("achilles-fig9").claims]
 
 
+def test_a_swapped_report_names_the_architecture_it_measured_not_the_papers():
+    """In a deltanet cell, "mamba2 test accuracy" would read as Mamba2's: the measurement texts name
+    deltanet (and the swapped width group deltanet-width), the controls and the paper's quotes stay."""
+    from achilles.recipes.subject import name_subject
+
+    recipe = with_subject(get_recipe("copy-length"), "deltanet")
+    assert recipe.swapped_groups == ("mamba2", "mamba2-width")
+    claim = {"id": "larger-mamba-copies-longer", "statement": "A larger Mamba copies long strings better",
+             "paper_value": "mamba2 copies", "rule": "≥ 0.1",
+             "measured_as": "exact-match: mamba2 d_model 128 minus 32; mamba2-width, mamba2-global and transformer",
+             "measurement": {"method": "mamba2's runs", "per_run": [
+                 {"run": "transformer[seed=0] − mamba2[seed=0]", "pair": "mamba2|x", "value": 0.5}]}}
+    named = name_subject(claim, recipe)
+    assert named["measured_as"] == ("exact-match: deltanet d_model 128 minus 32; deltanet-width, mamba2-global "
+                                    "and transformer")
+    assert named["measurement"]["method"] == "deltanet's runs"
+    assert named["measurement"]["per_run"][0]["run"] == "transformer[seed=0] − deltanet[seed=0]"
+    assert named["measurement"]["per_run"][0]["pair"] == "mamba2|x"  # keys the recomputation: untouched
+    assert (named["statement"], named["paper_value"]) == (claim["statement"], claim["paper_value"])
+    assert name_subject(claim, get_recipe("copy-length")) is claim  # the paper's own subject: nothing renamed
+    rope = with_subject(get_recipe("shortcuts-position"), "transformer-rope")
+    assert rope.swapped_groups == ("mamba2",)  # the rotary control group is not the subject
+    assert name_subject({"measured_as": "transformer-rope minus mamba2"}, rope) == {
+        "measured_as": "transformer-rope minus transformer-rope"}  # a comparison with itself shows as one
+
+
 def test_settings_the_new_subject_lacks_are_dropped_and_said():
     recipe = with_subject(get_recipe("shortcuts-position"), "transformer-nope")
     group = recipe.plan("quick").group("mamba2")

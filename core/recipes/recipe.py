@@ -178,6 +178,8 @@ class Recipe:
     #: set by ``with_subject``: the architecture measured in the subject's place, and what changed
     tested_subject: str = ""
     subject_note: str = ""
+    #: set by ``with_subject``: the run groups now trained as ``tested_subject`` (named as in the paper's plan)
+    swapped_groups: tuple[str, ...] = ()
 
     def plan(self, profile: str) -> Plan:
         if profile not in self.plans:

@@ -14,6 +14,7 @@ from achilles.runs.files import atomic_write_json, atomic_write_text
 from achilles.recipes.registered import natural_key
 from achilles.recipes.recipe_results import RecipeResults
 from achilles.recipes.recipe import Plan, RunGroup
+from achilles.recipes.subject import name_subject
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -105,6 +106,7 @@ def write_report(results: RecipeResults, claims: list[dict[str, Any]], figures: 
              "epochs": r.config.get("epochs_completed"), "path": os.path.relpath(r.path, out),
              "headline": r.config.get("headline"), "weights_sha256": r.config.get("weights_sha256")}
             for r in results.runs]
+    claims = [name_subject(c, recipe) for c in claims]  # "mamba2 test accuracy" read on deltanet says deltanet
     counts = {v: sum(c["verdict"] == v for c in claims) for v in ("held", "not held", "inconclusive")}
     data = {"format": REPORT_FORMAT, "recipe": recipe.name, "title": recipe.title,
             "paper": {"label": recipe.paper.label, "title": recipe.paper.title, "arxiv": recipe.paper.arxiv},
@@ -115,7 +117,7 @@ def write_report(results: RecipeResults, claims: list[dict[str, Any]], figures: 
             "figures": figures, "budget": budgets, "paper_budget": dict(recipe.paper_budget),
             "departures": plan.departures, "runs": runs,
             "subject": {"arch": recipe.tested_subject or recipe.subject, "paper": recipe.subject,
-                        "groups": [g.name for g in plan.runs if g.arch == (recipe.tested_subject or recipe.subject)],
+                        "groups": list(recipe.swapped_groups) or [g.name for g in plan.runs if g.arch == recipe.subject],
                         "note": recipe.subject_note}}
     atomic_write_json(out / REPORT_JSON, data)
     atomic_write_text(out / REPORT_MD, render_markdown(data))

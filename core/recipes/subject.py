@@ -10,6 +10,7 @@ the paper (about Mamba); the report says which architecture they were measured o
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -49,7 +50,41 @@ def with_subject(recipe: Recipe, arch: str | None) -> Recipe:
             f"measured on {arch}.")
     if dropped:
         note += f" Settings of {recipe.subject} that {arch} does not have were left out: {', '.join(sorted(dropped))}."
-    return replace(recipe, plans=plans, tested_subject=arch, subject_note=note)
+    swapped = tuple(dict.fromkeys(name for profile in recipe.plans for name in subject_groups(recipe, profile)))
+    return replace(recipe, plans=plans, tested_subject=arch, subject_note=note, swapped_groups=swapped)
+
+
+#: claim fields that quote the paper or key the per-run values: never renamed
+_QUOTED = frozenset({"id", "statement", "paper", "where", "paper_value", "rule", "rule_spec", "verdict",
+                     "pair", "data_pair"})
+
+
+def name_subject(claim: Any, recipe: Recipe) -> Any:
+    """A claim row (``evaluate_claims``) whose texts name the tested architecture where they name a
+    swapped group: "mamba2 test accuracy" -> "deltanet test accuracy", "mamba2-width" ->
+    "deltanet-width", "mamba2-global" untouched (a control). The paper's quotes stay as they are."""
+    if not recipe.tested_subject or not recipe.swapped_groups:
+        return claim
+    names = sorted(recipe.swapped_groups, key=len, reverse=True)
+    pattern = re.compile(r"(?<![\w.-])(" + "|".join(re.escape(n) for n in names) + r")(?![\w-])")
+
+    def rename(match: re.Match) -> str:
+        group = match.group(1)
+        return (group.replace(recipe.subject, recipe.tested_subject, 1) if recipe.subject in group
+                else f"{recipe.tested_subject} ({group})")
+
+    def walk(value: Any, key: str = "") -> Any:
+        if key in _QUOTED:
+            return value
+        if isinstance(value, str):
+            return pattern.sub(rename, value)
+        if isinstance(value, dict):
+            return {k: walk(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    return walk(claim)
 
 
 def _swap(group: RunGroup, arch: str) -> tuple[RunGroup, set[str]]:
