@@ -130,6 +130,41 @@ def test_the_atlas_page_marks_each_cell_and_links_its_report(tmp_path):
         write_atlas(tmp_path, [recipe], subjects, "quick")
 
 
+def test_a_comparison_of_the_subject_with_itself_gets_no_verdict_on_the_page(tmp_path):
+    """transformer-rope in Mamba2's place, compared with the rotary control, reads the same runs on
+    both sides: the cell says so (=) instead of showing a verdict the comparison cannot carry."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from achilles.recipes.report import REPORT_JSON, compares_runs_with_themselves
+
+    paths = {"mamba2[seed=0]": Path("runs/rope-s0"), "transformer-rope[seed=0]": Path("runs/rope-s0"),
+             "mamba2[seed=1]": Path("runs/rope-s1"), "transformer-rope[seed=1]": Path("runs/rope-s1"),
+             "transformer[seed=0]": Path("runs/abs-s0")}
+
+    def claim(a, b):
+        return {"measurement": {"sides": {"a": {"per_run": [{"run": r} for r in a]},
+                                          "b": {"per_run": [{"run": r} for r in b]}}}}
+
+    assert compares_runs_with_themselves(claim(["transformer-rope[seed=0]", "transformer-rope[seed=1]"],
+                                               ["mamba2[seed=0]", "mamba2[seed=1]"]), paths)
+    assert not compares_runs_with_themselves(claim(["transformer[seed=0]"], ["mamba2[seed=0]"]), paths)
+    assert not compares_runs_with_themselves(claim(["gone[seed=0]"], ["gone[seed=0]"]), paths)  # unknown runs
+    assert not compares_runs_with_themselves({"measurement": {"per_run": []}}, paths)  # not a difference
+
+    recipe = replace(toy_recipe("toy-self"), subject="toy-mixer")
+    folder = tmp_path / "toy-mixer" / "toy-self"
+    folder.mkdir(parents=True)
+    (folder / REPORT_JSON).write_text(json.dumps({
+        "claims": [{"id": "impossible", "verdict": "not held", "measured": "0.0 [0.0, 0.0]", "same_runs": True,
+                    "measurement": {"value": 0.0}},
+                   {"id": "trivial", "verdict": "held", "measured": "0.5", "measurement": {"value": 0.5}}],
+        "subject": {"arch": "toy-mixer", "groups": ["mixer"]}, "runs": []}))
+    page = write_atlas(tmp_path, [recipe], ["toy-mixer"], "quick").read_text()
+    assert "| toy-atlas" not in page and "[=](toy-mixer/toy-self/report.md)" in page
+    assert "1 compared with itself" in page and "0 not held" in page
+
+
 def test_a_corrupt_cell_report_is_one_line_naming_it_and_nothing_is_overwritten(tmp_path):
     from dataclasses import replace
 

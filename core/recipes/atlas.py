@@ -35,7 +35,7 @@ ATLAS_TITLE = "# The Achilles atlas"
 #: the recipes whose findings the atlas asks of every architecture, and the architectures it asks
 DEFAULT_RECIPES = ("achilles-fig4", "achilles-fig9", "copy-length", "shortcuts-position")
 DEFAULT_SUBJECTS = ("mamba2", "mamba1", "deltanet", "deltanet-noconv", "lstm", "transformer", "transformer-rope")
-MARK = {"held": "✅", "not held": "❌", "inconclusive": "⚠️", "failed": "💥", "missing": "·"}
+MARK = {"held": "✅", "not held": "❌", "inconclusive": "⚠️", "failed": "💥", "missing": "·", "self": "="}
 CODE = {"held": 1.0, "not held": -1.0, "inconclusive": 0.0}
 
 
@@ -73,7 +73,8 @@ def table(out: Path, recipes: Sequence[Recipe], subjects: Sequence[str]) -> list
                 if report is None or entry is None:
                     cells[s] = {"verdict": "missing", "measured": "", "value": None, "link": ""}
                     continue
-                verdict = "failed" if subject_failed(report) else entry["verdict"]
+                verdict = ("failed" if subject_failed(report)
+                           else "self" if entry.get("same_runs") else entry["verdict"])
                 cells[s] = {"verdict": verdict, "measured": entry["measured"],
                             "value": (entry.get("measurement") or {}).get("value"),
                             "link": os.path.relpath(cell_folder(out, s, recipe.name) / REPORT_MD, out)}
@@ -141,7 +142,8 @@ def write_atlas(out: Path, recipes: Sequence[Recipe], subjects: Sequence[str], p
              "Mamba); each column is the architecture it was measured on, in the place of the paper's subject, "
              "with the recipe's controls (the Transformer, the residual Mamba2, ...) unchanged. Each cell is the "
              "verdict computed by the claim's rule and the measured value, linked to its report: "
-             "✅ held, ❌ not held, ⚠️ inconclusive, 💥 a run of the subject failed, · not run yet.", "",
+             "✅ held, ❌ not held, ⚠️ inconclusive, 💥 a run of the subject failed, · not run yet, = the "
+             "claim compares the subject with a control that is the same runs (no verdict).", "",
              f"Profile **{profile}**. Recipes: {', '.join(r.name for r in recipes)}.", "",
              *seeds_line(out, recipes, subjects),
              "| recipe | claim | " + " | ".join(subjects) + " |",
@@ -151,14 +153,15 @@ def write_atlas(out: Path, recipes: Sequence[Recipe], subjects: Sequence[str], p
         for s in subjects:
             c = row["cells"][s]
             text = MARK[c["verdict"]] + (f" {c['value']:.2f}" if isinstance(c["value"], (int, float)) and
-                                         c["verdict"] not in ("failed", "missing") else "")
+                                         c["verdict"] not in ("failed", "missing", "self") else "")
             cells.append(f"[{text}]({c['link']})" if c["link"] else text)
         statement = row["statement"].replace("|", "\\|")
         lines.append(f"| {row['recipe']} | {statement} | " + " | ".join(cells) + " |")
     lines += ["", "Per architecture: " + "; ".join(
         f"**{s}** {counts[s]['held']} held, {counts[s]['not held']} not held, {counts[s]['inconclusive']} "
         f"inconclusive" + (f", {counts[s]['failed']} failed" if counts[s]["failed"] else "")
-        + (f", {counts[s]['missing']} not run" if counts[s]["missing"] else "") for s in subjects) + ".", ""]
+        + (f", {counts[s]['missing']} not run" if counts[s]["missing"] else "")
+        + (f", {counts[s]['self']} compared with itself" if counts[s]["self"] else "") for s in subjects) + ".", ""]
     if figure:
         lines += [f"![The atlas as a heatmap]({figure.name})", ""]
     lines += ["Re-run or extend it with `achilles atlas --subjects ARCH,... --recipes NAME,...` (finished runs are "
@@ -183,14 +186,14 @@ def draw_heatmap(rows: list[dict[str, Any]], subjects: Sequence[str], path: Path
     for i, r in enumerate(rows):
         for j, s in enumerate(subjects):
             c = r["cells"][s]
-            text = {"failed": "failed", "missing": "-"}.get(c["verdict"])
+            text = {"failed": "failed", "missing": "-", "self": "same runs"}.get(c["verdict"])
             if text is None:
                 text = f"{c['value']:.2f}" if isinstance(c["value"], (int, float)) else "n/a"
             ax.text(j, i, text, ha="center", va="center", fontsize=7)
     ax.set_xticks(range(len(subjects)), subjects, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), [f"{r['recipe']}: {r['claim']}" for r in rows], fontsize=7)
     ax.set_title("Achilles atlas: verdict per claim and architecture\n"
-                 "green held · red not held · yellow inconclusive · grey failed or not run", fontsize=9)
+                 "green held · red not held · yellow inconclusive · grey failed, not run or same runs", fontsize=9)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)

@@ -106,6 +106,12 @@ def write_report(results: RecipeResults, claims: list[dict[str, Any]], figures: 
              "epochs": r.config.get("epochs_completed"), "path": os.path.relpath(r.path, out),
              "headline": r.config.get("headline"), "weights_sha256": r.config.get("weights_sha256")}
             for r in results.runs]
+    paths = {r.label: r.path for r in results.runs}
+    for c in claims:
+        if compares_runs_with_themselves(c, paths):
+            c["same_runs"] = True
+            c["why"] = (f"{c.get('why', '')} Both sides of this comparison are the same runs (the tested subject is "
+                        f"also this claim's control), so it measures nothing.").strip()
     claims = [name_subject(c, recipe) for c in claims]  # "mamba2 test accuracy" read on deltanet says deltanet
     counts = {v: sum(c["verdict"] == v for c in claims) for v in ("held", "not held", "inconclusive")}
     data = {"format": REPORT_FORMAT, "recipe": recipe.name, "title": recipe.title,
@@ -122,6 +128,22 @@ def write_report(results: RecipeResults, claims: list[dict[str, Any]], figures: 
     atomic_write_json(out / REPORT_JSON, data)
     atomic_write_text(out / REPORT_MD, render_markdown(data))
     return out / REPORT_MD
+
+
+def compares_runs_with_themselves(claim: dict[str, Any], paths: dict[str, Path]) -> bool:
+    """Whether a difference's two sides read the very same runs: a subject swapped in for a control
+    of its own architecture (``transformer-rope`` in the place of Mamba2, compared with the rotary
+    control). ``paths``: each run's label -> folder."""
+    sides = (claim.get("measurement") or {}).get("sides") or {}
+    if set(sides) != {"a", "b"}:
+        return False
+
+    def folders(side: dict[str, Any]) -> set:
+        labels = [label for o in side.get("per_run") or [] for label in str(o.get("run", "")).split(", ")]
+        return {paths.get(label) for label in labels}
+
+    a, b = folders(sides["a"]), folders(sides["b"])
+    return bool(a) and None not in a and a == b
 
 
 def render_markdown(data: dict[str, Any]) -> str:
@@ -148,7 +170,8 @@ def render_markdown(data: dict[str, Any]) -> str:
               "satisfies the rule, *not held* when the whole interval misses it, *inconclusive* when it "
               "straddles the threshold or runs are missing.", ""]
     rows = [[c["statement"], f"{c['paper']} {c['where']}" + (f": {c['paper_value']}" if c["paper_value"] else ""),
-             c["measured"], _n_short(c), c["rule"], VERDICT_MARK.get(c["verdict"], c["verdict"])] for c in data["claims"]]
+             c["measured"], _n_short(c), c["rule"], VERDICT_MARK.get(c["verdict"], c["verdict"])
+             + (" (same runs on both sides: no finding)" if c.get("same_runs") else "")] for c in data["claims"]]
     lines += [_table(["claim", "paper", "measured [95% interval]", "n", "rule (basis)", "verdict"], rows), ""]
     lines += ["How each number was measured (every per-run value is in `report.json`, from which each verdict "
               "can be recomputed):", ""]
