@@ -147,6 +147,16 @@ def test_run_json_records_the_machine_and_software_and_the_card_says_them(tmp_pa
     assert f"{torch.get_num_threads()} torch thread(s), torch {torch.__version__}" in card
 
 
+def test_run_json_records_which_compute_path_trained_the_model(tmp_path):
+    """Mamba1's compiled and eager scans differ in the last bits: a finished run says which trained it."""
+    import json
+
+    start_run("mamba1", "composite", out=tmp_path / "run", profile="quick", model_config={"d_model": 8},
+              epochs=1, train_samples=32, eval_samples=8, batch_size=16, progress=False).fit()
+    environment = json.loads((tmp_path / "run" / "run.json").read_text())["environment"]
+    assert environment["compute_paths"] == ["Mamba1Layer: scan"]  # tiny: the eager scan
+
+
 def test_existing_run_is_not_overwritten(tmp_path):
     start_run("toy-mixer", "toy-count", out=tmp_path / "run", **TINY).fit()
     with pytest.raises(achilles.AchillesError, match="already exists.*--overwrite"):

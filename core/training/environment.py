@@ -24,3 +24,12 @@ def training_environment(device: torch.device | str) -> dict[str, Any]:
         environment["gpu"] = torch.cuda.get_device_name(device)
     return environment
 
+
+
+def compute_paths(model: torch.nn.Module) -> list[str]:
+    """Which compute path each kind of layer took in its last call ("compiled", "scan", "fused",
+    "fast", ...), from the ``path`` its layers record: the same weights computed on another path
+    differ in the last bits, which a long run can amplify, so a run says which one trained it."""
+    paths = {f"{type(m).__name__}: {m.path}" for m in model.modules()
+             if isinstance(getattr(m, "path", None), str) and getattr(m, "path") != ""}
+    return sorted(paths)

@@ -23,7 +23,7 @@ from achilles.training.epoch_loop import LoopStepper, NonFiniteError, RunResult,
 from achilles.errors import AchillesError, CheckpointError, ConfigError
 from achilles.training.evaluation import evaluate
 from achilles.contract.checks import check_architecture_accepts
-from achilles.training.environment import training_environment
+from achilles.training.environment import compute_paths, training_environment
 from achilles.training.precision import check_precision
 from achilles.training.profiles import TrainSettings, settings_for
 from achilles.runs.layout import INIT_WEIGHTS
@@ -175,6 +175,7 @@ class Trainer:
         """Evaluate the epoch just trained, append its record to metrics.jsonl and checkpoint it;
         (record, weights sha256). Raises NonFiniteError (nothing written) if the evaluation or the
         weights are not finite."""
+        self.training_paths = compute_paths(self.model)  # read before evaluation calls the layers again
         results = evaluate(self.model, self.task, evals.keys(), data=evals,
                            precision=self.settings.precision)  # a bf16 run evaluates in bf16 too
         problem = non_finite(self.model, results)
@@ -191,8 +192,12 @@ class Trainer:
         head_split, head_metric = self.task.headline_split, self.task.headline_metric
         final = self.run.read_metrics()[-1]["metrics"] if self.epoch else {}
         head = final.get(head_split, {}).get(head_metric)
+        extra = {}
+        if getattr(self, "training_paths", None):  # unset when no epoch ran in this process
+            extra["environment"] = {**(self.run.read_config().get("environment") or {}),
+                                    "compute_paths": self.training_paths}
         self.run.update_config(
-            status="finished", final_metrics=final, finished=_now(),
+            status="finished", final_metrics=final, finished=_now(), **extra,
             headline={"split": head_split, "metric": head_metric, "value": head})
         return RunResult(self.run.path, "finished", final, self.epoch)
 
