@@ -321,6 +321,28 @@ def test_cost_estimate_from_a_throughput_table(tmp_path, monkeypatch):
     assert cost.estimate_plan(plan, "cuda").text() == "not measured"
 
 
+def test_a_cpu_that_measured_some_shapes_borrows_the_rest_at_its_own_speed(monkeypatch):
+    """This CPU measured the atlas's mixers; figure 4's shapes were measured on another CPU only:
+    they are borrowed, times this CPU's speed relative to that one, and count as scaled."""
+    from achilles.recipes import cost
+    from achilles.training import precision
+
+    shape = dict(n_layers=2, d_model=32, seq_len=8)
+    table = {"cpu": {"fallback": "Old CPU", "by_model": {
+        "Old CPU": {"machine": "old", "how": "test", "entries": [
+            {"arch": "mamba2", "task": "inverse", **shape, "samples_per_s": 100.0},
+            {"arch": "mamba2", "task": "composite", **shape, "samples_per_s": 1000.0}]},
+        "New CPU": {"machine": "new", "how": "test", "entries": [
+            {"arch": "mamba2", "task": "inverse", **shape, "samples_per_s": 50.0}]}}}}
+    monkeypatch.setattr(cost, "throughput_table", lambda path=None: table)
+    monkeypatch.setattr(precision, "cpu_description", lambda: {"model": "New CPU", "bf16_units": []})
+    assert cost.samples_per_second(cost.Shape("mamba2", "composite", 2, 32, 8), "cpu") == (500.0, True)
+    assert cost.samples_per_second(cost.Shape("mamba2", "inverse", 2, 32, 8), "cpu") == (50.0, False)
+    assert "from Old CPU's table times 0.50" in cost.how_estimated("cpu")
+    monkeypatch.setattr(precision, "cpu_description", lambda: {"model": "Old CPU", "bf16_units": []})
+    assert cost.samples_per_second(cost.Shape("mamba2", "composite", 2, 32, 8), "cpu") == (1000.0, False)
+
+
 def test_an_unmeasured_shape_is_scaled_from_its_own_architecture_before_another_one(monkeypatch):
     """A slow mixer measured on one task is not estimated from a fast one measured on the task asked
     for (the atlas's mamba1 columns were estimated 7x too short that way)."""

@@ -10,7 +10,9 @@ the file names.
 CPUs differ (cores, AVX-512, bf16 units), so the ``cpu`` kind holds one table per CPU model
 string (``by_model``, keyed by /proc/cpuinfo's model name, each with the bf16 units the CPU had):
 an estimate uses the table of the CPU it runs on, else the ``fallback`` table, and says which
-(``table_for``, ``how_estimated``: "measured on this CPU" or "measured on <other CPU>"). An entry
+(``table_for``, ``how_estimated``: "measured on this CPU" or "measured on <other CPU>"); shapes
+this CPU's table lacks are taken from the fallback table, times this CPU's speed relative to it
+(the median ratio over the shapes both measured), and count as scaled. An entry
 may name its ``precision`` (absent: fp32); a bf16 estimate uses bf16 entries where there are any,
 else the fp32 ones, and says so.
 
@@ -105,8 +107,35 @@ def table_for(kind: str, cpu_model: str | None = None) -> tuple[dict[str, Any], 
     return table, f"measured on {table.get('cpu_model') or table.get('machine') or fallback}, not on this CPU ({cpu_model})"
 
 
+def _key(e: dict[str, Any]) -> tuple:
+    return e["arch"], e["task"], e["n_layers"], e["d_model"], e["seq_len"], e.get("precision", "fp32")
+
+
+def borrowed(kind: str) -> tuple[list[dict[str, Any]], float, int]:
+    """(the fallback table's entries for shapes this CPU's table lacks, each times the speed ratio of
+    this CPU to that one, the ratio, how many shapes both measured). The ratio is the median of
+    here/there over the shapes measured on both (1 when none are): a CPU measured on the atlas's
+    mixers only still estimates figure 4 from the other CPU's composite runs, at its own speed."""
+    import statistics
+
+    tables, fallback = _tables(kind)
+    table, which = table_for(kind)
+    if kind != "cpu" or not which.startswith("measured on this CPU") or fallback is None:
+        return [], 1.0, 0
+    other = tables[fallback]
+    if other is table:
+        return [], 1.0, 0
+    here = {_key(e): e for e in table.get("entries") or []}
+    there = {_key(e): e for e in other.get("entries") or []}
+    common = [k for k in here if k in there and there[k]["samples_per_s"] > 0]
+    ratio = statistics.median(here[k]["samples_per_s"] / there[k]["samples_per_s"] for k in common) if common else 1.0
+    extra = [{**e, "samples_per_s": e["samples_per_s"] * ratio, "borrowed": True}
+             for k, e in there.items() if k not in here]
+    return extra, ratio, len(common)
+
+
 def _entries(kind: str, precision: str | None = None) -> list[dict[str, Any]]:
-    entries = list(table_for(kind)[0].get("entries") or [])
+    entries = list(table_for(kind)[0].get("entries") or []) + borrowed(kind)[0]
     if precision == "bf16":
         bf16 = [e for e in entries if e.get("precision") == "bf16"]
         if bf16:
@@ -121,7 +150,7 @@ def samples_per_second(shape: Shape, kind: str, precision: str | None = None) ->
     same = [e for e in entries if e["arch"] == shape.arch and e["task"] == shape.task]
     for e in same:
         if (e["n_layers"], e["d_model"], e["seq_len"]) == (shape.n_layers, shape.d_model, shape.seq_len):
-            return float(e["samples_per_s"]), False
+            return float(e["samples_per_s"]), bool(e.get("borrowed"))
     # nearest: the same architecture on another shape of the task, else on another task (its cost per
     # unit of work is its own: mamba1's per-channel scan runs 2-4x slower than mamba2's SSD), else
     # another architecture on the task
@@ -213,5 +242,8 @@ def how_estimated(kind: str) -> str:
     bf16 = ("" if kind != "cpu" else "; bf16 units when measured: " + (
         "not recorded" if units is None else (", ".join(units) or "none")))
     precisions = sorted({e.get("precision", "fp32") for e in table.get("entries") or []})
+    extra, ratio, common = borrowed(kind)
+    other = (f"; shapes not measured here from {_tables(kind)[1]}'s table times {ratio:.2f} (this CPU's speed "
+             f"relative to it, median over {common} shapes measured on both)" if extra else "")
     return (f"{kind}: {which} [{table.get('machine', '?')}{bf16}; {'/'.join(precisions)} runs]; "
-            f"{table.get('how', '')}").strip("; ")
+            f"{table.get('how', '')}{other}").strip("; ")
