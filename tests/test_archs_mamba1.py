@@ -149,11 +149,13 @@ def test_compiled_scan_matches_the_recurrence_in_values_and_gradients(monkeypatc
 
 
 def test_large_float32_inputs_take_the_compiled_scan_small_ones_the_eager_one(monkeypatch):
+    from achilles.plugins.archs import s6_compiled
+
     model = tiny().float()
     tokens = torch.randint(0, 37, (4, 11))
     eager = model(tokens)
     assert [layer.path for layer in model.layers] == ["scan", "scan"]  # tiny: compiling would not pay
-    monkeypatch.setattr(mamba1, "COMPILE_MIN_STATES", 1)
+    monkeypatch.setattr(s6_compiled, "MIN_STATES", 1)
     compiled = model(tokens)
     assert [layer.path for layer in model.layers] == ["compiled", "compiled"]
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
@@ -174,7 +176,7 @@ def test_a_machine_where_compiling_fails_gets_the_eager_scan_and_one_warning(mon
 
     monkeypatch.setattr(s6_compiled, "_cache", {})  # as in a fresh process
     monkeypatch.setattr(torch, "compile", broken_compile)
-    monkeypatch.setattr(mamba1, "COMPILE_MIN_STATES", 1)
+    monkeypatch.setattr(s6_compiled, "MIN_STATES", 1)
     model = tiny().float()
     tokens = torch.randint(0, 37, (4, 11))
     with caplog.at_level("WARNING", logger="achilles"):

@@ -51,7 +51,7 @@ Compute paths of a layer (same weights, same function; tests compare them):
   N x S x D_in x d_state (0.5 GB per such tensor at batch 1024, S 29, D_in 256, d_state 16) and
   the tiles' temporaries stay in cache (plain autograd over the loop, the modular path, keeps
   every step's state);
-* compiled (the default on a CPU for float32 work of at least ``COMPILE_MIN_STATES`` state
+* compiled (the default on a CPU for float32 work of at least ``s6_compiled.MIN_STATES`` state
   entries, N x S x D_in x d_state): the same scan compiled by ``torch.compile`` in chunks of 8
   tokens (``s6_compiled``), about 2-4x faster than the eager scan below; compiled once per machine
   (about a minute, then cached), off with ``ACHILLES_COMPILE_SCAN=0``, and replaced by the eager
@@ -105,11 +105,6 @@ def selective_scan_reference(x, dt, A, B, C, D):
 #: the scan Function works on batch tiles of about this many state entries (N x S x D_in x d_state),
 #: so that its (S, D_in, d_state) temporaries stay in cache and are not page-faulted in afresh
 TILE_STATES = 1 << 21
-
-
-#: the compiled scan serves calls of at least this many state entries (N x S x D_in x d_state);
-#: smaller ones (tests, single sequences) run the eager scan, whose cost is below the compile's
-COMPILE_MIN_STATES = 1 << 22
 
 
 def _tiles(n: int, per_sample: int) -> list[slice]:
@@ -229,18 +224,6 @@ def kernels_allowed(backend: str, x: torch.Tensor) -> tuple[bool, str]:
     return True, "backend='auto' with a CUDA input and mamba_ssm's selective scan installed"
 
 
-def compiled_path(h: torch.Tensor, states_per_token: int) -> tuple[str, str] | None:
-    """("compiled", why) when the compiled CPU scan serves this input, else None."""
-    n, length = h.shape[:2]
-    if h.device.type != "cpu" or h.dtype != torch.float32:
-        return None
-    if n * length * states_per_token < COMPILE_MIN_STATES:
-        return None
-    if s6_compiled.compiled_chunks() is None:
-        return None
-    return "compiled", "a float32 CPU input large enough for the compiled scan"
-
-
 # -- the layer ---------------------------------------------------------------------------------
 class Mamba1Layer(nn.Module):
     """One Mamba1 block with its pre-norm and residual add. Sites (relative to ``layers.{i}``):
@@ -315,7 +298,7 @@ class Mamba1Layer(nn.Module):
         kernels, why = kernels_allowed(self.backend, h)
         if kernels:
             return "fused", why
-        return compiled_path(h, self.d_inner * self.d_state) or ("scan", why)
+        return s6_compiled.serves(h, self.d_inner * self.d_state) or ("scan", why)
 
     def forward_modular(self, h: torch.Tensor, scan: bool = False, compiled: bool = False) -> torch.Tensor:
         """The block, equation by equation, through every hook point (``scan``: the scan's

@@ -25,7 +25,8 @@ import os
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CHUNK", "ChunkedScan", "compiled_chunks", "chunk_forward", "chunk_backward", "unavailable_reason"]
+__all__ = ["CHUNK", "ChunkedScan", "compiled_chunks", "chunk_forward", "chunk_backward", "serves",
+           "try_compiled_scan", "unavailable_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,22 @@ TILE_STATES = 1 << 21
 #: set to 0 to never compile (the eager scan then runs everywhere)
 ENV_SWITCH = "ACHILLES_COMPILE_SCAN"
 
+#: the compiled scan serves calls of at least this many state entries (N x S x D_in x d_state);
+#: smaller ones (tests, single sequences) run the eager scan, whose cost is below the compile's
+MIN_STATES = 1 << 22
+
 _cache: dict[str, object] = {}
+
+
+def serves(h: torch.Tensor, states_per_token: int) -> tuple[str, str] | None:
+    """("compiled", why) when the compiled scan serves a layer's input h (N, S, d_model) with
+    ``states_per_token`` (D_in x d_state) state entries per token, else None."""
+    n, length = h.shape[:2]
+    if h.device.type != "cpu" or h.dtype != torch.float32 or n * length * states_per_token < MIN_STATES:
+        return None
+    if compiled_chunks() is None:
+        return None
+    return "compiled", "a float32 CPU input large enough for the compiled scan"
 
 
 def chunk_forward(x, dt, A, B, C, h):
