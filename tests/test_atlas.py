@@ -142,12 +142,16 @@ def test_a_comparison_of_the_subject_with_itself_gets_no_verdict_on_the_page(tmp
              "mamba2[seed=1]": Path("runs/rope-s1"), "transformer-rope[seed=1]": Path("runs/rope-s1"),
              "transformer[seed=0]": Path("runs/abs-s0")}
 
-    def claim(a, b):
-        return {"measurement": {"sides": {"a": {"per_run": [{"run": r} for r in a]},
-                                          "b": {"per_run": [{"run": r} for r in b]}}}}
+    def claim(a, b, metric_a="test acc_last", metric_b="test acc_last"):
+        return {"measurement": {"sides": {
+            "a": {"per_run": [{"run": r} for r in a], "method": f"{a[0].split('[')[0]} {metric_a}; mean"},
+            "b": {"per_run": [{"run": r} for r in b], "method": f"{b[0].split('[')[0]} {metric_b}; mean"}}}}
 
     assert compares_runs_with_themselves(claim(["transformer-rope[seed=0]", "transformer-rope[seed=1]"],
                                                ["mamba2[seed=0]", "mamba2[seed=1]"]), paths)
+    # the same runs at two string lengths (copy accuracy falls with length) are a real comparison
+    assert not compares_runs_with_themselves(claim(["mamba2[seed=0]"], ["mamba2[seed=0]"], "exact for sizes 1-5",
+                                                   "exact for sizes 16-20"), paths)
     assert not compares_runs_with_themselves(claim(["transformer[seed=0]"], ["mamba2[seed=0]"]), paths)
     assert not compares_runs_with_themselves(claim(["gone[seed=0]"], ["gone[seed=0]"]), paths)  # unknown runs
     assert not compares_runs_with_themselves({"measurement": {"per_run": []}}, paths)  # not a difference
