@@ -105,11 +105,11 @@ copy_length = Recipe(
                   RunGroup("transformer-rope", "transformer-rope", "copy", task_settings=COPY_TASK,
                            model={"d_model": 32}, seeds=COPY_SEEDS, train=COPY_TRAIN),
                   RunGroup("mamba2-width", "mamba2", "copy", task_settings=COPY_TASK, grid={"d_model": list(WIDTHS)},
-                           seeds=3, train=COPY_WIDE_TRAIN)),
+                           seeds=COPY_SEEDS, train=COPY_WIDE_TRAIN)),
             departures=("Strings of 1-20 symbols in training and 1-30 in test over 26 symbols; 2-layer models. "
                         "Mamba2 and both Transformers at d_model 32 on 40,000 training strings for 10 epochs (5 "
                         "seeds); the width comparison trains Mamba2 at d_model 32, 64 and 128 on 30,000 strings for "
-                        "4 epochs (3 seeds each, every width on the same data), at peak lr 1e-3 (batch 256). The "
+                        "4 epochs (5 seeds each, every width on the same data), at peak lr 1e-3 (batch 256). The "
                         "paper's lengths reach 70 and its models d = 256. Accuracies are teacher-forced (each "
                         "copied symbol predicted from the true prefix)."),
         ),
