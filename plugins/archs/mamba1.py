@@ -108,8 +108,7 @@ TILE_STATES = 1 << 21
 
 
 def _tiles(n: int, per_sample: int) -> list[slice]:
-    rows = max(1, TILE_STATES // max(1, per_sample))
-    return [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
+    return s6_compiled.batch_tiles(n, per_sample, TILE_STATES)
 
 
 def _states(x, dt, A, B):

@@ -144,9 +144,14 @@ def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
     return F.pad(t, (0, 0, 0, pad)) if pad else t
 
 
-def _tiles(n: int, per_sample: int) -> list[slice]:
-    rows = max(1, TILE_STATES // max(1, per_sample))
+def batch_tiles(n: int, per_sample: int, states: int) -> list[slice]:
+    """Slices of a batch of ``n`` whose tiles hold about ``states`` entries (``per_sample`` each)."""
+    rows = max(1, states // max(1, per_sample))
     return [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
+
+
+def _tiles(n: int, per_sample: int) -> list[slice]:
+    return batch_tiles(n, per_sample, TILE_STATES)
 
 
 class ChunkedScan(torch.autograd.Function):
